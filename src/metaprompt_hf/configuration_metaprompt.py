@@ -1,0 +1,230 @@
+"""`MetaPromptConfig`: the adapter's configuration, PEFT style.
+
+A dataclass whose every field carries help text, validated in `__post_init__`, saved as
+`metaprompt_config.json` next to the prompt tensors (`metaprompt_model.safetensors`).
+
+The defaults are the paper's base-to-new setting (METHOD.md §4): 2 text + 2 vision prompt tokens at every layer
+of the base CLIP, initialised i.i.d. N(0, 0.02²), with the hand-crafted template "a photo of a {}" in the frozen
+text branch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .utils import atomic_write_text, resolve_file
+
+CONFIG_NAME = "metaprompt_config.json"
+METHOD_NAME = "METAPROMPT"
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass
+class MetaPromptConfig:
+    """Configuration of a MetaPrompt adapter (Zhao et al., TIP 2024; METHOD.md §1 and §4).
+
+    The baselines are configurations of the same model: CoOp is `n_pro=0, text_depth=1, coupled_branches=False`;
+    IVLP is `coupled_branches=False` (deep text and vision prompts, logits between prompted image and prompted
+    text); MetaPrompt is the default.
+
+    Example:
+        ```python
+        >>> from metaprompt_hf import MetaPromptConfig
+        >>> MetaPromptConfig(n_ctx=4, n_pro=4)  # the paper's domain-generalisation setting
+        ```
+    """
+
+    method: str = field(
+        default=METHOD_NAME,
+        metadata={"help": "Discriminator of the adapter type, like PEFT's `peft_type`. Always 'METAPROMPT'."},
+    )
+    base_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or local path of the frozen CLIPModel the prompts were trained on."},
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Revision (branch, tag or commit) of the base model on the Hub."}
+    )
+    n_ctx: int = field(
+        default=2,
+        metadata={
+            "help": "Number of text context tokens (METHOD.md §1.2). They replace placeholder tokens right after "
+            "the start-of-text token. 2 for base-to-new, 4 for domain generalisation. 0 disables text prompts."
+        },
+    )
+    n_pro: int = field(
+        default=2,
+        metadata={
+            "help": "Number of vision prompt tokens appended after the patch tokens without positional embedding "
+            "(METHOD.md §1.3). 2 for base-to-new, 4 for domain generalisation. 0 disables vision prompts."
+        },
+    )
+    text_depth: int | None = field(
+        default=None,
+        metadata={
+            "help": "Number of text encoder layers that receive their own prompts (layer 0 = the token "
+            "embeddings). None means every layer of the base model; 1 is CoOp's layer-0-only context."
+        },
+    )
+    vision_depth: int | None = field(
+        default=None,
+        metadata={"help": "Number of vision encoder layers that receive their own prompts. None means every layer."},
+    )
+    init_std: float = field(
+        default=0.02, metadata={"help": "Standard deviation of the N(0, std²) prompt initialisation (meta.py:87,152)."}
+    )
+    ctx_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "Optional words (e.g. 'a photo of a') whose token embeddings initialise the layer-0 text prompts "
+            "instead of random values, as CoOp/IVLP do. Must tokenize to exactly n_ctx tokens."
+        },
+    )
+    placeholder_token: str = field(
+        default="X",
+        metadata={"help": "Word repeated n_ctx times before the class name; its rows are replaced by the prompts."},
+    )
+    templates: list[str] = field(
+        default_factory=lambda: ["a photo of a {}"],
+        metadata={
+            "help": "Hand-crafted template(s) of the frozen text branch h_c, each with one '{}' for the class name. "
+            "Several templates are ensembled (mean of normalised embeddings, renormalised; METHOD.md §1.4)."
+        },
+    )
+    coupled_branches: bool = field(
+        default=True,
+        metadata={
+            "help": "MetaPrompt's coupled encoder pairs (prompted image x frozen template text, frozen image x "
+            "prompted text; METHOD.md §1.1). False gives the IVLP/CoOp logits s·<prompted image, prompted text>."
+        },
+    )
+    inference_mode: bool = field(
+        default=False, metadata={"help": "Whether the adapter was loaded for inference only (prompts frozen)."}
+    )
+    text_hidden_size: int | None = field(
+        default=None, metadata={"help": "Width of the base text encoder, recorded to detect a mismatched base model."}
+    )
+    vision_hidden_size: int | None = field(
+        default=None, metadata={"help": "Width of the base vision encoder, recorded to detect a mismatched base."}
+    )
+    text_num_layers: int | None = field(
+        default=None, metadata={"help": "Depth of the base text encoder, recorded to detect a mismatched base."}
+    )
+    vision_num_layers: int | None = field(
+        default=None, metadata={"help": "Depth of the base vision encoder, recorded to detect a mismatched base."}
+    )
+    metaprompt_version: str = field(
+        default_factory=_package_version, metadata={"help": "Version of metaprompt_hf that wrote the config."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.method != METHOD_NAME:
+            raise ValueError(f"method: expected {METHOD_NAME!r}, got {self.method!r}")
+        for name in ("n_ctx", "n_pro"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+        for name in ("text_depth", "vision_depth", *_DIM_FIELDS):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}: expected None or an integer >= 1, got {value!r}")
+        for depth, layers in (("text_depth", "text_num_layers"), ("vision_depth", "vision_num_layers")):
+            d, n = getattr(self, depth), getattr(self, layers)
+            if d is not None and n is not None and d > n:
+                raise ValueError(f"{depth}: {d} exceeds the base model's {layers} = {n}")
+        if isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float)) or not self.init_std > 0:
+            raise ValueError(f"init_std: expected a number > 0, got {self.init_std!r}")
+        if isinstance(self.templates, str):
+            self.templates = [self.templates]
+        if not isinstance(self.templates, (list, tuple)) or not self.templates:
+            raise ValueError(f"templates: expected a non-empty list of strings, got {self.templates!r}")
+        self.templates = list(self.templates)
+        for i, template in enumerate(self.templates):
+            if not isinstance(template, str) or template.count("{}") != 1:
+                raise ValueError(f"templates[{i}]: expected a string with exactly one '{{}}', got {template!r}")
+        if not isinstance(self.placeholder_token, str) or not self.placeholder_token.strip():
+            raise ValueError(f"placeholder_token: expected a non-empty word, got {self.placeholder_token!r}")
+        if " " in self.placeholder_token.strip():
+            raise ValueError(f"placeholder_token: expected a single word, got {self.placeholder_token!r}")
+        if self.ctx_init is not None and (not isinstance(self.ctx_init, str) or not self.ctx_init.strip()):
+            raise ValueError(f"ctx_init: expected None or non-empty words, got {self.ctx_init!r}")
+        if self.ctx_init is not None and self.n_ctx == 0:
+            raise ValueError("ctx_init: given, but n_ctx = 0 leaves no text prompt to initialise")
+        for name in ("base_model_name_or_path", "revision"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name}: expected a string or None, got {value!r}")
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-serialisable dict."""
+        return asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> MetaPromptConfig:
+        """Build a config from a dict; unknown keys are an error that names them (PEFT behaviour)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, overwrite: bool = False) -> str:
+        """Write `metaprompt_config.json` (indent 2, sorted keys) atomically; returns its path."""
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, CONFIG_NAME)
+        if not overwrite and os.path.exists(path):
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        atomic_write_text(path, self.to_json_string())
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        subfolder: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+    ) -> MetaPromptConfig:
+        """Load `metaprompt_config.json` from a local folder, a file, or a Hub repo (offline from the cache)."""
+        path = str(pretrained_model_name_or_path)
+        if os.path.isfile(path):
+            config_file = path
+        else:
+            config_file = resolve_file(
+                path,
+                CONFIG_NAME,
+                subfolder=subfolder,
+                revision=revision,
+                cache_dir=cache_dir,
+                token=token,
+                local_files_only=local_files_only,
+                force_download=force_download,
+            )
+        with open(config_file, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{config_file}: not valid JSON ({err})") from err
+        return cls.from_dict(data, source=config_file)
+
+
+_DIM_FIELDS = ("text_hidden_size", "vision_hidden_size", "text_num_layers", "vision_num_layers")

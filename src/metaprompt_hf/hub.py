@@ -1,0 +1,205 @@
+"""Hub I/O: the generated model card and `push_to_hub` (CONVENTIONS.md §1.4, §3).
+
+An adapter repo holds exactly `metaprompt_config.json`, `metaprompt_model.safetensors` and a `README.md` model card
+rendered from the repo's `model_card.md` template, uploaded in one commit. Namespaced file names keep
+transformers and PEFT from mistaking the repo for theirs (CONVENTIONS.md §1.4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig
+
+if TYPE_CHECKING:
+    from .modeling_metaprompt import MetaPromptModel
+
+LIBRARY_NAME = "metaprompt_hf"
+PAPER_URL = "https://arxiv.org/abs/2212.04196"
+CODE_URL = "https://github.com/Vill-Lab/2024-TIP-MetaPrompt"
+TASK = "zero-shot-image-classification"
+
+
+def model_card_template() -> str:
+    """The `model_card.md` template: packaged with the wheel, or read from the repo root in a source checkout."""
+    packaged = resources.files("metaprompt_hf").joinpath("model_card.md")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    source = Path(__file__).resolve().parents[2] / "model_card.md"
+    if source.is_file():
+        return source.read_text(encoding="utf-8")
+    raise FileNotFoundError("model_card.md template not found in the package nor at the repository root")
+
+
+def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a results file written by the training/evaluation loop (`results.json`): a JSON object or a list of
+    them, each with `protocol` ("base2new" or "dg") and the metrics in percent."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+    items = data if isinstance(data, list) else [data]
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("protocol") not in ("base2new", "dg"):
+            raise ValueError(f"{path}: entry {i} needs a 'protocol' of 'base2new' or 'dg'")
+    return items
+
+
+def _eval_results(results: Sequence[Mapping[str, Any]], repo_id: str | None) -> list[Any]:
+    """model-index entries: Base / New / HM per base-to-new dataset, accuracy per DG target domain."""
+    from huggingface_hub import EvalResult
+
+    source = {"source_name": repo_id, "source_url": f"https://huggingface.co/{repo_id}"} if repo_id else {}
+    out = []
+    for r in results:
+        dataset = str(r.get("dataset", "unknown"))
+        common = dict(task_type=TASK, dataset_type=dataset, dataset_name=dataset, **source)
+        if r["protocol"] == "base2new":
+            for key, name, split, metric in (
+                ("base", "Base accuracy", "test (base classes)", "accuracy"),
+                ("new", "New accuracy", "test (new classes)", "accuracy"),
+                ("hm", "Harmonic mean", "test", "harmonic_mean"),
+            ):
+                if key in r:
+                    out.append(
+                        EvalResult(
+                            **common,
+                            dataset_config="base2new",
+                            dataset_split=split,
+                            metric_type=metric,
+                            metric_name=name,
+                            metric_value=round(float(r[key]), 2),
+                        )
+                    )
+        else:
+            domain = str(r.get("target_domain", "target"))
+            out.append(
+                EvalResult(
+                    **common,
+                    dataset_config=f"dg-target-{domain}",
+                    dataset_split=f"{domain} (unseen)",
+                    metric_type="accuracy",
+                    metric_name=f"Accuracy on unseen domain {domain}",
+                    metric_value=round(float(r["accuracy"]), 2),
+                )
+            )
+    return out
+
+
+def build_model_card(
+    config: MetaPromptConfig,
+    *,
+    model_name: str = "MetaPrompt adapter",
+    results: Sequence[Mapping[str, Any]] | None = None,
+    training: Mapping[str, Any] | None = None,
+    datasets: Sequence[str] | None = None,
+    repo_id: str | None = None,
+) -> Any:
+    """Render `model_card.md` into a `huggingface_hub.ModelCard` with YAML metadata (library_name, base_model,
+    pipeline_tag, tags, datasets, metrics, model-index from `results`)."""
+    import huggingface_hub
+    import torch
+    import transformers
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from . import __version__
+
+    base = config.base_model_name_or_path
+    base_is_hub_id = bool(base) and not os.path.isdir(base) and base.count("/") == 1
+    results = list(results or [])
+    tags = ["metaprompt", "prompt-learning", "clip", "vision-language", "few-shot", "domain-generalization"]
+    if base_is_hub_id:
+        tags.append(f"base_model:adapter:{base}")
+    card_data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        license="mit",
+        base_model=base if base_is_hub_id else None,
+        base_model_relation="adapter" if base_is_hub_id else None,
+        pipeline_tag=TASK,
+        tags=tags,
+        datasets=list(datasets) if datasets else None,
+        metrics=["accuracy"] if results else None,
+        model_name=model_name,
+        eval_results=_eval_results(results, repo_id) or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=model_card_template(),
+        model_name=model_name,
+        repo_id=repo_id or "path/to/adapter",
+        base_model=base or "the base CLIP",
+        config=config.to_dict(),
+        results=results,
+        training=dict(training or {}),
+        paper_url=PAPER_URL,
+        code_url=CODE_URL,
+        versions={
+            "metaprompt_hf": __version__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "huggingface_hub": huggingface_hub.__version__,
+            "python": platform.python_version(),
+        },
+    )
+
+
+def push_to_hub(
+    model: MetaPromptModel,
+    repo_id: str,
+    *,
+    commit_message: str = "Upload MetaPrompt adapter",
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    results: Sequence[Mapping[str, Any]] | str | os.PathLike | None = None,
+    training: Mapping[str, Any] | None = None,
+    datasets: Sequence[str] | None = None,
+    api: Any | None = None,
+) -> Any:
+    """Create the repo if needed and upload `metaprompt_config.json`, `metaprompt_model.safetensors` and a model
+    card generated from `model_card.md`, in ONE commit. Returns the `CommitInfo`.
+
+    Args:
+        results: run results (a list of dicts, or the path of a `results.json`) for the card's model-index.
+        api: an `HfApi` (or a stand-in with `create_repo` / `create_commit`); default `HfApi(token=token)`.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from .modeling_metaprompt import WEIGHTS_NAME
+
+    if isinstance(results, (str, os.PathLike)):
+        results = load_results(results)
+    api = api if api is not None else HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    card = build_model_card(
+        model.config,
+        model_name=repo_id.split("/")[-1],
+        results=results,
+        training=training,
+        datasets=datasets,
+        repo_id=repo_id,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=Path(tmp, name).read_bytes())
+            for name in (CONFIG_NAME, WEIGHTS_NAME)
+        ]
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8")))
+        return api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message,
+            repo_type="model",
+            revision=revision,
+            create_pr=create_pr,
+        )

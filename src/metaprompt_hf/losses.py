@@ -1,0 +1,66 @@
+"""The asymmetric contrastive loss L_AC (METHOD.md §2).
+
+    z^i_c = s·<x̃, h_c>     prompted image  vs frozen hand-crafted text   (meta.py:272)
+    z^t_c = s·<x,  t_c>     frozen image    vs prompted text              (meta.py:273)
+    z^o_c = ½(z^i_c + z^t_c)                                              (meta.py:274)
+    L_AC  = CE(z^o, y) + CE(z^i, y) + CE(z^t, y)                          (meta.py:332-335, 478-481)
+
+s = exp(logit_scale) is CLIP's frozen temperature. Each prompted encoder is trained against frozen features of the
+other modality ("asymmetric"), so CE(z^i) reaches only θ_v, CE(z^t) only θ_t and CE(z^o) both. Image→class
+cross-entropy only: no text→image direction and no in-batch negatives.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class ACLoss(NamedTuple):
+    """L_AC and its three terms (scalars)."""
+
+    loss: torch.Tensor
+    loss_o: torch.Tensor
+    loss_i: torch.Tensor
+    loss_t: torch.Tensor
+
+
+def coupled_logits(
+    prompted_image: torch.Tensor,
+    frozen_image: torch.Tensor,
+    prompted_text: torch.Tensor,
+    template_text: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three logits of MetaPrompt's coupled encoder pairs (METHOD.md §1.1, §2).
+
+    Args:
+        prompted_image: x̃, (B, P) L2-normalised.
+        frozen_image: x, (B, P) L2-normalised.
+        prompted_text: t, (C, P) L2-normalised.
+        template_text: h, (C, P) L2-normalised.
+        logit_scale: s = exp(CLIP's logit_scale), a scalar.
+
+    Returns:
+        (z^o, z^i, z^t), each (B, C).
+    """
+    z_i = logit_scale * prompted_image @ template_text.t()
+    z_t = logit_scale * frozen_image @ prompted_text.t()
+    return 0.5 * (z_i + z_t), z_i, z_t
+
+
+def asymmetric_contrastive_loss(
+    logits_o: torch.Tensor, logits_i: torch.Tensor, logits_t: torch.Tensor, labels: torch.Tensor
+) -> ACLoss:
+    """L_AC = CE(z^o) + CE(z^i) + CE(z^t), weights 1:1:1, batch-mean cross-entropies (METHOD.md §2).
+
+    Args:
+        logits_o, logits_i, logits_t: (B, C) logits.
+        labels: (B,) class indices into C.
+    """
+    loss_o = F.cross_entropy(logits_o.float(), labels)
+    loss_i = F.cross_entropy(logits_i.float(), labels)
+    loss_t = F.cross_entropy(logits_t.float(), labels)
+    return ACLoss(loss_o + loss_i + loss_t, loss_o, loss_i, loss_t)

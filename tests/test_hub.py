@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from metaprompt_hf import CONFIG_NAME, WEIGHTS_NAME, MetaPromptConfig, MetaPromptModel
+from metaprompt_hf.testing import tiny_clip
+
+CLASSES = ["cat", "dog", "giraffe"]
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _trained(clip, processor, **config) -> MetaPromptModel:
+    torch.manual_seed(3)
+    model = MetaPromptModel(clip, MetaPromptConfig(**config), processor)
+    with torch.no_grad():
+        for p in model.prompt_parameters():
+            p.normal_()  # clearly different from the N(0, 0.02²) init of a fresh adapter
+    return model
+
+
+def _put_in_hub_cache(hf_home: str, repo_id: str, folder: str, commit: str = COMMIT) -> None:
+    """Lay out `folder` as the Hugging Face cache would after a download (OFFLINE.md §8)."""
+    repo_dir = os.path.join(hf_home, "hub", f"models--{repo_id.replace('/', '--')}")
+    snapshot = os.path.join(repo_dir, "snapshots", commit)
+    shutil.copytree(folder, snapshot, dirs_exist_ok=True)
+    os.makedirs(os.path.join(repo_dir, "refs"), exist_ok=True)
+    with open(os.path.join(repo_dir, "refs", "main"), "w") as f:
+        f.write(commit)
+
+
+def test_round_trip_into_a_fresh_base(tmp_path, pixel_values):
+    clip, processor = tiny_clip(seed=0)
+    model = _trained(clip, processor)
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted([CONFIG_NAME, WEIGHTS_NAME])  # exactly the two files
+    with safe_open(str(tmp_path / WEIGHTS_NAME), "pt") as f:
+        assert sorted(f.keys()) == ["text_prompts", "vision_prompts"]  # the prompts only, never CLIP
+        assert f.metadata()["format"] == "pt"
+    assert os.path.getsize(tmp_path / WEIGHTS_NAME) < 4096
+    saved = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert saved["inference_mode"] is True and saved["text_hidden_size"] == 32
+
+    fresh_clip, fresh_processor = tiny_clip(seed=0)  # same weights, new objects
+    loaded = MetaPromptModel.from_pretrained(tmp_path, base_model=fresh_clip, processor=fresh_processor)
+    for key, value in model.prompt_state_dict().items():
+        assert torch.equal(loaded.prompt_state_dict()[key], value)
+    assert all(not p.requires_grad for p in loaded.prompt_parameters()) and not loaded.training
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values, CLASSES).logits, model(pixel_values, CLASSES).logits)
+    trainable = MetaPromptModel.from_pretrained(
+        tmp_path, base_model=tiny_clip()[0], processor=processor, is_trainable=True
+    )
+    assert all(p.requires_grad for p in trainable.prompt_parameters()) and trainable.training
+
+
+def test_save_refuses_to_overwrite_unless_asked(tmp_path):
+    clip, processor = tiny_clip()
+    _trained(clip, processor).save_pretrained(tmp_path)
+    before = (tmp_path / WEIGHTS_NAME).read_bytes()
+    other = MetaPromptModel(clip, MetaPromptConfig(), processor)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        other.save_pretrained(tmp_path)
+    assert (tmp_path / WEIGHTS_NAME).read_bytes() == before
+    other.save_pretrained(tmp_path, overwrite=True)
+    assert (tmp_path / WEIGHTS_NAME).read_bytes() != before
+    assert sorted(os.listdir(tmp_path)) == sorted([CONFIG_NAME, WEIGHTS_NAME])  # no temporary files left
+
+
+def test_folder_without_safetensors_is_an_error_and_pickle_is_never_loaded(tmp_path):
+    clip, processor = tiny_clip()
+    model = _trained(clip, processor)
+    model.save_pretrained(tmp_path)
+    os.remove(tmp_path / WEIGHTS_NAME)
+    torch.save(model.prompt_state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match=WEIGHTS_NAME) as err:
+        MetaPromptModel.from_pretrained(tmp_path, base_model=clip, processor=processor)
+    assert "pickle" in str(err.value)
+
+
+def _write_state(folder, state):
+    save_file(state, str(folder / WEIGHTS_NAME), {"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    "mutate, pattern",
+    [
+        (lambda s: s.pop("vision_prompts"), r"missing \['vision_prompts'\]"),
+        (lambda s: s.update(extra=torch.zeros(1)), r"unexpected \['extra'\]"),
+        (
+            lambda s: s.update(text_prompts=torch.zeros(3, 4, 32)),
+            r"'text_prompts' has shape \(3, 4, 32\).*\(3, 2, 32\)",
+        ),
+    ],
+)
+def test_strict_loading_names_key_and_shapes(tmp_path, mutate, pattern):
+    clip, processor = tiny_clip()
+    model = _trained(clip, processor)
+    model.save_pretrained(tmp_path)
+    state = {k: v.clone() for k, v in model.prompt_state_dict().items()}
+    mutate(state)
+    _write_state(tmp_path, state)
+    with pytest.raises(ValueError, match=pattern):
+        MetaPromptModel.from_pretrained(tmp_path, base_model=clip, processor=processor)
+
+
+def test_base_model_that_does_not_fit_is_named(tmp_path):
+    clip, processor = tiny_clip()
+    clip.name_or_path = "testorg/tiny-clip"
+    _trained(clip, processor).save_pretrained(tmp_path)
+    wider, _ = tiny_clip(text_hidden_size=64)
+    wider.name_or_path = "someone/wider-clip"
+    with pytest.raises(ValueError, match=r"text_hidden_size.*32.*someone/wider-clip.*64"):
+        MetaPromptModel.from_pretrained(tmp_path, base_model=wider, processor=processor)
+    shallower, _ = tiny_clip(vision_num_hidden_layers=1)
+    with pytest.raises(ValueError, match="vision_num_layers"):
+        MetaPromptModel.from_pretrained(tmp_path, base_model=shallower, processor=processor)
+
+
+def test_corrupt_safetensors_and_missing_base_are_clear_errors(tmp_path):
+    clip, processor = tiny_clip()
+    _trained(clip, processor).save_pretrained(tmp_path)
+    (tmp_path / WEIGHTS_NAME).write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="safetensors"):
+        MetaPromptModel.from_pretrained(tmp_path, base_model=clip, processor=processor)
+    _trained(clip, processor).save_pretrained(tmp_path, overwrite=True)
+    with pytest.raises(ValueError, match="base_model_name_or_path"):
+        MetaPromptModel.from_pretrained(tmp_path)  # a CLIP built in code has no name to record
+
+
+def test_from_pretrained_resolves_adapter_and_base_from_the_hub_cache(hf_home, tmp_path, pixel_values):
+    clip, processor = tiny_clip(seed=5)
+    base_dir = tmp_path / "base"
+    clip.save_pretrained(base_dir)
+    processor.save_pretrained(base_dir)
+    _put_in_hub_cache(hf_home, "testorg/tiny-clip", str(base_dir))
+    clip.name_or_path = "testorg/tiny-clip"
+    model = _trained(clip, processor)
+    assert model.config.base_model_name_or_path == "testorg/tiny-clip"
+    model.save_pretrained(tmp_path / "adapter")
+    _put_in_hub_cache(hf_home, "org/metaprompt-tiny", str(tmp_path / "adapter"))
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+    loaded = MetaPromptModel.from_pretrained("org/metaprompt-tiny")  # the issue's snippet, offline
+    probs = loaded.predict(pixel_values, ["dog", "cat", "giraffe"])
+    assert probs.shape == (4, 3)
+    torch.testing.assert_close(probs, model.predict(pixel_values, ["dog", "cat", "giraffe"]))
+    assert loaded.clip.name_or_path.endswith(COMMIT) or "tiny-clip" in loaded.clip.name_or_path
+    again = MetaPromptModel.from_pretrained("org/metaprompt-tiny", revision=COMMIT)
+    assert torch.equal(again.text_prompts, loaded.text_prompts)
+    with pytest.raises(FileNotFoundError, match="org/not-there"):
+        MetaPromptModel.from_pretrained("org/not-there")
+
+
+class RecordingApi:
+    """Stands in for `HfApi`: records what would be uploaded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        files = {op.path_in_repo: op.path_or_fileobj for op in operations}
+        self.calls.append(("create_commit", repo_id, files, kwargs))
+        return "commit-info"
+
+
+def _card_metadata(card: str) -> dict:
+    _, header, _ = card.split("---\n", 2)
+    return yaml.safe_load(header)
+
+
+def test_push_to_hub_uploads_two_files_and_a_card_in_one_commit(tmp_path):
+    clip, processor = tiny_clip()
+    clip.name_or_path = "testorg/tiny-clip"
+    model = _trained(clip, processor)
+    api = RecordingApi()
+    results = [{"protocol": "base2new", "dataset": "mini-shapes", "base": 91.25, "new": 70.5, "hm": 79.55}]
+    assert model.push_to_hub("me/metaprompt-tiny", api=api, results=results, private=True) == "commit-info"
+    assert [c[0] for c in api.calls] == ["create_repo", "create_commit"]
+    _, repo, files, kwargs = api.calls[1]
+    assert repo == "me/metaprompt-tiny" and kwargs["repo_type"] == "model"
+    assert sorted(files) == sorted([CONFIG_NAME, WEIGHTS_NAME, "README.md"])
+    weights = tmp_path / WEIGHTS_NAME
+    weights.write_bytes(files[WEIGHTS_NAME])
+    with safe_open(str(weights), "pt") as f:
+        assert torch.equal(f.get_tensor("text_prompts"), model.text_prompts.detach())
+    assert json.loads(files[CONFIG_NAME])["base_model_name_or_path"] == "testorg/tiny-clip"
+    card = files["README.md"].decode()
+    meta = _card_metadata(card)
+    assert meta["library_name"] == "metaprompt_hf"
+    assert meta["base_model"] == "testorg/tiny-clip"
+    assert meta["pipeline_tag"] == "zero-shot-image-classification"
+    values = sorted(m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"])
+    assert values == [70.5, 79.55, 91.25]
+    assert 'MetaPromptModel.from_pretrained("me/metaprompt-tiny")' in card
+    assert "2212.04196" in card
