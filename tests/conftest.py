@@ -49,3 +49,53 @@ def model(clip_and_processor) -> MetaPromptModel:
 @pytest.fixture
 def pixel_values() -> torch.Tensor:
     return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+
+
+COLOURS = {
+    "red apple": (200, 30, 30),
+    "green_leaf": (30, 180, 40),
+    "blue sky": (40, 60, 200),
+    "yellow sun": (220, 210, 30),
+    "black cat": (20, 20, 20),
+    "white snow": (235, 235, 235),
+    "orange fox": (230, 120, 20),
+    "purple plum": (120, 30, 140),
+}
+DOMAINS = ("cartoon", "photo", "sketch")
+
+
+def make_image_folder(root, *, domains=DOMAINS, per_class=6, size=36, seed=0, drop=()):
+    """`<domain>/<class>/<i>.png` (or `<class>/<i>.png` with domains=None): colour-coded classes, so prompts can
+    learn something; `drop` lists (domain, class) pairs to leave out, as PACS domains lack some classes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for d, domain in enumerate(domains or [None]):
+        for name, colour in COLOURS.items():
+            if (domain, name) in drop:
+                continue
+            folder = os.path.join(root, domain, name) if domain else os.path.join(root, name)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(per_class):
+                noise = rng.normal(0, 35, (size, size, 3)) + 25 * d
+                pixels = np.clip(np.asarray(colour)[None, None, :] + noise, 0, 255).astype("uint8")
+                Image.fromarray(pixels).save(os.path.join(folder, f"{i}.png"))
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> str:
+    """A tiny random CLIP + processor saved like a Hub model folder."""
+    path = tmp_path_factory.mktemp("tiny-clip")
+    clip, processor = tiny_clip(seed=0)
+    clip.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def domain_folder(tmp_path_factory) -> str:
+    """3 domains x 8 classes x 6 images; 'sketch' lacks 'purple plum'."""
+    root = tmp_path_factory.mktemp("folder")
+    return make_image_folder(root, drop={("sketch", "purple plum")})

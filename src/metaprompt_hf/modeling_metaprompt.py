@@ -141,7 +141,7 @@ class MetaPromptModel(nn.Module):
     @property
     def logit_scale(self) -> torch.Tensor:
         """s = exp(CLIP's frozen logit_scale), clamped at 100 as CLIP does."""
-        return self.clip.logit_scale.detach().float().exp().clamp(max=100.0)
+        return _at_least_fp32(self.clip.logit_scale.detach()).exp().clamp(max=100.0)
 
     @property
     def tokenizer(self) -> Any:
@@ -256,7 +256,7 @@ class MetaPromptModel(nn.Module):
         """One text-encoder call on `ids` (N, L) with prompts θ_t (or none) → (N, P) L2-normalised fp32."""
         with self._hook_lock, text_prompt_hooks(self.clip.text_model, prompts):
             pooled = self.clip.text_model(input_ids=ids).pooler_output
-        return F.normalize(self.clip.text_projection(pooled).float(), dim=-1)
+        return F.normalize(_at_least_fp32(self.clip.text_projection(pooled)), dim=-1)
 
     def _encode_ids_chunked(self, rows: list[list[int]], prompts: torch.Tensor | None) -> torch.Tensor:
         # Classes are sorted by length so chunks carry little padding, then put back in order.
@@ -330,7 +330,7 @@ class MetaPromptModel(nn.Module):
     ) -> torch.Tensor:
         with self._hook_lock, vision_prompt_hooks(self.clip.vision_model, prompts, frozen_rows=frozen_rows):
             pooled = self.clip.vision_model(pixel_values=pixel_values.to(self.device)).pooler_output
-        return F.normalize(self.clip.visual_projection(pooled).float(), dim=-1)
+        return F.normalize(_at_least_fp32(self.clip.visual_projection(pooled)), dim=-1)
 
     @torch.no_grad()
     def encode_frozen_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -385,7 +385,7 @@ class MetaPromptModel(nn.Module):
         cfg = self.config
         need_frozen = cfg.coupled_branches or return_zero_shot or self.vision_prompts is None
         if frozen_image_embeds is not None:
-            x = frozen_image_embeds.float()
+            x = _at_least_fp32(frozen_image_embeds)
             x_tilde = self.encode_image(pixel_values)
         elif need_frozen and self.vision_prompts is not None:
             x, x_tilde = self.encode_image_pair(pixel_values)
@@ -572,6 +572,9 @@ class MetaPromptModel(nn.Module):
             base_id = os.fspath(base_model) if base_model is not None else config.base_model_name_or_path
             if not base_id:
                 raise ValueError(f"{source}: the config names no base_model_name_or_path; pass base_model=")
+            from .embedded import resolve_base_model
+
+            base_id = resolve_base_model(base_id)  # "embedded" = the small CLIP shipped in the package
             base_rev = base_model_revision or (config.revision if base_model is None else None)
             clip_model = load_clip(
                 base_id,
@@ -672,6 +675,11 @@ def _fit_config_to_base(config: MetaPromptConfig, clip_model: CLIPModel) -> Meta
         base_model_name_or_path=config.base_model_name_or_path or (getattr(clip_model, "name_or_path", "") or None),
         **actual,
     )
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    # Logits and losses in fp32 even under bf16/fp16 CLIP; fp64 stays fp64 (finite-difference tests).
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _clean(name: str) -> str:

@@ -1,0 +1,64 @@
+"""Evaluate MetaPrompt runs and aggregate them over seeds (mean ± std) into JSON and a Markdown table.
+
+Aggregate the `results.json` that `examples/train.py` wrote into each run folder:
+
+    python examples/evaluate.py --runs runs/b2n-seed1 runs/b2n-seed2 runs/b2n-seed3 --report_dir runs/report
+
+Or re-evaluate saved adapters on a dataset (any argument of train.py selects the data and protocol):
+
+    python examples/evaluate.py --adapters runs/b2n-seed1 runs/b2n-seed2 --dataset_name path/to/imagefolder \
+        --protocol base2new --base_model openai/clip-vit-base-patch16 --report_dir runs/report
+
+Writes `per_seed.json` (every run), `aggregate.json` and `results.md` into --report_dir. Base-to-new rows give
+mean base, mean new and HM(mean B, mean N), plus the mean of per-seed HMs (METHOD.md §6.1).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from metaprompt_hf.evaluation import aggregate, markdown_table
+from metaprompt_hf.training import evaluate_adapter, parse_args
+from metaprompt_hf.utils import atomic_write_text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=True)
+    parser.add_argument("--runs", nargs="*", default=[], help="run folders holding results.json")
+    parser.add_argument("--adapters", nargs="*", default=[], help="adapter folders to (re-)evaluate")
+    parser.add_argument("--report_dir", required=True, help="where per_seed.json, aggregate.json, results.md go")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    own, rest = parser.parse_known_args(argv)
+    if not own.runs and not own.adapters:
+        parser.error("give --runs and/or --adapters")
+    report = [os.path.join(own.report_dir, n) for n in ("per_seed.json", "aggregate.json", "results.md")]
+    if not own.overwrite and any(os.path.exists(p) for p in report):
+        print(f"error: {own.report_dir} already holds a report; pass --overwrite", file=sys.stderr)
+        return 2
+    results = []
+    for run in own.runs:
+        path = os.path.join(run, "results.json")
+        if not os.path.isfile(path):
+            print(f"error: {run} has no results.json", file=sys.stderr)
+            return 2
+        with open(path, encoding="utf-8") as f:
+            results.extend(json.load(f))
+    if own.adapters:
+        args = parse_args([*rest, "--output_dir", own.report_dir])
+        for adapter in own.adapters:
+            entry = evaluate_adapter(args, adapter)
+            entry["adapter"] = adapter
+            results.append(entry)
+    rows = aggregate(results)
+    os.makedirs(own.report_dir, exist_ok=True)
+    atomic_write_text(report[0], json.dumps(results, indent=2))
+    atomic_write_text(report[1], json.dumps(rows, indent=2))
+    table = markdown_table(rows)
+    atomic_write_text(report[2], table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

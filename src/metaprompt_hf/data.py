@@ -1,0 +1,678 @@
+"""Image-classification data for prompt learning: loading, few-shot sampling, the paper's protocols, transforms and
+samplers (METHOD.md §4-§6; CONVENTIONS.md §5).
+
+Any of these loads into one normalised form (`ImageClassificationData`):
+- a `datasets` Dataset/DatasetDict from the Hub or saved with `save_to_disk`;
+- an image folder laid out `<class>/<image>` or `<domain>/<class>/<image>` (PACS / OfficeHome style, where a domain
+  may lack some classes), optionally under `train/`, `validation/`, `test/` split folders;
+- `miniworld:<name>`, the embedded offline mini benchmark (`metaprompt_hf.miniworld`).
+
+Columns: an image, a `ClassLabel` label whose names are the class names, and optionally a domain.
+
+Every random choice is a function of (seed, epoch, sample) rather than of a global RNG stream, so a run resumed
+from a checkpoint sees exactly the batches and augmentations of an uninterrupted one, with any number of workers.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+SPLIT_NAMES = ("train", "validation", "val", "test")
+MINIWORLD_PREFIX = "miniworld:"
+
+
+class DataError(ValueError):
+    """Bad dataset input, raised before training starts with a message naming the path, column or class."""
+
+
+@dataclass
+class ImageClassificationData:
+    """A dataset in normalised form.
+
+    Attributes:
+        splits: split name → `datasets.Dataset` with columns `image` (undecoded: {"bytes", "path"}), `label`
+            (int) and, when known, `domain` (int).
+        class_names: names of the label ids, in id order.
+        domain_names: names of the domain ids, or None for a single-domain dataset.
+        name: the dataset's name or path (used for template presets and reports).
+    """
+
+    splits: dict[str, Any]
+    class_names: list[str]
+    domain_names: list[str] | None
+    name: str
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load_image_classification(
+    name_or_path: str,
+    *,
+    config_name: str | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    domain_column: str = "domain",
+    class_names: Sequence[str] | None = None,
+    cache_dir: str | None = None,
+) -> ImageClassificationData:
+    """Load any supported dataset into `ImageClassificationData` (checks columns; raises `DataError`)."""
+    import datasets
+
+    if name_or_path.startswith(MINIWORLD_PREFIX):
+        from . import miniworld
+
+        sub = name_or_path[len(MINIWORLD_PREFIX) :]
+        if sub not in miniworld.DATASETS:
+            raise DataError(
+                f"dataset_name: unknown mini-world dataset {sub!r}; choose from {list(miniworld.DATASETS)}"
+            )
+        raw = miniworld.load_miniworld(sub, cache_dir=cache_dir)
+    elif os.path.isdir(name_or_path):
+        if _is_saved_dataset(name_or_path):
+            raw = datasets.load_from_disk(name_or_path)
+        else:
+            raw = _load_image_folder(name_or_path)
+    elif os.path.exists(name_or_path):
+        raise DataError(f"dataset_name: {name_or_path} is a file; expected a folder or a Hub dataset id")
+    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise DataError(f"dataset_name: no such folder {name_or_path}")
+    else:
+        try:
+            raw = datasets.load_dataset(name_or_path, config_name, cache_dir=cache_dir)
+        except Exception as err:  # the Hub raises many types; all mean "could not get it"
+            raise DataError(
+                f"dataset_name: {name_or_path!r} is not a local folder and could not be loaded from the Hub "
+                f"({type(err).__name__}: {err})"
+            ) from err
+    if isinstance(raw, datasets.Dataset):
+        raw = datasets.DatasetDict({"train": raw})
+    return _normalise(raw, name_or_path, image_column, label_column, domain_column, class_names)
+
+
+def _is_saved_dataset(path: str) -> bool:
+    return any(os.path.isfile(os.path.join(path, f)) for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
+
+
+def _images_in(folder: str) -> list[str]:
+    return sorted(
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, f))
+    )
+
+
+def _subdirs(folder: str) -> list[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
+
+
+def _scan_folder(root: str) -> tuple[list[str], list[str], list[str | None]]:
+    """(paths, class names, domain names) of `<class>/<img>` or `<domain>/<class>/<img>` under `root`."""
+    paths: list[str] = []
+    labels: list[str] = []
+    domains: list[str | None] = []
+    children = _subdirs(root)
+    if not children:
+        raise DataError(
+            f"dataset_name: {root} holds no class folders (expected <class>/<image> or <domain>/<class>/<image>)"
+        )
+    nested = all(not _images_in(os.path.join(root, c)) and _subdirs(os.path.join(root, c)) for c in children)
+    for child in children:
+        if nested:
+            for cls in _subdirs(os.path.join(root, child)):
+                for p in _images_in(os.path.join(root, child, cls)):
+                    paths.append(p)
+                    labels.append(cls)
+                    domains.append(child)
+        else:
+            for p in _images_in(os.path.join(root, child)):
+                paths.append(p)
+                labels.append(child)
+                domains.append(None)
+    if not paths:
+        raise DataError(f"dataset_name: no image files ({sorted(IMAGE_EXTENSIONS)}) under {root}")
+    return paths, labels, domains
+
+
+def _load_image_folder(root: str) -> Any:
+    import datasets
+
+    split_dirs = [d for d in _subdirs(root) if d.lower() in SPLIT_NAMES]
+    roots = {("validation" if d.lower() == "val" else d.lower()): os.path.join(root, d) for d in split_dirs}
+    if not roots:
+        roots = {"train": root}
+    scanned = {split: _scan_folder(path) for split, path in roots.items()}
+    all_classes = sorted({c for _, labels, _ in scanned.values() for c in labels})
+    all_domains = sorted({d for _, _, doms in scanned.values() for d in doms if d is not None})
+    features = {"image": datasets.Image(decode=False), "label": datasets.ClassLabel(names=all_classes)}
+    if all_domains:
+        features["domain"] = datasets.ClassLabel(names=all_domains)
+    out = {}
+    for split, (paths, labels, domains) in scanned.items():
+        data: dict[str, list] = {"image": [{"path": p, "bytes": None} for p in paths], "label": labels}
+        if all_domains:
+            if any(d is None for d in domains):
+                raise DataError(f"dataset_name: {roots[split]} mixes <class>/<image> and <domain>/<class>/<image>")
+            data["domain"] = domains
+        out[split] = datasets.Dataset.from_dict(data, features=datasets.Features(features))
+    logger.info("image folder %s: %s", root, {k: len(v) for k, v in out.items()})
+    return datasets.DatasetDict(out)
+
+
+def _normalise(
+    raw: Any,
+    source: str,
+    image_column: str,
+    label_column: str,
+    domain_column: str,
+    class_names: Sequence[str] | None,
+) -> ImageClassificationData:
+    import datasets
+
+    first = next(iter(raw.values()))
+    columns = first.column_names
+    if image_column not in columns:
+        candidates = [c for c, f in first.features.items() if isinstance(f, datasets.Image)]
+        if len(candidates) == 1 and image_column == "image":
+            image_column = candidates[0]
+        else:
+            raise DataError(f"image_column: {source} has no column {image_column!r}; its columns are {columns}")
+    if label_column not in columns:
+        raise DataError(f"label_column: {source} has no column {label_column!r}; its columns are {columns}")
+    label_feature = first.features[label_column]
+    if isinstance(label_feature, datasets.ClassLabel):
+        names = list(class_names) if class_names else list(label_feature.names)
+        if len(names) != label_feature.num_classes:
+            raise DataError(f"class_names: {len(names)} names given for {label_feature.num_classes} label ids")
+    elif label_feature.dtype == "string":
+        names = sorted(set().union(*(set(split[label_column]) for split in raw.values())))
+        raw = datasets.DatasetDict(
+            {k: v.cast_column(label_column, datasets.ClassLabel(names=names)) for k, v in raw.items()}
+        )
+    elif class_names:
+        names = list(class_names)
+    else:
+        raise DataError(
+            f"label_column: {label_column!r} of {source} holds ids without names (not a ClassLabel); pass "
+            "--class_names with one name per id"
+        )
+    has_domain = domain_column in columns
+    domain_names = None
+    if has_domain:
+        feature = first.features[domain_column]
+        if isinstance(feature, datasets.ClassLabel):
+            domain_names = list(feature.names)
+        else:
+            domain_names = sorted({str(v) for split in raw.values() for v in split[domain_column]})
+            raw = datasets.DatasetDict(
+                {
+                    k: v.map(
+                        lambda b: {domain_column: [domain_names.index(str(x)) for x in b[domain_column]]}, batched=True
+                    ).cast_column(domain_column, datasets.ClassLabel(names=domain_names))
+                    for k, v in raw.items()
+                }
+            )
+    splits = {}
+    for split_name, split in raw.items():
+        keep = [image_column, label_column] + ([domain_column] if has_domain else [])
+        split = split.select_columns(keep)
+        rename = {image_column: "image", label_column: "label"} | ({domain_column: "domain"} if has_domain else {})
+        split = split.rename_columns({k: v for k, v in rename.items() if k != v})
+        if isinstance(split.features["image"], datasets.Image):
+            split = split.cast_column("image", datasets.Image(decode=False))
+        splits[split_name] = split
+    num = len(names)
+    for split_name, split in splits.items():
+        labels = np.asarray(split["label"])
+        if labels.size and (labels.min() < 0 or labels.max() >= num):
+            raise DataError(f"label_column: split {split_name!r} has label ids outside 0..{num - 1}")
+    return ImageClassificationData(splits=splits, class_names=names, domain_names=domain_names, name=source)
+
+
+# ---------------------------------------------------------------------------------------------------- decoding
+def decode_image(value: Any) -> Image.Image:
+    """An undecoded `datasets.Image` value ({"bytes", "path"}), a path or a PIL image → RGB PIL image."""
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        source = io.BytesIO(data) if data else path
+    else:
+        source = value
+    with Image.open(source) as img:
+        img.load()
+        return img.convert("RGB")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("path") or "<in-memory image>")
+    return str(value)
+
+
+def try_decode(value: Any) -> Image.Image | None:
+    """`decode_image`, or None for a file that is not a readable image (logged by the caller)."""
+    try:
+        return decode_image(value)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------- protocols
+def base_new_split(num_classes: int) -> tuple[list[int], list[int]]:
+    """The paper's split rule (METHOD.md §6.1, `subsample_classes`): sorted label ids, the first ceil(C/2) are
+    base, the rest new."""
+    m = math.ceil(num_classes / 2)
+    return list(range(m)), list(range(m, num_classes))
+
+
+@dataclass
+class EvalSet:
+    """Rows of one split to evaluate, classified among `class_names` (labels remapped to 0..len-1)."""
+
+    rows: Any
+    class_names: list[str]
+    labels: list[int]
+    domains: list[int] | None = None
+
+
+@dataclass
+class ProtocolData:
+    """Few-shot training set and evaluation sets of one protocol run.
+
+    Attributes:
+        train_rows: `datasets.Dataset` of the few-shot training images.
+        train_labels: their labels remapped to 0..len(train_class_names)-1.
+        train_domains: their domain ids (DG) or None.
+        train_class_names: the classes trained on (base classes, or all classes for DG).
+        eval_sets: "base" and "new" (base-to-new) or "target" (DG) → `EvalSet`.
+        source_domains: domain ids trained on (DG), else None.
+        fewshot: the chosen row indices, by split and class (and domain), for the run folder.
+        skipped_corrupt: candidate training images that could not be decoded.
+    """
+
+    train_rows: Any
+    train_labels: list[int]
+    train_domains: list[int] | None
+    train_class_names: list[str]
+    eval_sets: dict[str, EvalSet]
+    source_domains: list[int] | None = None
+    fewshot: dict[str, Any] = field(default_factory=dict)
+    skipped_corrupt: list[str] = field(default_factory=list)
+
+
+def _sample_shots(
+    split: Any,
+    groups: dict[tuple, list[int]],
+    shots: int,
+    seed: int,
+    allow_fewer: bool,
+    describe_group,
+) -> tuple[list[int], list[str]]:
+    """Pick `shots` decodable rows per group, seeded; corrupt candidates are skipped and reported."""
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    corrupt: list[str] = []
+    images = split.select_columns(["image"])
+    for key in sorted(groups):
+        candidates = list(groups[key])
+        rng.shuffle(candidates)
+        picked: list[int] = []
+        for row in candidates:
+            if len(picked) == shots:
+                break
+            value = images[int(row)]["image"]
+            if try_decode(value) is None:
+                corrupt.append(_describe(value))
+                continue
+            picked.append(int(row))
+        if len(picked) < shots:
+            msg = f"shots: {describe_group(key)} has {len(picked)} readable images, fewer than the {shots} asked"
+            if not allow_fewer:
+                raise DataError(msg + " (pass --allow_fewer_shots to train on what there is)")
+            logger.warning("%s; using %d", msg, len(picked))
+        chosen.extend(sorted(picked))
+    return chosen, corrupt
+
+
+def prepare_protocol(
+    data: ImageClassificationData,
+    *,
+    protocol: str,
+    shots: int,
+    seed: int,
+    train_split: str = "train",
+    eval_split: str = "test",
+    target_domain: str | None = None,
+    allow_fewer_shots: bool = False,
+    max_eval_samples: int | None = None,
+) -> ProtocolData:
+    """Few-shot training rows and evaluation sets for `protocol` (METHOD.md §6).
+
+    base2new: the first ceil(C/2) classes are base; `shots` images per base class are sampled from `train_split`;
+        base accuracy is measured on `eval_split` images of base classes among base classes, new accuracy on new
+        classes among new classes.
+    dg: leave `target_domain` out; `shots` images per class PER SOURCE DOMAIN; accuracy on every `eval_split`
+        image of the target domain among all classes.
+
+    When `eval_split` is missing (e.g. an image folder without split folders), evaluation uses the rows of
+    `train_split` that were not sampled for training.
+    """
+    if protocol not in ("base2new", "dg"):
+        raise DataError(f"protocol: expected 'base2new' or 'dg', got {protocol!r}")
+    if shots < 1:
+        raise DataError(f"shots: expected >= 1, got {shots}")
+    if train_split not in data.splits:
+        raise DataError(f"train_split: {data.name} has no split {train_split!r}; it has {sorted(data.splits)}")
+    train = data.splits[train_split]
+    labels = np.asarray(train["label"])
+    domains = np.asarray(train["domain"]) if "domain" in train.column_names else None
+    names = data.class_names
+
+    if protocol == "dg":
+        if domains is None or not data.domain_names:
+            raise DataError(f"protocol dg: {data.name} has no domain column; DG needs several domains")
+        if target_domain is None:
+            raise DataError(f"target_domain: required for protocol dg; domains are {data.domain_names}")
+        if target_domain not in data.domain_names:
+            raise DataError(
+                f"target_domain: {target_domain!r} is not a domain of {data.name}; domains are {data.domain_names}"
+            )
+        target = data.domain_names.index(target_domain)
+        sources = sorted({int(d) for d in domains if d != target})
+        if len(sources) < 2:
+            raise DataError(
+                f"protocol dg: leaving {target_domain!r} out leaves {len(sources)} source domain(s) in {train_split!r}; "
+                "DG needs at least two"
+            )
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for row, (lab, dom) in enumerate(zip(labels, domains)):
+            if dom != target:
+                groups[(int(dom), int(lab))].append(row)
+        missing = [
+            (data.domain_names[d], names[c]) for d in sources for c in range(len(names)) if (d, c) not in groups
+        ]
+        if missing:
+            logger.info("DG: %d (domain, class) pairs have no images and are skipped: %s", len(missing), missing[:10])
+        chosen, corrupt = _sample_shots(
+            train,
+            groups,
+            shots,
+            seed,
+            allow_fewer_shots,
+            lambda k: f"class {names[k[1]]!r} in domain {data.domain_names[k[0]]!r}",
+        )
+        eval_rows, eval_indices = _eval_rows(data, eval_split, train_split, chosen)
+        eval_dom = np.asarray(eval_rows["domain"])
+        target_idx = [int(i) for i in np.nonzero(eval_dom == target)[0]]
+        target_idx = _cap(target_idx, max_eval_samples, seed)
+        target_rows = eval_rows.select(target_idx)
+        eval_sets = {"target": EvalSet(target_rows, list(names), [int(x) for x in target_rows["label"]])}
+        return ProtocolData(
+            train_rows=train.select(chosen),
+            train_labels=[int(labels[i]) for i in chosen],
+            train_domains=[int(domains[i]) for i in chosen],
+            train_class_names=list(names),
+            eval_sets=eval_sets,
+            source_domains=sources,
+            fewshot={
+                "split": train_split,
+                "protocol": "dg",
+                "target_domain": target_domain,
+                "seed": seed,
+                "shots": shots,
+                "rows": chosen,
+                "eval_split": eval_indices,
+            },
+            skipped_corrupt=corrupt,
+        )
+
+    base, new = base_new_split(len(names))
+    groups = defaultdict(list)
+    for row, lab in enumerate(labels):
+        if lab in base:
+            groups[(int(lab),)].append(row)
+    absent = [names[c] for c in base if (c,) not in groups]
+    if absent:
+        raise DataError(f"shots: base class(es) {absent} have no images in split {train_split!r}")
+    chosen, corrupt = _sample_shots(train, groups, shots, seed, allow_fewer_shots, lambda k: f"class {names[k[0]]!r}")
+    eval_rows, eval_indices = _eval_rows(data, eval_split, train_split, chosen)
+    eval_labels = np.asarray(eval_rows["label"])
+    eval_sets = {}
+    for part, ids in (("base", base), ("new", new)):
+        if not ids:
+            continue
+        idx = _cap([int(i) for i in np.nonzero(np.isin(eval_labels, ids))[0]], max_eval_samples, seed)
+        rows = eval_rows.select(idx)
+        remap = {c: i for i, c in enumerate(ids)}
+        eval_sets[part] = EvalSet(rows, [names[c] for c in ids], [remap[int(x)] for x in rows["label"]])
+    return ProtocolData(
+        train_rows=train.select(chosen),
+        train_labels=[int(labels[i]) for i in chosen],
+        train_domains=[int(domains[i]) for i in chosen] if domains is not None else None,
+        train_class_names=[names[c] for c in base],
+        eval_sets=eval_sets,
+        fewshot={
+            "split": train_split,
+            "protocol": "base2new",
+            "seed": seed,
+            "shots": shots,
+            "rows": chosen,
+            "base_classes": [names[c] for c in base],
+            "new_classes": [names[c] for c in new],
+            "eval_split": eval_indices,
+        },
+        skipped_corrupt=corrupt,
+    )
+
+
+def _eval_rows(data: ImageClassificationData, eval_split: str, train_split: str, chosen: list[int]) -> tuple[Any, str]:
+    if eval_split in data.splits and eval_split != train_split:
+        return data.splits[eval_split], eval_split
+    if eval_split != train_split:
+        logger.warning(
+            "split %r not found in %s; evaluating on the %r rows not used for training",
+            eval_split,
+            data.name,
+            train_split,
+        )
+    taken = set(chosen)
+    train = data.splits[train_split]
+    rest = [i for i in range(len(train)) if i not in taken]
+    return train.select(rest), f"{train_split} minus training rows"
+
+
+def _cap(indices: list[int], limit: int | None, seed: int) -> list[int]:
+    if limit is None or len(indices) <= limit:
+        return indices
+    rng = np.random.default_rng(seed + 7919)
+    return sorted(rng.choice(indices, size=limit, replace=False).tolist())
+
+
+# ---------------------------------------------------------------------------------------------------- transforms
+def _sample_seed(*keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]))
+
+
+@dataclass
+class TrainTransform:
+    """RandomResizedCrop (scale, ratio 3/4-4/3, bicubic) + horizontal flip + CLIP normalisation, in PIL/numpy
+    (METHOD.md §4; no torchvision). Randomness comes from the per-sample seed passed in."""
+
+    size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    scale: tuple[float, float] = (0.08, 1.0)
+    flip: bool = True
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        w, h = image.size
+        area = w * h
+        box = (0, 0, w, h)
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+                box = (x0, y0, x0 + cw, y0 + ch)
+                break
+        else:  # fall back to a centre crop, as torchvision does
+            side = min(w, h)
+            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+        image = image.resize((self.size, self.size), Image.Resampling.BICUBIC, box=box)
+        if self.flip and rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return _to_tensor(image, self.mean, self.std)
+
+
+def _to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def processor_size(image_processor: Any) -> int:
+    crop = getattr(image_processor, "crop_size", None) or {}
+    if isinstance(crop, dict) and "height" in crop:
+        return int(crop["height"])
+    size = getattr(image_processor, "size", None) or {}
+    return int(size.get("shortest_edge") or size.get("height"))
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Rows of a `datasets.Dataset` as model inputs. Items are addressed by `(row, seed)` pairs from the samplers
+    so augmentation is reproducible; an unreadable image yields None, which the collator drops and counts."""
+
+    def __init__(
+        self,
+        rows: Any,
+        labels: Sequence[int],
+        domains: Sequence[int] | None,
+        image_processor: Any,
+        train_transform: TrainTransform | None = None,
+    ) -> None:
+        self.rows = rows.select_columns(["image"])
+        self.labels = list(labels)
+        self.domains = list(domains) if domains is not None else None
+        self.image_processor = image_processor
+        self.train_transform = train_transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
+        row, seed = key if isinstance(key, tuple) else (key, 0)
+        value = self.rows[int(row)]["image"]
+        image = try_decode(value)
+        if image is None:
+            logger.warning("skipping unreadable image %s", _describe(value))
+            return {"corrupt": _describe(value)}
+        if self.train_transform is not None:
+            pixels = self.train_transform(image, _sample_seed(seed, row))
+        else:
+            pixels = self.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+        item = {"pixel_values": pixels, "labels": self.labels[row], "index": int(row)}
+        if self.domains is not None:
+            item["domains"] = self.domains[row]
+        return item
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack a batch; unreadable images are dropped and their names passed on in `corrupt`."""
+    good = [it for it in items if "pixel_values" in it]
+    batch: dict[str, Any] = {"corrupt": [it["corrupt"] for it in items if "corrupt" in it]}
+    if not good:
+        batch["pixel_values"] = torch.empty(0)
+        batch["labels"] = torch.empty(0, dtype=torch.long)
+        return batch
+    batch["pixel_values"] = torch.stack([it["pixel_values"] for it in good])
+    batch["labels"] = torch.tensor([it["labels"] for it in good], dtype=torch.long)
+    batch["index"] = torch.tensor([it["index"] for it in good], dtype=torch.long)
+    if "domains" in good[0]:
+        batch["domains"] = torch.tensor([it["domains"] for it in good], dtype=torch.long)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------- samplers
+class FewShotBatchSampler(torch.utils.data.Sampler):
+    """Seeded batches of `(row, augmentation seed)` pairs, reshuffled per epoch (`set_epoch`).
+
+    Random order (the reference's sampler) or, with `domains` and `mix_domains`, domain-interleaved order: each
+    source domain is shuffled and the domains are taken in turn, so every batch holds at least two source
+    domains (the DG split needs them; CONVENTIONS.md §4). A final batch with a single domain is merged into the
+    previous one. `drop_last` follows Dassl: dropped only when the set holds at least one full batch.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        domains: Sequence[int] | None = None,
+        mix_domains: bool = False,
+        drop_last: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.domains = list(domains) if domains is not None else None
+        self.mix_domains = mix_domains and self.domains is not None and len(set(self.domains)) > 1
+        self.drop_last = drop_last and num_samples >= batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        rng = _sample_seed(self.seed, self.epoch, 1)
+        if not self.mix_domains:
+            return rng.permutation(self.num_samples).tolist()
+        by_domain: dict[int, list[int]] = defaultdict(list)
+        for i, d in enumerate(self.domains):
+            by_domain[d].append(i)
+        queues = [rng.permutation(v).tolist() for _, v in sorted(by_domain.items())]
+        queues = [queues[i] for i in rng.permutation(len(queues))]
+        order = []
+        while any(queues):
+            for q in queues:
+                if q:
+                    order.append(q.pop())
+        return order
+
+    def _batches(self) -> list[list[int]]:
+        order = self._order()
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.mix_domains and len(batches) > 1 and len({self.domains[i] for i in batches[-1]}) < 2:
+            batches[-2].extend(batches.pop())
+        return batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for b, batch in enumerate(self._batches()):
+            yield [(row, int(_sample_seed(self.seed, self.epoch, b, row).integers(2**31))) for row in batch]
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def domain_counts(domains: Sequence[int] | None, names: Sequence[str] | None) -> dict[str, int]:
+    """{domain name: count}, for logs."""
+    if domains is None or names is None:
+        return {}
+    return {names[d]: c for d, c in sorted(Counter(domains).items())}
