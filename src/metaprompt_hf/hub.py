@@ -38,57 +38,111 @@ def model_card_template() -> str:
     raise FileNotFoundError("model_card.md template not found in the package nor at the repository root")
 
 
+_METRIC_KEYS = {"base2new": ("base", "new", "hm"), "dg": ("accuracy",)}
+
+
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a results file written by the training/evaluation loop (`results.json`): a JSON object or a list of
-    them, each with `protocol` ("base2new" or "dg") and the metrics in percent."""
+    them, each with `protocol` ("base2new" or "dg") and the metrics in percent (`base`, `new`, `hm`, or
+    `accuracy` with `target_domain`)."""
     with open(path, encoding="utf-8") as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from err
     items = data if isinstance(data, list) else [data]
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or item.get("protocol") not in ("base2new", "dg"):
-            raise ValueError(f"{path}: entry {i} needs a 'protocol' of 'base2new' or 'dg'")
+    _check_results(items, str(path))
     return items
 
 
+def _check_results(items: Sequence[Any], source: str) -> None:
+    """Each entry: a dict with a known `protocol` and at least one of its metrics, all numbers."""
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or item.get("protocol") not in _METRIC_KEYS:
+            raise ValueError(f"{source}: entry {i} needs a 'protocol' of 'base2new' or 'dg'")
+        expected = _METRIC_KEYS[item["protocol"]]
+        metrics = [k for k in expected if k in item]
+        if not metrics:
+            raise ValueError(f"{source}: entry {i} ({item['protocol']}) has none of the metrics {expected}")
+        for key in metrics:
+            value = item[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{source}: entry {i}: {key!r} must be a number (percent), got {value!r}")
+
+
+def _summarize_results(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (method, protocol, dataset, target domain), in first-seen order.
+
+    A single run keeps its numbers exactly; several runs (seeds) are averaged, and base-to-new HM is then the HM of
+    the mean base and new accuracies, as the paper's tables report it (also `evaluation.aggregate`'s convention).
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in results:
+        key = (r.get("method"), r["protocol"], str(r.get("dataset", "unknown")), r.get("target_domain"))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (method, protocol, dataset, target), rows in groups.items():
+        entry: dict[str, Any] = {
+            "method": method,
+            "protocol": protocol,
+            "dataset": dataset,
+            "n_runs": len(rows),
+            "seeds": [r["seed"] for r in rows if r.get("seed") is not None],
+        }
+        if protocol == "dg":
+            entry["target_domain"] = str(target if target is not None else "target")
+        for key in _METRIC_KEYS[protocol]:
+            values = [float(r[key]) for r in rows if key in r]
+            if len(values) == len(rows):  # a metric missing from some runs is not averaged over the others
+                entry[key] = values[0] if len(rows) == 1 else sum(values) / len(values)
+        if protocol == "base2new" and len(rows) > 1 and "base" in entry and "new" in entry:
+            b, n = entry["base"], entry["new"]
+            entry["hm"] = 2 * b * n / (b + n) if b + n > 0 else 0.0
+        out.append(entry)
+    return out
+
+
 def _eval_results(results: Sequence[Mapping[str, Any]], repo_id: str | None) -> list[Any]:
-    """model-index entries: Base / New / HM per base-to-new dataset, accuracy per DG target domain."""
+    """model-index entries: Base / New / HM per base-to-new dataset, accuracy per DG target domain (averaged over
+    runs when the results hold several seeds)."""
     from huggingface_hub import EvalResult
 
     source = {"source_name": repo_id, "source_url": f"https://huggingface.co/{repo_id}"} if repo_id else {}
+    summary = _summarize_results(results)
+    several_methods = len({s["method"] for s in summary if s["method"]}) > 1
     out = []
-    for r in results:
-        dataset = str(r.get("dataset", "unknown"))
+    for s in summary:
+        dataset = s["dataset"]
         common = dict(task_type=TASK, dataset_type=dataset, dataset_name=dataset, **source)
-        if r["protocol"] == "base2new":
+        prefix = f"{s['method']}: " if several_methods and s["method"] else ""
+        suffix = f" (mean of {s['n_runs']} runs)" if s["n_runs"] > 1 else ""
+        if s["protocol"] == "base2new":
             for key, name, split, metric in (
                 ("base", "Base accuracy", "test (base classes)", "accuracy"),
                 ("new", "New accuracy", "test (new classes)", "accuracy"),
                 ("hm", "Harmonic mean", "test", "harmonic_mean"),
             ):
-                if key in r:
+                if key in s:
                     out.append(
                         EvalResult(
                             **common,
                             dataset_config="base2new",
                             dataset_split=split,
                             metric_type=metric,
-                            metric_name=name,
-                            metric_value=round(float(r[key]), 2),
+                            metric_name=prefix + name + suffix,
+                            metric_value=round(float(s[key]), 2),
                         )
                     )
-        else:
-            domain = str(r.get("target_domain", "target"))
+        elif "accuracy" in s:
+            domain = s["target_domain"]
             out.append(
                 EvalResult(
                     **common,
                     dataset_config=f"dg-target-{domain}",
                     dataset_split=f"{domain} (unseen)",
                     metric_type="accuracy",
-                    metric_name=f"Accuracy on unseen domain {domain}",
-                    metric_value=round(float(r["accuracy"]), 2),
+                    metric_name=f"{prefix}Accuracy on unseen domain {domain}{suffix}",
+                    metric_value=round(float(s["accuracy"]), 2),
                 )
             )
     return out
@@ -104,7 +158,12 @@ def build_model_card(
     repo_id: str | None = None,
 ) -> Any:
     """Render `model_card.md` into a `huggingface_hub.ModelCard` with YAML metadata (library_name, base_model,
-    pipeline_tag, tags, datasets, metrics, model-index from `results`)."""
+    pipeline_tag, tags, datasets, metrics, model-index from `results`).
+
+    `results` are the run's entries (as in `results.json`); the card body lists every entry, and the model-index
+    carries one value per metric and dataset / target domain: the entry's own number, or the mean over the runs
+    (seeds) of that dataset when there are several.
+    """
     import huggingface_hub
     import torch
     import transformers
@@ -115,6 +174,7 @@ def build_model_card(
     base = config.base_model_name_or_path
     base_is_hub_id = bool(base) and not os.path.isdir(base) and base.count("/") == 1
     results = list(results or [])
+    _check_results(results, "results")
     tags = ["metaprompt", "prompt-learning", "clip", "vision-language", "few-shot", "domain-generalization"]
     if base_is_hub_id:
         tags.append(f"base_model:adapter:{base}")
@@ -138,6 +198,7 @@ def build_model_card(
         base_model=base or "the base CLIP",
         config=config.to_dict(),
         results=results,
+        summary=_summarize_results(results),
         training=dict(training or {}),
         paper_url=PAPER_URL,
         code_url=CODE_URL,

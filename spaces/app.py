@@ -1,0 +1,491 @@
+"""MetaPrompt demo Space: MetaPrompt's probabilities beside frozen zero-shot CLIP's, for any image and class names.
+
+The model is chosen with `--model` or the `METAPROMPT_MODEL` environment variable (default `embedded`):
+
+* `embedded`: the repository's offline default (`metaprompt_hf.embedded.load_default_model()`);
+* `tiny`: a random-weight tiny CLIP with a fresh adapter (tests and development; its outputs mean nothing);
+* a local folder holding `metaprompt_config.json` + `metaprompt_model.safetensors`;
+* a Hub id such as `org/metaprompt-vitb16` (its base CLIP is loaded too; set `HF_HUB_OFFLINE=1` to use the cache
+  alone).
+
+    METAPROMPT_MODEL=tiny GRADIO_SERVER_PORT=7861 python spaces/app.py
+
+The `classify` API endpoint takes (image, class names) and returns the MetaPrompt probabilities (a `gr.Label`),
+then the zero-shot ones; the frozen-branch template is an optional third input:
+
+    from gradio_client import Client, handle_file
+    metaprompt, zero_shot = Client("http://127.0.0.1:7861").predict(
+        handle_file("cat.png"), "cat, dog", api_name="/classify"
+    )
+
+Input limits (see README.md): 2 to `MAX_CLASSES` distinct class names of at most `MAX_CLASS_NAME_CHARS`
+characters; images of at most `MAX_IMAGE_PIXELS` pixels and `MAX_UPLOAD_SIZE`; templates of at most
+`MAX_TEMPLATE_CHARS` characters with exactly one `{}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+import re
+import sys
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from metaprompt_hf import MetaPromptConfig, MetaPromptModel
+
+# ------------------------------------------------------------------ limits (documented in README.md)
+MODEL_ENV_VAR = "METAPROMPT_MODEL"
+DEFAULT_MODEL = "embedded"
+MAX_CLASSES = 100
+MAX_CLASS_NAME_CHARS = 80
+MAX_TEMPLATE_CHARS = 200
+MAX_IMAGE_PIXELS = 40_000_000  # 40 megapixels (8000 x 5000): most camera photos; decoded RGB is 120 MB at most
+MAX_UPLOAD_SIZE = "20mb"  # gradio's upload limit (launch(max_file_size=...)); bigger files are refused unread
+CONCURRENCY_LIMIT = 4  # requests decoded/validated at once; model calls themselves are serialised (see _Predictor)
+QUEUE_SIZE = 256
+NUM_TOP_CLASSES = 5
+TEMPLATE_VIEWS = 8  # custom templates whose frozen-branch features stay cached
+
+# `load_image` checks the exact limit from the header. Pillow's own guard (a warning above its limit, an error above
+# twice it) is lowered to the same value as a second line of defence for any other decode in this process.
+if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_IMAGE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_UPLOAD_SIZE}
+"""Keyword arguments every launch of the demo should use (the tests use them too)."""
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+STYLE_CLASSES = "house, tree, car, fish, flower, umbrella, boat, star, heart, sun"
+DIGIT_CLASSES = "zero, one, two, three, four, five, six, seven, eight, nine"
+GLYPH_CLASSES = "letter a, question mark, letter e, dollar sign, ampersand, percent sign, at sign, plus sign"
+# (file, class names, template, caption): several domains and styles of the mini world the embedded model knows.
+EXAMPLES: tuple[tuple[str, str, str, str], ...] = (
+    ("photo_house.png", STYLE_CLASSES, "", "photo"),
+    ("sketch_fish.png", STYLE_CLASSES, "a sketch of a {}", "sketch"),
+    ("cartoon_umbrella.png", STYLE_CLASSES, "a cartoon of a {}", "cartoon"),
+    ("painting_car.png", STYLE_CLASSES, "a painting of a {}", "painting"),
+    ("handwritten_seven.png", DIGIT_CLASSES, "a photo of the digit {}", "handwritten digit"),
+    ("glyph_question_mark.png", GLYPH_CLASSES, "a photo of the {}", "typed symbol"),
+)
+
+# ------------------------------------------------------------------ messages (the tests match on them)
+MSG_NO_IMAGE = "Please upload an image (or pick one of the examples)."
+MSG_TOO_FEW_CLASSES = "Please enter at least two class names, separated by commas (e.g. 'cat, dog')."
+MSG_NOT_AN_IMAGE = "This file is not an image that can be read; please upload a PNG, JPEG, WebP, BMP or GIF file."
+MSG_CORRUPT_IMAGE = "This image file is damaged or truncated and cannot be decoded; please upload another one."
+
+
+def _too_large_message(width: int | None = None, height: int | None = None) -> str:
+    size = f" ({width} x {height} = {width * height / 1e6:.1f} megapixels)" if width and height else ""
+    return f"This image is too large{size}; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
+
+
+# ------------------------------------------------------------------ input parsing (pure functions)
+def _name_key(name: str) -> str:
+    # The model turns `_` into spaces, so "golden_retriever" and "Golden Retriever" would be the same prompt.
+    return " ".join(name.replace("_", " ").casefold().split())
+
+
+def parse_class_names(text: str | None) -> list[str]:
+    """Split comma- (or newline-) separated class names, trimming spaces and dropping empty entries.
+
+    Raises:
+        gr.Error: fewer than two names, more than `MAX_CLASSES`, a name longer than `MAX_CLASS_NAME_CHARS`, or
+            duplicates (compared ignoring case, repeated spaces and underscores).
+    """
+    parts = re.split(r"[,\n]", text or "")
+    names = [" ".join(part.split()) for part in parts]
+    names = [name for name in names if name]
+    if len(names) < 2:
+        got = f" Got only {names[0]!r}." if names else ""
+        raise gr.Error(MSG_TOO_FEW_CLASSES + got)
+    if len(names) > MAX_CLASSES:
+        raise gr.Error(f"Too many class names: {len(names)}; the maximum is {MAX_CLASSES}.")
+    for name in names:
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise gr.Error(
+                f"Class name {name[:30]!r}... is {len(name)} characters long; the maximum is {MAX_CLASS_NAME_CHARS}."
+            )
+    seen: dict[str, str] = {}
+    for name in names:
+        key = _name_key(name)
+        if key in seen:
+            raise gr.Error(
+                f"Duplicate class name: {seen[key]!r} and {name!r} (names are compared ignoring case, spaces "
+                "and underscores)."
+            )
+        seen[key] = name
+    return names
+
+
+def parse_template(text: str | None) -> str | None:
+    """The frozen-branch template, or None for the adapter's own; it must hold exactly one `{}`.
+
+    Raises:
+        gr.Error: a template without `{}`, with other braces, or longer than `MAX_TEMPLATE_CHARS`.
+    """
+    template = " ".join((text or "").split())
+    if not template:
+        return None
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise gr.Error(f"The template is {len(template)} characters long; the maximum is {MAX_TEMPLATE_CHARS}.")
+    bad = (
+        f"The template {template!r} must contain '{{}}' exactly once, where the class name goes "
+        "(e.g. 'a sketch of a {}')."
+    )
+    if template.count("{}") != 1:
+        raise gr.Error(bad)
+    try:  # other braces ("{0}", "{name}", a lone "{") would break str.format inside the model
+        template.format("x")
+    except (IndexError, KeyError, ValueError) as err:
+        raise gr.Error(bad) from err
+    return template
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise gr.Error(_too_large_message(width, height))
+
+
+def load_image(image: str | os.PathLike | Image.Image | None) -> Image.Image:
+    """Open and fully decode an image (a path or a PIL image) as RGB, refusing images over `MAX_IMAGE_PIXELS`.
+
+    The size is read from the header before any pixel is decoded, so a decompression bomb costs nothing.
+
+    Raises:
+        gr.Error: no image, not an image, a corrupt or truncated file, or too many pixels.
+    """
+    if image is None:
+        raise gr.Error(MSG_NO_IMAGE)
+    if isinstance(image, Image.Image):
+        _check_size(*image.size)
+        im = image
+    else:
+        try:
+            # Between the limit and twice it, Pillow only warns (DecompressionBombWarning); `_check_size` refuses.
+            # (No warnings.catch_warnings() here: it swaps process-wide state and requests run in threads.)
+            im = Image.open(image)
+            try:
+                _check_size(*im.size)
+                im.load()
+            except BaseException:
+                im.close()  # don't leave the upload's file handle to the garbage collector
+                raise
+        except gr.Error:  # our own message (gr.Error is a ValueError, so it must pass before the clauses below)
+            raise
+        except Image.DecompressionBombError as err:
+            raise gr.Error(_too_large_message()) from err
+        except UnidentifiedImageError as err:
+            raise gr.Error(MSG_NOT_AN_IMAGE) from err
+        except FileNotFoundError as err:
+            raise gr.Error(MSG_NO_IMAGE) from err
+        except (OSError, SyntaxError, ValueError, EOFError) as err:  # Pillow's ways of saying "truncated/corrupt"
+            raise gr.Error(MSG_CORRUPT_IMAGE) from err
+    try:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            # Transparent pixels would otherwise turn black; show them on white, as a browser does.
+            rgba = im.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return im.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise gr.Error(MSG_CORRUPT_IMAGE) from err
+
+
+# ------------------------------------------------------------------ model loading
+def load_model(spec: str | None = None) -> MetaPromptModel:
+    """Resolve a model spec: `embedded`, `tiny`, a local adapter folder or a Hub id (default: $METAPROMPT_MODEL,
+    else `embedded`). Returns the model in eval mode."""
+    spec = (spec or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL).strip()
+    if spec == "embedded":
+        model = _load_embedded()
+    elif spec == "tiny":
+        from metaprompt_hf.testing import tiny_clip
+
+        clip, processor = tiny_clip(seed=0)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = MetaPromptModel(clip, MetaPromptConfig(), processor)
+    elif os.path.isdir(spec) or re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        model = MetaPromptModel.from_pretrained(spec)
+    else:
+        raise ValueError(
+            f"{MODEL_ENV_VAR}={spec!r}: expected 'embedded', 'tiny', an existing adapter folder, or a Hub id "
+            "such as 'org/metaprompt-vitb16'"
+        )
+    return model.eval()
+
+
+def _load_embedded() -> MetaPromptModel:
+    try:
+        from metaprompt_hf import embedded
+    except ModuleNotFoundError as err:
+        if err.name != "metaprompt_hf.embedded":
+            raise
+        embedded = None
+    loader = getattr(embedded, "load_default_model", None)
+    if loader is None:
+        raise RuntimeError(
+            "the embedded default model is not available in this version of metaprompt_hf "
+            f"(metaprompt_hf.embedded.load_default_model is missing); set {MODEL_ENV_VAR}=tiny for a random test "
+            "model, or to an adapter folder or a Hub id"
+        )
+    model = loader()
+    if not isinstance(model, MetaPromptModel):
+        raise TypeError(f"load_default_model() returned {type(model).__name__}, expected a MetaPromptModel")
+    return model
+
+
+_default_model: MetaPromptModel | None = None
+_default_model_lock = threading.Lock()
+
+
+def get_model() -> MetaPromptModel:
+    """The process-wide default model, loaded on first use (so importing this module loads nothing)."""
+    global _default_model
+    with _default_model_lock:
+        if _default_model is None:
+            _default_model = load_model()
+        return _default_model
+
+
+# ------------------------------------------------------------------ prediction
+class _Predictor:
+    """Runs one model, with one cached "view" of it per custom frozen-branch template.
+
+    A view is a shallow copy of the model that differs only in `config.templates`: it shares the frozen CLIP, the
+    prompts, the hook lock and the feature caches, whose frozen-template entries are keyed by the templates, so a
+    custom template's class features are computed once per class list, like the default ones.
+
+    Calls are serialised: the model's caches are plain dicts and its prompt hooks are module-global, and on a CPU
+    torch already spreads one call over all cores, so running two at once would gain little.
+    """
+
+    def __init__(self, model: MetaPromptModel) -> None:
+        # A weak reference: predictors live in a WeakKeyDictionary keyed by the model, which a strong reference
+        # from the value would keep alive forever. (Views are copies and do not reference the model object.)
+        self._model = weakref.ref(model)
+        self._views: OrderedDict[str, MetaPromptModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _view(self, template: str | None) -> MetaPromptModel:
+        model = self._model()
+        if model is None:  # pragma: no cover - callers hold the model while they predict
+            raise RuntimeError("the model of this predictor was garbage-collected")
+        if template is None or [template] == list(model.config.templates):
+            return model
+        view = self._views.get(template)
+        if view is None:
+            view = copy.copy(model)
+            view.config = dataclasses.replace(model.config, templates=[template])
+            self._views[template] = view
+        self._views.move_to_end(template)
+        while len(self._views) > TEMPLATE_VIEWS:
+            self._views.popitem(last=False)
+        return view
+
+    def predict(
+        self, image: Image.Image, class_names: Sequence[str], template: str | None
+    ) -> tuple[list[float], list[float]]:
+        with self._lock:
+            probs, zero_shot = self._view(template).predict(image, list(class_names), return_zero_shot=True)
+        return probs[0].tolist(), zero_shot[0].tolist()
+
+
+_predictors: weakref.WeakKeyDictionary[MetaPromptModel, _Predictor] = weakref.WeakKeyDictionary()
+_predictors_lock = threading.Lock()
+
+
+def _predictor_for(model: MetaPromptModel) -> _Predictor:
+    with _predictors_lock:
+        predictor = _predictors.get(model)
+        if predictor is None:
+            predictor = _predictors[model] = _Predictor(model)
+        return predictor
+
+
+def classify(
+    image: str | os.PathLike | Image.Image | None,
+    class_text: str | None,
+    template: str | None = None,
+    *,
+    model: MetaPromptModel | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Classify one image among comma-separated class names.
+
+    Args:
+        image: a file path or a PIL image.
+        class_text: class names separated by commas (or new lines).
+        template: the frozen-branch template with one `{}` (e.g. "a sketch of a {}"); empty or None uses the
+            adapter's own template(s).
+        model: the MetaPromptModel to use; default: `get_model()`.
+
+    Returns:
+        ({class: MetaPrompt probability}, {class: zero-shot CLIP probability}), both from one forward pass.
+
+    Raises:
+        gr.Error: for every bad input, with a message meant for the user.
+    """
+    if image is None:
+        raise gr.Error(MSG_NO_IMAGE)
+    names = parse_class_names(class_text)
+    template = parse_template(template)
+    pil = load_image(image)
+    predictor = _predictor_for(model if model is not None else get_model())
+    try:
+        probs, zero_shot = predictor.predict(pil, names, template)
+    except gr.Error:
+        raise
+    except ValueError as err:  # the model's own input checks (e.g. a tokenizer problem): say what, not where
+        raise gr.Error(f"Could not classify: {err}") from err
+    return dict(zip(names, probs)), dict(zip(names, zero_shot))
+
+
+# ------------------------------------------------------------------ UI
+def uploaded_path(payload: Any) -> str | None:
+    """The file path in `gr.Image`'s raw payload (a `FileData`-like dict, or already a path).
+
+    The classify event runs with `preprocess=False`: gradio's own preprocessing opens every upload with Pillow
+    before the event function runs, so a file that is not an image, or a decompression bomb, would fail there with
+    a generic error instead of our message. With the raw payload, `load_image` is the only code that reads it.
+    """
+    if payload is None:
+        return None
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return str(payload)
+
+
+def describe_model(model: MetaPromptModel | None, name: str | None = None) -> str:
+    """One Markdown line about the served model."""
+    if model is None:
+        return f"Model: `{name or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL}` (loaded on the first request)."
+    cfg = model.config
+    templates = ", ".join(f"`{t}`" for t in cfg.templates)
+    return (
+        f"Model: `{name or 'MetaPrompt adapter'}` on base CLIP `{cfg.base_model_name_or_path or 'in-memory'}`: "
+        f"{cfg.n_ctx} text × {cfg.text_depth} layers and {cfg.n_pro} vision × {cfg.vision_depth} layers of prompt "
+        f"tokens; default template {templates}."
+    )
+
+
+def build_demo(model: MetaPromptModel | None = None, *, model_name: str | None = None) -> gr.Blocks:
+    """Build the (queued) Blocks app around `model`; None means `get_model()`, loaded on the first request."""
+    default_template = ", ".join(model.config.templates) if model is not None else "the adapter's own"
+
+    def run(
+        image: dict[str, Any] | None, class_text: str | None, template: str | None = ""
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        return classify(uploaded_path(image), class_text, template, model=model)
+
+    with gr.Blocks(title="MetaPrompt vs zero-shot CLIP") as demo:
+        gr.Markdown(
+            "# MetaPrompt vs zero-shot CLIP\n"
+            "Upload an image (or pick an example), list the classes to choose from, and compare the MetaPrompt "
+            "adapter ([Zhao et al., IEEE TIP 2024](https://arxiv.org/abs/2212.04196)) with the frozen CLIP it "
+            "adapts. The learned prompts are class-agnostic, so any class names work.\n\n"
+            + describe_model(model, model_name)
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    label="Image",
+                    elem_id="input-image",
+                    height=320,
+                )
+            with gr.Column():
+                class_text = gr.Textbox(
+                    label=f"Class names (comma-separated, 2 to {MAX_CLASSES})",
+                    placeholder="cat, dog, giraffe",
+                    lines=2,
+                    elem_id="class-names",
+                )
+                template = gr.Textbox(
+                    value="",
+                    label="Frozen-branch template (optional)",
+                    placeholder=f"empty = {default_template}; e.g. a sketch of a {{}}",
+                    elem_id="template",
+                )
+                button = gr.Button("Classify", variant="primary", elem_id="classify-button")
+        with gr.Row():
+            metaprompt_label = gr.Label(
+                num_top_classes=NUM_TOP_CLASSES, label="MetaPrompt", elem_id="metaprompt-probs"
+            )
+            zero_shot_label = gr.Label(
+                num_top_classes=NUM_TOP_CLASSES, label="Zero-shot CLIP (frozen)", elem_id="zero-shot-probs"
+            )
+        gr.Examples(
+            examples=[[str(EXAMPLES_DIR / file), classes, tmpl] for file, classes, tmpl, _ in EXAMPLES],
+            example_labels=[caption for *_, caption in EXAMPLES],
+            inputs=[image, class_text, template],
+            cache_examples=False,
+            api_visibility="private",
+            label="Examples from several domains and styles",
+        )
+        gr.on(
+            triggers=[button.click, class_text.submit],
+            fn=run,
+            inputs=[image, class_text, template],
+            outputs=[metaprompt_label, zero_shot_label],
+            api_name="classify",
+            preprocess=False,  # raw upload payloads: see `uploaded_path`
+            api_description="Probabilities of MetaPrompt, then of zero-shot CLIP, for an image and "
+            "comma-separated class names; the frozen-branch template is optional.",
+        )
+    return demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
+
+
+def __getattr__(name: str) -> Any:
+    # A module-level `demo` (what `gradio spaces/app.py` looks for), built only when asked for, so importing this
+    # module in tests that inject their own model loads nothing.
+    if name == "demo":
+        demo = build_demo(get_model())
+        globals()["demo"] = demo
+        return demo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the model now (so a bad spec fails at start-up, not on the first request) and serve the demo.
+
+    Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (gradio reads them). Returns 2, after a one-line
+    message, when the model cannot be loaded.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"'embedded', 'tiny', an adapter folder or a Hub id (default: ${MODEL_ENV_VAR} or '{DEFAULT_MODEL}')",
+    )
+    args = parser.parse_args(argv)
+    spec = (args.model or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL).strip()
+    global _default_model
+    try:
+        _default_model = load_model(spec)
+    except (OSError, RuntimeError, ValueError, TypeError) as err:  # missing files, no Hub access, bad spec
+        print(f"error: could not load the model {spec!r}: {err}", file=sys.stderr)
+        if spec == DEFAULT_MODEL:
+            print(f"hint: {MODEL_ENV_VAR}=tiny serves a random-weight test model", file=sys.stderr)
+        return 2
+    print(f"metaprompt space: serving model {spec!r}")
+    build_demo(_default_model, model_name=spec).launch(**LAUNCH_KWARGS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The Hub model card (`model_card.md` rendered by `hub.build_model_card` / `hub.push_to_hub`) from a finished
+run's `results.json`: YAML metadata with a model-index carrying exactly the run's numbers, and a readable body."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+
+from metaprompt_hf import MetaPromptConfig, MetaPromptModel
+from metaprompt_hf.hub import build_model_card, load_results, push_to_hub
+from metaprompt_hf.testing import tiny_clip
+
+REPO_ID = "org/metaprompt-test"
+BASE = "testorg/tiny-clip"
+# What the training loop writes to output_dir/results.json (percent); one run per dataset / target domain here.
+RUN_RESULTS = [
+    {"protocol": "base2new", "method": "metaprompt", "dataset": "shapes", "base": 91.2, "new": 70.1, "hm": 79.27,
+     "seed": 1, "shots": 16},
+    {"protocol": "base2new", "method": "metaprompt", "dataset": "digits", "base": 88.45, "new": 61.0, "hm": 72.2,
+     "seed": 1, "shots": 16},
+    {"protocol": "dg", "method": "metaprompt", "dataset": "styles", "target_domain": "sketch", "accuracy": 55.0,
+     "seed": 1},
+]  # fmt: skip
+TRAINING = {"method": "metaprompt", "shots": 16, "epochs": 5, "learning rate": 0.0025, "meta step": "β=0.1"}
+
+
+def _expected_model_index(results: list[dict]) -> set[tuple]:
+    """(dataset, config, split, metric type, value) for each number of a single-seed run."""
+    out = set()
+    for r in results:
+        if r["protocol"] == "base2new":
+            out |= {
+                (r["dataset"], "base2new", "test (base classes)", "accuracy", r["base"]),
+                (r["dataset"], "base2new", "test (new classes)", "accuracy", r["new"]),
+                (r["dataset"], "base2new", "test", "harmonic_mean", r["hm"]),
+            }
+        else:
+            domain = r["target_domain"]
+            out.add((r["dataset"], f"dg-target-{domain}", f"{domain} (unseen)", "accuracy", r["accuracy"]))
+    return out
+
+
+def _split_card(card: str) -> tuple[dict, str]:
+    assert card.startswith("---\n")
+    _, header, body = card.split("---\n", 2)
+    return yaml.safe_load(header), body
+
+
+def _model_index(meta: dict) -> set[tuple]:
+    (entry,) = meta["model-index"]
+    rows = set()
+    for result in entry["results"]:
+        assert result["task"]["type"] == "zero-shot-image-classification"
+        assert result["source"] == {"name": REPO_ID, "url": f"https://huggingface.co/{REPO_ID}"}
+        (metric,) = result["metrics"]
+        d = result["dataset"]
+        assert d["name"] == d["type"]
+        rows.add((d["name"], d["config"], d["split"], metric["type"], metric["value"]))
+    return rows
+
+
+def _assert_rendered(card: str) -> None:
+    for marker in ("{{", "}}", "{%", "%}", "{#", "#}"):
+        assert marker not in card, f"unrendered Jinja {marker!r} in the card"
+    assert "Undefined" not in card and "None |" not in card
+
+
+@pytest.fixture
+def results_file(tmp_path) -> Path:
+    path = tmp_path / "output" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(RUN_RESULTS, indent=2))
+    return path
+
+
+@pytest.fixture
+def config() -> MetaPromptConfig:
+    clip, _ = tiny_clip()
+    clip.name_or_path = BASE
+    return MetaPromptModel(clip, MetaPromptConfig(n_ctx=4, n_pro=4)).config  # dimensions filled from the base
+
+
+def test_card_from_a_results_file(results_file, config):
+    card = str(
+        build_model_card(
+            config,
+            model_name="metaprompt-test",
+            results=load_results(results_file),
+            training=TRAINING,
+            datasets=["mini-world"],
+            repo_id=REPO_ID,
+        )
+    )
+    _assert_rendered(card)
+    meta, body = _split_card(card)
+
+    assert meta["library_name"] == "metaprompt_hf"
+    assert meta["license"] == "mit"
+    assert meta["base_model"] == BASE and meta["base_model_relation"] == "adapter"
+    assert meta["pipeline_tag"] == "zero-shot-image-classification"
+    assert {"metaprompt", "prompt-learning", "clip", f"base_model:adapter:{BASE}"} <= set(meta["tags"])
+    assert meta["datasets"] == ["mini-world"]
+    assert meta["metrics"] == ["accuracy"]
+    assert meta["model-index"][0]["name"] == "metaprompt-test"
+    # Exactly the run's numbers: nothing missing, nothing extra, nothing rounded away.
+    assert _model_index(meta) == _expected_model_index(RUN_RESULTS)
+
+    # huggingface_hub reads the same metadata back into EvalResults (what the Hub's parser sees).
+    parsed = ModelCard(card).data
+    assert sorted(e.metric_value for e in parsed.eval_results) == sorted(v[-1] for v in _model_index(meta))
+    assert parsed.base_model == BASE
+
+    # Body: usage with the repo id, configuration, training settings, both result tables, limitations, citation.
+    assert f'MetaPromptModel.from_pretrained("{REPO_ID}")' in body
+    assert "return_zero_shot=True" in body and "pip install metaprompt-hf" in body
+    assert "| text prompt tokens (n_ctx) × depth | 4 × 3 |" in body  # tiny CLIP: 3 text layers
+    assert "| vision prompt tokens (n_pro) × depth | 4 × 2 |" in body
+    assert f"**Trainable parameters:** {4 * 3 * 32 + 4 * 2 * 48:,}" in body
+    for key, value in TRAINING.items():
+        assert f"| {key} | {value} |" in body
+    assert "| shapes | metaprompt | 1 | 91.20 | 70.10 | 79.27 |" in body
+    assert "| digits | metaprompt | 1 | 88.45 | 61.00 | 72.20 |" in body
+    assert "| styles | sketch | metaprompt | 1 | 55.00 |" in body
+    assert "mean of" not in body  # one run per dataset: no mean rows
+    assert "## Intended uses & limitations" in body and "closed-set" in body
+    assert "@article{zhao2024metaprompt" in body and "arXiv:2212.04196" in body
+    assert re.search(r"^- transformers \d", body, re.MULTILINE)
+
+
+def test_push_to_hub_fills_the_card_from_the_results_file(results_file):
+    class RecordingApi:
+        """Stands in for HfApi: records the calls instead of reaching the Hub."""
+
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        def create_repo(self, repo_id, **kwargs):
+            self.calls.append(("create_repo", repo_id, kwargs))
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            self.calls.append(("create_commit", repo_id, {op.path_in_repo: op.path_or_fileobj for op in operations}))
+            return "commit-info"
+
+    clip, processor = tiny_clip()
+    clip.name_or_path = BASE
+    model = MetaPromptModel(clip, MetaPromptConfig(), processor)
+    api = RecordingApi()
+    assert push_to_hub(model, REPO_ID, results=str(results_file), training=TRAINING, api=api) == "commit-info"
+    (_, repo_id, files) = api.calls[-1]
+    assert repo_id == REPO_ID
+    card = files["README.md"].decode("utf-8")
+    _assert_rendered(card)
+    meta, body = _split_card(card)
+    assert meta["model-index"][0]["name"] == "metaprompt-test"  # the repo name
+    assert _model_index(meta) == _expected_model_index(RUN_RESULTS)
+    assert f'MetaPromptModel.from_pretrained("{REPO_ID}")' in body
+    assert "| shapes | metaprompt | 1 | 91.20 | 70.10 | 79.27 |" in body
+
+
+def test_several_seeds_are_listed_and_averaged(tmp_path, config):
+    runs = [
+        {"protocol": "base2new", "dataset": "shapes", "base": 90.0, "new": 70.0, "hm": 78.75, "seed": 1},
+        {"protocol": "base2new", "dataset": "shapes", "base": 92.0, "new": 72.0, "hm": 80.78, "seed": 2},
+        {"protocol": "dg", "dataset": "styles", "target_domain": "sketch", "accuracy": 50.0, "seed": 1},
+        {"protocol": "dg", "dataset": "styles", "target_domain": "sketch", "accuracy": 54.0, "seed": 2},
+        {"protocol": "dg", "dataset": "styles", "target_domain": "photo", "accuracy": 80.0, "seed": 1},
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(runs))
+    card = str(build_model_card(config, results=load_results(path), repo_id=REPO_ID))
+    _assert_rendered(card)
+    meta, body = _split_card(card)
+    hm_of_means = round(2 * 91.0 * 71.0 / (91.0 + 71.0), 2)  # the paper's convention: HM of the mean B and N
+    assert _model_index(meta) == {
+        ("shapes", "base2new", "test (base classes)", "accuracy", 91.0),
+        ("shapes", "base2new", "test (new classes)", "accuracy", 71.0),
+        ("shapes", "base2new", "test", "harmonic_mean", hm_of_means),
+        ("styles", "dg-target-sketch", "sketch (unseen)", "accuracy", 52.0),
+        ("styles", "dg-target-photo", "photo (unseen)", "accuracy", 80.0),
+    }
+    names = [r["metrics"][0]["name"] for r in meta["model-index"][0]["results"]]
+    assert "Base accuracy (mean of 2 runs)" in names and "Accuracy on unseen domain photo" in names
+    # Every run is listed in the body, then the mean of each group that has several.
+    assert "| shapes | 1 | 90.00 | 70.00 | 78.75 |" in body and "| shapes | 2 | 92.00 | 72.00 | 80.78 |" in body
+    assert f"| **shapes** | **mean of 2** | **91.00** | **71.00** | **{hm_of_means:.2f}** |" in body
+    assert "| **styles** | **sketch** | **mean of 2** | **52.00** |" in body
+    assert "| styles | photo | 1 | 80.00 |" in body and "**photo**" not in body
+
+
+def test_card_without_results_or_training(config):
+    card = str(build_model_card(config, repo_id=REPO_ID))
+    _assert_rendered(card)
+    meta, body = _split_card(card)
+    assert "model-index" not in meta and "metrics" not in meta
+    assert "No evaluation results were attached" in body
+    assert "Training settings were not recorded" in body
+    assert f'MetaPromptModel.from_pretrained("{REPO_ID}")' in body
+
+
+def test_local_base_model_is_not_claimed_as_a_hub_id(tmp_path):
+    config = MetaPromptConfig(base_model_name_or_path=str(tmp_path))  # a folder, not a Hub id
+    meta, body = _split_card(str(build_model_card(config)))
+    assert "base_model" not in meta and not any(t.startswith("base_model:") for t in meta["tags"])
+    assert 'from_pretrained("path/to/adapter")' in body
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps([{"dataset": "shapes", "base": 1.0}]), "needs a 'protocol'"),
+        (json.dumps([{"protocol": "dg", "dataset": "styles", "target_domain": "sketch"}]), "none of the metrics"),
+        (json.dumps([{"protocol": "base2new", "dataset": "shapes", "base": "91%"}]), "'base' must be a number"),
+    ],
+)
+def test_bad_results_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_results(path)
+
+
+def test_single_result_object_is_accepted(tmp_path, config):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(RUN_RESULTS[2]))  # the loop may write one object instead of a list
+    meta, _ = _split_card(str(build_model_card(config, results=load_results(path), repo_id=REPO_ID)))
+    assert _model_index(meta) == _expected_model_index([RUN_RESULTS[2]])
