@@ -474,6 +474,31 @@ def _templates(args: MetaPromptTrainingArguments, dataset_name: str) -> list[str
     return templates_for_dataset(dataset_name)
 
 
+def load_protocol_data(args: MetaPromptTrainingArguments) -> tuple[Any, ProtocolData]:
+    """The dataset named by `args` and its few-shot / evaluation split for `args.protocol` (raises `DataError`)."""
+    data = load_image_classification(
+        args.dataset_name,
+        config_name=args.dataset_config_name,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        domain_column=args.domain_column,
+        class_names=_parse_class_names(args.class_names),
+        cache_dir=args.cache_dir,
+    )
+    proto = prepare_protocol(
+        data,
+        protocol=args.protocol,
+        shots=args.shots,
+        seed=args.seed,
+        train_split=args.train_split,
+        eval_split=args.eval_split,
+        target_domain=args.target_domain,
+        allow_fewer_shots=args.allow_fewer_shots,
+        max_eval_samples=args.max_eval_samples,
+    )
+    return data, proto
+
+
 def build_model(args: MetaPromptTrainingArguments, templates: Sequence[str], torch_seed: int) -> MetaPromptModel:
     """Base CLIP + processor + a fresh adapter of `args.method`, prompts initialised from `torch_seed`."""
     base = resolve_base_model(args.base_model)
@@ -528,26 +553,7 @@ def train(
 
     # -------------------------------------------------------------- data (fails fast on bad input)
     with accelerator.main_process_first():
-        data = load_image_classification(
-            args.dataset_name,
-            config_name=args.dataset_config_name,
-            image_column=args.image_column,
-            label_column=args.label_column,
-            domain_column=args.domain_column,
-            class_names=_parse_class_names(args.class_names),
-            cache_dir=args.cache_dir,
-        )
-        proto = prepare_protocol(
-            data,
-            protocol=args.protocol,
-            shots=args.shots,
-            seed=args.seed,
-            train_split=args.train_split,
-            eval_split=args.eval_split,
-            target_domain=args.target_domain,
-            allow_fewer_shots=args.allow_fewer_shots,
-            max_eval_samples=args.max_eval_samples,
-        )
+        data, proto = load_protocol_data(args)
     if proto.skipped_corrupt:
         logger.warning(
             "skipped %d unreadable training candidate(s), e.g. %s",
@@ -923,26 +929,7 @@ def evaluate_adapter(args: MetaPromptTrainingArguments, adapter_dir: str | os.Pa
             method=run.get("method", args.method),
             shots=run.get("shots", args.shots),
         )
-    data = load_image_classification(
-        args.dataset_name,
-        config_name=args.dataset_config_name,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        domain_column=args.domain_column,
-        class_names=_parse_class_names(args.class_names),
-        cache_dir=args.cache_dir,
-    )
-    proto = prepare_protocol(
-        data,
-        protocol=args.protocol,
-        shots=args.shots,
-        seed=args.seed,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        target_domain=args.target_domain,
-        allow_fewer_shots=True,
-        max_eval_samples=args.max_eval_samples,
-    )
+    data, proto = load_protocol_data(dataclasses.replace(args, allow_fewer_shots=True))
     if args.method == "zeroshot":
         model = build_model(args, _templates(args, args.dataset_name), torch_seed=args.seed)
     else:
