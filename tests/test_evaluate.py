@@ -15,7 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _evaluate_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", os.path.join(ROOT, "examples", "evaluate.py"))
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_script", os.path.join(ROOT, "examples", "evaluate_runs.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,10 +41,20 @@ def test_shipped_metrics_load_by_path_offline():
 
 def test_aggregate_mean_std_and_hm_of_means():
     runs = [
-        {"protocol": "base2new", "method": "m", "dataset": "d", "seed": s, "base": b, "new": n, "hm": harmonic_mean(b, n)}
+        {
+            "protocol": "base2new",
+            "method": "m",
+            "dataset": "d",
+            "seed": s,
+            "base": b,
+            "new": n,
+            "hm": harmonic_mean(b, n),
+        }
         for s, b, n in ((1, 80.0, 60.0), (2, 90.0, 50.0), (3, 70.0, 70.0))
-    ] + [{"protocol": "dg", "method": "m", "dataset": "d", "target_domain": "t", "seed": s, "accuracy": a}
-         for s, a in ((1, 40.0), (2, 50.0))]
+    ] + [
+        {"protocol": "dg", "method": "m", "dataset": "d", "target_domain": "t", "seed": s, "accuracy": a}
+        for s, a in ((1, 40.0), (2, 50.0))
+    ]
     rows = aggregate(runs)
     b2n = next(r for r in rows if r["protocol"] == "base2new")
     assert b2n["base"] == 80.0 and b2n["new"] == 60.0 and b2n["hm"] == pytest.approx(harmonic_mean(80, 60))
@@ -59,9 +71,18 @@ def test_evaluate_script_aggregates_runs_and_reevaluates_adapters(tiny_clip_dir,
     runs = []
     for seed in (1, 2):
         out = tmp_path / f"seed{seed}"
-        train(MetaPromptTrainingArguments(base_model=tiny_clip_dir, dataset_name=domain_folder, output_dir=str(out),
-                                          seed=seed, shots=2, per_device_train_batch_size=4, max_steps=1,
-                                          max_eval_samples=24))
+        train(
+            MetaPromptTrainingArguments(
+                base_model=tiny_clip_dir,
+                dataset_name=domain_folder,
+                output_dir=str(out),
+                seed=seed,
+                shots=2,
+                per_device_train_batch_size=4,
+                max_steps=1,
+                max_eval_samples=24,
+            )
+        )
         runs.append(str(out))
     script = _evaluate_script()
     report = tmp_path / "report"
@@ -74,8 +95,20 @@ def test_evaluate_script_aggregates_runs_and_reevaluates_adapters(tiny_clip_dir,
     assert script.main(["--runs", *runs, "--report_dir", str(report)]) == 2  # nothing overwritten unasked
     # re-evaluating the saved adapters reproduces the numbers the runs wrote
     report2 = tmp_path / "report2"
-    argv = ["--adapters", *runs, "--report_dir", str(report2), "--base_model", tiny_clip_dir, "--dataset_name",
-            domain_folder, "--max_eval_samples", "24", "--shots", "2"]
+    argv = [
+        "--adapters",
+        *runs,
+        "--report_dir",
+        str(report2),
+        "--base_model",
+        tiny_clip_dir,
+        "--dataset_name",
+        domain_folder,
+        "--max_eval_samples",
+        "24",
+        "--shots",
+        "2",
+    ]
     assert script.main(argv) == 0
     again = json.loads((report2 / "per_seed.json").read_text())
     for a, b in zip(per_seed, again):

@@ -1,12 +1,14 @@
 """Evaluate MetaPrompt runs and aggregate them over seeds (mean ± std) into JSON and a Markdown table.
 
+(Not named `evaluate.py`: a script of that name beside train.py would shadow the `evaluate` library.)
+
 Aggregate the `results.json` that `examples/train.py` wrote into each run folder:
 
-    python examples/evaluate.py --runs runs/b2n-seed1 runs/b2n-seed2 runs/b2n-seed3 --report_dir runs/report
+    python examples/evaluate_runs.py --runs runs/b2n-seed1 runs/b2n-seed2 runs/b2n-seed3 --report_dir runs/report
 
 Or re-evaluate saved adapters on a dataset (any argument of train.py selects the data and protocol):
 
-    python examples/evaluate.py --adapters runs/b2n-seed1 runs/b2n-seed2 --dataset_name path/to/imagefolder \
+    python examples/evaluate_runs.py --adapters runs/b2n-seed1 runs/b2n-seed2 --dataset_name path/to/imagefolder \
         --protocol base2new --base_model openai/clip-vit-base-patch16 --report_dir runs/report
 
 Writes `per_seed.json` (every run), `aggregate.json` and `results.md` into --report_dir. Base-to-new rows give
