@@ -252,3 +252,16 @@ def test_non_empty_output_dir_is_refused_unless_asked(tiny_clip_dir, domain_fold
     assert os.listdir(out) == ["precious.txt"]
     assert main([*argv, "--overwrite_output_dir", "--shots", "2", "--do_eval", "false"]) == 0
     assert (out / "precious.txt").read_text() == "keep me" and (out / WEIGHTS_NAME).is_file()
+
+
+def test_trackers_through_accelerate(tiny_clip_dir, domain_folder, tmp_path):
+    out = tmp_path / "tb"
+    train(_args(tiny_clip_dir, domain_folder, out, report_to="tensorboard", max_steps=2, do_eval=False))
+    events = list(out.rglob("events.out.tfevents.*"))
+    assert events, sorted(p.name for p in out.rglob("*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert {"loss", "lr", "meta_test_loss"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2]
