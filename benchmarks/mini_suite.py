@@ -53,7 +53,9 @@ def _runs(protocol_filter: str | None, quick: bool, shots_dg: tuple[int, ...]) -
     if protocol_filter in (None, "dg"):
         for target in miniworld.DG_DOMAINS:
             for shots in shots_dg:
-                runs.append({"protocol": "dg", "dataset": miniworld.DG_DATASET, "target_domain": target, "shots": shots})
+                runs.append(
+                    {"protocol": "dg", "dataset": miniworld.DG_DATASET, "target_domain": target, "shots": shots}
+                )
     return runs
 
 
@@ -86,7 +88,9 @@ def _train_args(run: dict[str, Any], method: str, seed: int, lr: float, out: Pat
     )
 
 
-def run_all(opts: argparse.Namespace, lrs: dict[str, dict[str, float]], runs: list[dict], seeds: list[int]) -> list[dict]:
+def run_all(
+    opts: argparse.Namespace, lrs: dict[str, dict[str, float]], runs: list[dict], seeds: list[int]
+) -> list[dict]:
     """Train and evaluate every (run, method, seed); returns the per-run result entries."""
     from accelerate.state import AcceleratorState, GradientState
 
@@ -100,7 +104,18 @@ def run_all(opts: argparse.Namespace, lrs: dict[str, dict[str, float]], runs: li
         for method in METHODS:
             for seed in seeds:
                 lr = lrs.get(method, {}).get(run["protocol"], DEFAULT_LR)
-                tag = "-".join(str(v) for v in (run["protocol"], run["dataset"], run.get("target_domain", ""), run["shots"], method, seed) if v != "")
+                tag = "-".join(
+                    str(v)
+                    for v in (
+                        run["protocol"],
+                        run["dataset"],
+                        run.get("target_domain", ""),
+                        run["shots"],
+                        method,
+                        seed,
+                    )
+                    if v != ""
+                )
                 AcceleratorState._reset_state(True)
                 GradientState._reset_state()
                 out = train(_train_args(run, method, seed, lr, opts.output_dir / "runs" / tag, opts))
@@ -132,9 +147,12 @@ def summarise(results: list[dict]) -> dict[str, Any]:
             _, sh = _mean_std([r["hm"] for r in rows])
             name = dataset.split(":")[-1]
             out["base2new"][method][name] = {
-                "base": base, "new": new, "hm": harmonic_mean(base, new),
+                "base": base,
+                "new": new,
+                "hm": harmonic_mean(base, new),
                 "n_classes": rows[0]["n_base_classes"] + rows[0]["n_new_classes"],
-                "std": {"base": sb, "new": sn, "hm": sh}, "seeds": len(rows),
+                "std": {"base": sb, "new": sn, "hm": sh},
+                "seeds": len(rows),
             }
         else:
             acc, sa = _mean_std([r["accuracy"] for r in rows])
@@ -154,13 +172,19 @@ def markdown(summary: dict[str, Any]) -> str:
     b2n = summary["base2new"]
     if b2n:
         datasets = sorted(next(iter(b2n.values())))
-        lines += ["**Base-to-new** (16 shots, base / new / HM in %, mean over seeds):", "",
-                  "| method | " + " | ".join(datasets) + " | average (HM of means) |",
-                  "|---|" + "---|" * (len(datasets) + 1)]
+        lines += [
+            "**Base-to-new** (16 shots, base / new / HM in %, mean over seeds):",
+            "",
+            "| method | " + " | ".join(datasets) + " | average (HM of means) |",
+            "|---|" + "---|" * (len(datasets) + 1),
+        ]
         for method in METHODS:
             if method not in b2n:
                 continue
-            cells = [f"{b2n[method][d]['base']:.1f} / {b2n[method][d]['new']:.1f} / **{b2n[method][d]['hm']:.1f}**" for d in datasets]
+            cells = [
+                f"{b2n[method][d]['base']:.1f} / {b2n[method][d]['new']:.1f} / **{b2n[method][d]['hm']:.1f}**"
+                for d in datasets
+            ]
             mb = statistics.fmean(b2n[method][d]["base"] for d in datasets)
             mn = statistics.fmean(b2n[method][d]["new"] for d in datasets)
             cells.append(f"{mb:.1f} / {mn:.1f} / **{harmonic_mean(mb, mn):.1f}**")
@@ -169,10 +193,18 @@ def markdown(summary: dict[str, Any]) -> str:
     if dg:
         targets = sorted(next(iter(dg.values())))
         shot_keys = sorted({k for m in dg.values() for t in m.values() for k in t if k.endswith("shot")})
-        lines += ["", "**Domain generalisation**, leave one domain out (target accuracy in %, mean ± std over seeds):", ""]
+        lines += [
+            "",
+            "**Domain generalisation**, leave one domain out (target accuracy in %, mean ± std over seeds):",
+            "",
+        ]
         for key in shot_keys:
-            lines += [f"{key[:-4]} shot(s) per class per source domain:", "",
-                      "| method | " + " | ".join(targets) + " | average |", "|---|" + "---|" * (len(targets) + 1)]
+            lines += [
+                f"{key[:-4]} shot(s) per class per source domain:",
+                "",
+                "| method | " + " | ".join(targets) + " | average |",
+                "|---|" + "---|" * (len(targets) + 1),
+            ]
             for method in METHODS:
                 if method not in dg:
                     continue
@@ -192,7 +224,10 @@ def chart(summary: dict[str, Any], path: Path) -> None:
 
     b2n, dg = summary["base2new"], summary["dg"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-    for ax, table, key, title in ((axes[0], b2n, "hm", "Base-to-new: HM"), (axes[1], dg, "acc", "DG (5-shot): target accuracy")):
+    for ax, table, key, title in (
+        (axes[0], b2n, "hm", "Base-to-new: HM"),
+        (axes[1], dg, "acc", "DG (5-shot): target accuracy"),
+    ):
         if not table:
             ax.set_visible(False)
             continue
@@ -202,7 +237,10 @@ def chart(summary: dict[str, Any], path: Path) -> None:
         x = np.arange(len(groups))
         for i, method in enumerate(methods):
             values = [table[method][g][key] for g in groups]
-            errs = [table[method][g]["std"][key] if isinstance(table[method][g]["std"], dict) else table[method][g]["std"] for g in groups]
+            errs = [
+                table[method][g]["std"][key] if isinstance(table[method][g]["std"], dict) else table[method][g]["std"]
+                for g in groups
+            ]
             ax.bar(x + i * width, values, width, yerr=errs, label=method, capsize=2)
         ax.set_xticks(x + 0.4 - width / 2, groups)
         ax.set_ylabel("%")
@@ -227,10 +265,14 @@ def tune(opts: argparse.Namespace) -> dict[str, dict[str, float]]:
             mine = [r for r in results if r["method"] == method]
             scores[method]["base2new"][lr] = statistics.fmean(r["hm"] for r in mine if r["protocol"] == "base2new")
             scores[method]["dg"][lr] = statistics.fmean(r["accuracy"] for r in mine if r["protocol"] == "dg")
-    chosen = {m: {p: max(LR_GRID, key=lambda lr: (scores[m][p][lr], -lr)) for p in ("base2new", "dg")} for m in TRAINED}
+    chosen = {
+        m: {p: max(LR_GRID, key=lambda lr: (scores[m][p][lr], -lr)) for p in ("base2new", "dg")} for m in TRAINED
+    }
     record = {
         "selected_learning_rate": chosen,
-        "validation_scores": {m: {p: {str(lr): round(v, 2) for lr, v in s.items()} for p, s in d.items()} for m, d in scores.items()},
+        "validation_scores": {
+            m: {p: {str(lr): round(v, 2) for lr, v in s.items()} for p, s in d.items()} for m, d in scores.items()
+        },
         "grid": list(LR_GRID),
         "selection": "validation split, seed 1: mean HM over base-to-new datasets; mean 5-shot target accuracy over DG targets",
         "command": "python benchmarks/mini_suite.py --tune --output_dir " + str(opts.output_dir),
@@ -274,8 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(opts, lrs, _runs(opts.protocol, opts.quick, shots_dg), opts.seeds)
     summary = summarise(results)
     summary["settings"] = {
-        "seeds": opts.seeds, "quick": opts.quick, "max_steps": opts.max_steps, "learning_rates": lrs or "default",
-        "wall_seconds": round(time.perf_counter() - start, 1), "base_model": opts.base_model,
+        "seeds": opts.seeds,
+        "quick": opts.quick,
+        "max_steps": opts.max_steps,
+        "learning_rates": lrs or "default",
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "base_model": opts.base_model,
         "command": "python benchmarks/mini_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     (opts.output_dir / "runs.json").write_text(json.dumps(results, indent=1))

@@ -264,11 +264,13 @@ class MetaPromptModel(nn.Module):
         chunks = [order[i : i + self.class_chunk_size] for i in range(0, len(order), self.class_chunk_size)]
         use_ckpt = len(chunks) > 1 and torch.is_grad_enabled() and prompts is not None and prompts.requires_grad
         feats = []
-        for chunk in chunks:
+        for n, chunk in enumerate(chunks):
             ids = self._pad([rows[i] for i in chunk])
-            if use_ckpt:
-                # Only the (chunk, P) features stay alive; activations are recomputed in backward. Hooks are
-                # installed inside the checkpointed function, so the recomputation sees the same prompts.
+            # Only the (chunk, P) features stay alive; activations are recomputed in backward. Hooks are installed
+            # inside the checkpointed function, so the recomputation sees the same prompts. The LAST chunk keeps its
+            # activations: autograd runs its backward first (it was created last) and frees them before any other
+            # chunk is recomputed, so the peak stays at one chunk while one recomputation per call is saved.
+            if use_ckpt and n < len(chunks) - 1:
                 feats.append(checkpoint(self._text_features, ids, prompts, use_reentrant=False))
             else:
                 feats.append(self._text_features(ids, prompts))
