@@ -113,3 +113,30 @@ def test_evaluate_script_aggregates_runs_and_reevaluates_adapters(tiny_clip_dir,
     again = json.loads((report2 / "per_seed.json").read_text())
     for a, b in zip(per_seed, again):
         assert (a["base"], a["new"], a["hm"]) == pytest.approx((b["base"], b["new"], b["hm"]))
+
+
+def test_evaluate_set_under_accelerate_spans_several_batches(model, clip_and_processor):
+    """Every batch enters its own autocast context (`accelerator.autocast()` can be entered only once); the result
+    equals a direct argmax over the whole set."""
+    import datasets
+    import numpy as np
+    import torch
+    from accelerate import Accelerator
+    from PIL import Image
+
+    from metaprompt_hf.data import EvalSet
+    from metaprompt_hf.evaluation import evaluate_set
+
+    _, processor = clip_and_processor
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(7)]
+    rows = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    names = ["red apple", "blue sky", "black cat"]
+    labels = [i % 3 for i in range(7)]
+    eval_set = EvalSet(rows, names, labels)
+    result = evaluate_set(model, eval_set, processor.image_processor, accelerator=Accelerator(cpu=True), batch_size=3)
+    with torch.no_grad():
+        pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        expected = (model(pixel_values, names).logits.argmax(-1) == torch.tensor(labels)).float().mean().item()
+    assert result["n"] == 7 and result["skipped"] == 0
+    assert result["accuracy"] == pytest.approx(100 * expected)  # percent

@@ -7,6 +7,7 @@ since Hub metrics cannot be fetched offline (CONVENTIONS.md §6).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import statistics
@@ -71,14 +72,15 @@ def evaluate_set(
     was_training = model.training
     model.eval()
     predictions, references, skipped = [], [], 0
-    autocast = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
+    # A fresh context per batch: `accelerator.autocast()` is a generator-based context manager, usable only once.
+    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     try:
         for batch in loader:
             skipped += len(batch["corrupt"])
             if batch["labels"].numel() == 0:
                 pred = batch["labels"]
             else:
-                with autocast:
+                with autocast():
                     out = model(
                         batch["pixel_values"], eval_set.class_names, return_zero_shot=logits == "logits_zero_shot"
                     )
