@@ -76,7 +76,7 @@ DEFAULTS = dict(
     memory_batch_size=16,
     repeats=3,
     warmup=1,
-    infer_repeats=3,
+    infer_repeats=7,  # an inference batch is cheap next to a training step: more repeats, less noise
 )
 QUICK = dict(
     b2n_classes=(6, 12),
@@ -668,6 +668,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        reset_peak_rss()
         base = rss_bytes()
     start = time.perf_counter()
     step()
@@ -676,9 +677,28 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.synchronize()
         peak, kind = torch.cuda.max_memory_allocated(), "cuda_max_memory_allocated"
     else:
-        # ru_maxrss (KiB) is the kernel's high-water mark, which may lag the current RSS by a few pages
-        peak, kind = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss_bytes()), "peak_rss"
+        peak, kind = max(peak_rss_bytes(), rss_bytes()), "peak_rss"
     return {"peak_bytes": peak, "before_step_bytes": base, "kind": kind, "step_s": elapsed}
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's RSS high-water mark to its current RSS (Linux >= 4.0), so the peak is the step's.
+    Without it the peak includes the model build, and `ru_maxrss` is worse: Linux carries it over fork + exec, so
+    a subprocess started by a big parent reports the parent's RSS at fork time whatever the child does."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_bytes() -> int:
+    """VmHWM: the high-water mark of this process's own address space (not inherited across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def rss_bytes() -> int:

@@ -204,3 +204,15 @@ def test_push_to_hub_uploads_two_files_and_a_card_in_one_commit(tmp_path):
     assert values == [70.5, 79.55, 91.25]
     assert 'MetaPromptModel.from_pretrained("me/metaprompt-tiny")' in card
     assert "2212.04196" in card
+
+
+def test_saved_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    """Atomic writes go through a temporary file; the result must be as readable as a plain write would make it."""
+    clip, processor = tiny_clip()
+    old = os.umask(0o022)
+    try:
+        _trained(clip, processor).save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name

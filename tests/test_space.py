@@ -356,3 +356,47 @@ def test_predictor_cache_does_not_keep_models_alive():
     del model
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.slow
+def test_python_spaces_app_serves_the_embedded_default_offline(tmp_path):
+    """`python spaces/app.py` as a user runs it: no arguments, no network, host and port from the environment."""
+    import os
+    import subprocess
+    import time
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    env.pop("METAPROMPT_MODEL", None)
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(APP_PATH)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the app did not listen within 120 s:\n" + log.read_text()[-3000:])
+        assert "serving model 'embedded'" in log.read_text()
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        metaprompt, zero_shot = client.predict(
+            handle_file(ROOT / "spaces" / "examples" / "sketch_fish.png"), "house, fish, car", api_name="/classify"
+        )
+        for label in (metaprompt, zero_shot):
+            probs = _probabilities(label)
+            assert set(probs) == {"house", "fish", "car"} and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+        assert _probabilities(metaprompt) != _probabilities(zero_shot)  # the trained prompts change the answer
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

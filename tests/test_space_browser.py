@@ -93,7 +93,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url() -> Iterator[str]:
     app = load_app()
-    demo = app.build_demo(app.load_model("tiny"), model_name="tiny (random weights, for tests)")
+    demo = app.build_demo(app.load_model("embedded"), model_name="embedded")
     try:
         _, url, _ = demo.launch(
             prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), **app.LAUNCH_KWARGS

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,7 +62,8 @@ def test_base2new_end_to_end(tiny_clip_dir, domain_folder, tmp_path):
 
     states = []
     out = train(
-        _args(tiny_clip_dir, domain_folder, tmp_path / "run", checkpointing_steps="2"), callbacks=[states.append]
+        _args(tiny_clip_dir, domain_folder, tmp_path / "run", checkpointing_steps="2", hub_token="hf_secret123"),
+        callbacks=[states.append],
     )
     assert [s.global_step for s in states] == [1, 2, 3]
     assert all(math.isfinite(s.loss) and math.isfinite(s.meta_test_loss) for s in states)  # 4 base classes: 2 groups
@@ -75,6 +77,8 @@ def test_base2new_end_to_end(tiny_clip_dir, domain_folder, tmp_path):
     assert {CONFIG_NAME, WEIGHTS_NAME, "results.json", "fewshot_indices.json", "training_args.json"} <= set(
         os.listdir(run)
     )
+    saved_args = (run / "training_args.json").read_text()
+    assert "hf_secret123" not in saved_args and json.loads(saved_args)["hub_token"] == "<HUB_TOKEN>"
     fewshot = json.loads((run / "fewshot_indices.json").read_text())
     assert len(fewshot["rows"]) == 16 and fewshot["base_classes"] == sorted(COLOURS)[:4]
     # checkpoint: prompts, optimizer, schedule, progress, RNG — never the frozen CLIP, never pickle
@@ -265,3 +269,16 @@ def test_trackers_through_accelerate(tiny_clip_dir, domain_folder, tmp_path):
     acc.Reload()
     assert {"loss", "lr", "meta_test_loss"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("loss")] == [1, 2]
+
+
+def test_learning_rate_and_crop_defaults_follow_the_base_model():
+    """The paper's settings for any base model; the mini world's validation-selected ones for the embedded CLIP."""
+    real = MetaPromptTrainingArguments(base_model="openai/clip-vit-base-patch16")
+    assert (real.learning_rate, real.crop_scale_min) == (0.0015, 0.08)
+    b2n = MetaPromptTrainingArguments(base_model="embedded")
+    dg = MetaPromptTrainingArguments(base_model="embedded", protocol="dg", target_domain="sketch")
+    assert (b2n.learning_rate, b2n.crop_scale_min, dg.learning_rate) == (0.008, 0.5, 0.002)
+    hparams = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "mini_hparams.json").read_text())
+    assert hparams["selected_learning_rate"]["metaprompt"] == {"base2new": 0.008, "dg": 0.002}
+    explicit = MetaPromptTrainingArguments(base_model="embedded", learning_rate=0.1, crop_scale_min=1.0)
+    assert (explicit.learning_rate, explicit.crop_scale_min) == (0.1, 1.0)

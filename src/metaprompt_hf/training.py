@@ -42,7 +42,7 @@ from .data import (
     prepare_protocol,
     processor_size,
 )
-from .embedded import resolve_base_model
+from .embedded import EMBEDDED_NAME, resolve_base_model
 from .evaluation import evaluate_set, harmonic_mean
 from .losses import asymmetric_contrastive_loss
 from .meta import (
@@ -62,6 +62,14 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("metaprompt", "metaprompt_no_meta", "ivlp", "coop", "zeroshot")
 PROTOCOL_DEFAULT_TOKENS = {"base2new": 2, "dg": 4}  # METHOD.md §4
+PAPER_LEARNING_RATE = 0.0015  # METHOD.md §4
+PAPER_CROP_SCALE_MIN = 0.08  # torchvision's RandomResizedCrop default, used by Dassl
+# The embedded default departs from the paper's two data-dependent settings, as any new dataset would:
+# - MetaPrompt's learning rate selected on the mini world's VALIDATION split by `benchmarks/mini_suite.py --tune`
+#   (benchmarks/mini_hparams.json; grid 0.002 / 0.008 / 0.032), per protocol;
+# - its images are 32 px, where a crop down to 8% of the area leaves about 9×9 pixels, so crops keep half the image.
+EMBEDDED_LEARNING_RATE = {"base2new": 0.008, "dg": 0.002}
+EMBEDDED_CROP_SCALE_MIN = 0.5
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
@@ -120,8 +128,10 @@ class MetaPromptTrainingArguments:
     )
     mix_domains: bool = _help("DG: interleave source domains so every batch holds at least two.", default=True)
     augment: bool = _help("Random resized crop + horizontal flip on training images (METHOD.md §4).", default=True)
-    crop_scale_min: float = _help(
-        "Smallest crop area fraction of the random resized crop (paper: 0.08).", default=0.08
+    crop_scale_min: float | None = _help(
+        "Smallest crop area fraction of the random resized crop; default 0.08 (the paper's), or 0.5 with the "
+        "embedded base model (32-px images).",
+        default=None,
     )
     max_eval_samples: int | None = _help(
         "Evaluate on at most this many images per evaluation set (seeded subsample).", default=None
@@ -151,7 +161,11 @@ class MetaPromptTrainingArguments:
     max_steps: int = _help("If > 0, the number of optimizer steps, overriding num_train_epochs.", default=-1)
     per_device_train_batch_size: int = _help("Training batch per process (paper: 16 base2new, 32 dg).", default=16)
     per_device_eval_batch_size: int = _help("Evaluation batch per process.", default=100)
-    learning_rate: float = _help("Base learning rate (paper: 0.0015).", default=0.0015)
+    learning_rate: float | None = _help(
+        "Base learning rate; default 0.0015 (the paper's), or with the embedded base model the mini world's "
+        "validation-selected rate (0.008 base2new, 0.002 dg; benchmarks/mini_hparams.json).",
+        default=None,
+    )
     weight_decay: float = _help("SGD weight decay.", default=5e-4)
     momentum: float = _help("SGD momentum.", default=0.9)
     warmup_epochs: int = _help("Constant warm-up epochs at --warmup_lr before the cosine (Dassl).", default=1)
@@ -194,6 +208,13 @@ class MetaPromptTrainingArguments:
         need(self.per_device_train_batch_size >= 1, "per_device_train_batch_size", "expected >= 1")
         need(self.per_device_eval_batch_size >= 1, "per_device_eval_batch_size", "expected >= 1")
         need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "expected >= 1")
+        embedded = self.base_model == EMBEDDED_NAME
+        if self.learning_rate is None:
+            self.learning_rate = (
+                EMBEDDED_LEARNING_RATE.get(self.protocol, PAPER_LEARNING_RATE) if embedded else PAPER_LEARNING_RATE
+            )
+        if self.crop_scale_min is None:
+            self.crop_scale_min = EMBEDDED_CROP_SCALE_MIN if embedded else PAPER_CROP_SCALE_MIN
         need(self.learning_rate > 0, "learning_rate", "expected > 0")
         need(self.warmup_epochs >= 0, "warmup_epochs", "expected >= 0")
         need(0 < self.crop_scale_min <= 1, "crop_scale_min", "expected in (0, 1]")
@@ -586,7 +607,9 @@ def train(
                 f"resume_from_checkpoint: the few-shot sample differs from {fewshot_file}; same data and seed?"
             )
         atomic_write_text(fewshot_file, json.dumps(proto.fewshot, indent=1))
-        atomic_write_text(out_dir / "training_args.json", json.dumps(dataclasses.asdict(args), indent=2))
+        # Never write a secret next to an adapter that may be pushed or shared (TrainingArguments does the same).
+        saved_args = dataclasses.asdict(args) | {"hub_token": "<HUB_TOKEN>" if args.hub_token else None}
+        atomic_write_text(out_dir / "training_args.json", json.dumps(saved_args, indent=2))
     accelerator.wait_for_everyone()
 
     start = time.perf_counter()

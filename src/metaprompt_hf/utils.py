@@ -30,6 +30,9 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], object]) 
     os.close(fd)
     try:
         writer(tmp)
+        # mkstemp creates the file 0600; give it the mode a plain `open(path, "w")` would (0666 minus the umask) so
+        # saved adapters stay readable by the group, a Space's server user or a shared cache.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -37,6 +40,12 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], object]) 
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; restored at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> None:
