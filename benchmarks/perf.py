@@ -76,7 +76,7 @@ DEFAULTS = dict(
     memory_batch_size=16,
     repeats=3,
     warmup=1,
-    infer_repeats=7,  # an inference batch is cheap next to a training step: more repeats, less noise
+    infer_repeats=5,  # an inference batch is cheap next to a training step: more repeats (3 were too noisy)
 )
 QUICK = dict(
     b2n_classes=(6, 12),

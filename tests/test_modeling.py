@@ -226,6 +226,23 @@ def test_predict_on_pil_images_and_feature_caches(model):
     assert not torch.allclose(changed, probs)
 
 
+def test_predict_accepts_one_image_an_array_or_a_datasets_column(model):
+    import datasets
+
+    rng = np.random.default_rng(1)
+    arrays = [(rng.random((32, 32, 3)) * 255).astype("uint8") for _ in range(3)]
+    names = ["dog", "cat", "giraffe"]
+    expected = model.predict([Image.fromarray(a) for a in arrays], names)
+    column = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(a) for a in arrays]}, features=datasets.Features({"image": datasets.Image()})
+    )["image"]
+    torch.testing.assert_close(model.predict(column, names), expected)  # dataset["image"], not a list
+    torch.testing.assert_close(model.predict(arrays[0], names), expected[:1])  # one (H, W, 3) array
+    torch.testing.assert_close(model.predict(Image.fromarray(arrays[1]), names), expected[1:2])
+    with pytest.raises(ValueError, match="images: expected PIL"):
+        model.predict(42, names)
+
+
 def test_bad_inputs_are_named(model):
     with pytest.raises(ValueError, match="class_names"):
         model.predict(torch.randn(1, 3, 32, 32), [])

@@ -415,7 +415,8 @@ class MetaPromptModel(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def preprocess(self, images: Any) -> torch.Tensor:
-        """PIL image(s), numpy arrays or `pixel_values` → (B, 3, H, W) with the base model's image processor."""
+        """PIL image(s), numpy arrays (a list, or any sequence such as a `datasets` column) or `pixel_values`
+        → (B, 3, H, W) with the base model's image processor."""
         if isinstance(images, torch.Tensor):
             if images.ndim == 3:
                 images = images.unsqueeze(0)
@@ -425,8 +426,15 @@ class MetaPromptModel(nn.Module):
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None:
             raise ValueError("PIL images need a processor: pass processor= or use MetaPromptModel.from_pretrained")
-        if not isinstance(images, (list, tuple)):
+        if hasattr(images, "convert") or (hasattr(images, "ndim") and images.ndim == 3):  # one PIL image / array
             images = [images]
+        elif not isinstance(images, (list, tuple)):
+            # any other sequence of images, e.g. a `datasets` column (`dataset["image"]`)
+            try:
+                images = list(images)
+            except TypeError:
+                kind = type(images).__name__
+                raise ValueError(f"images: expected PIL image(s), arrays or pixel_values, got {kind}") from None
         if not images:
             raise ValueError("images: got an empty list")
         images = [im.convert("RGB") if hasattr(im, "convert") else im for im in images]
