@@ -585,13 +585,13 @@ def train(
     model = build_model(args, templates, torch_seed=args.seed)
     processor = model.processor
     logger.info(
-        "%s on %s (%s): %d training images over %d classes %s",
+        "%s on %s (%s): %d training images over %d classes%s",
         args.method,
         data.name,
         args.protocol,
         len(proto.train_labels),
         len(proto.train_class_names),
-        domain_counts(proto.train_domains, data.domain_names),
+        f", per source domain {counts}" if (counts := domain_counts(proto.train_domains, data.domain_names)) else "",
     )
 
     out_dir = Path(args.output_dir)
