@@ -396,20 +396,28 @@ def text_forward_backward(step: TrainStep, names: Sequence[str]) -> Callable[[],
     return run
 
 
+def time_train_steps(
+    ctx: SimpleNamespace,
+    protocol: str,
+    names: list[str],
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    domains: torch.Tensor | None,
+) -> tuple[dict[str, TrainStep], dict[str, list[float]], dict[str, dict[str, int]]]:
+    """One training step per method (and IVLP's text forward+backward alone), timed interleaved."""
+    steps = {
+        m: TrainStep(ctx.clip, ctx.processor, m, protocol, names, pixel_values, labels, domains, **ctx.step_kw)
+        for m in TRAIN_METHODS
+    }
+    fns = {**steps, "text_fb": text_forward_backward(steps["ivlp"], names)}
+    times, calls = time_interleaved(fns, ctx.repeats, ctx.warmup, ctx.device, ctx.counter)
+    return steps, times, calls
+
+
 def bench_b2n(ctx: SimpleNamespace, n_classes: int) -> dict[str, Any]:
     names = synthetic_class_names(n_classes, ctx.tokenizer)
     pixel_values, labels = b2n_batch(ctx.batch_size, n_classes, ctx.image_size, ctx.device)
-    steps = {
-        m: TrainStep(ctx.clip, ctx.processor, m, "base2new", names, pixel_values, labels, None, **ctx.step_kw)
-        for m in TRAIN_METHODS
-    }
-    times, calls = time_interleaved(
-        {**steps, "text_fb": text_forward_backward(steps["ivlp"], names)},
-        ctx.repeats,
-        ctx.warmup,
-        ctx.device,
-        ctx.counter,
-    )
+    steps, times, calls = time_train_steps(ctx, "base2new", names, pixel_values, labels, None)
     tokens = [
         len(r) for r in steps["metaprompt"].model._tokenize(steps["metaprompt"].model._prompted_strings(names), True)
     ]
@@ -429,17 +437,7 @@ def bench_dg(ctx: SimpleNamespace) -> dict[str, Any]:
     pixel_values, labels, domains = dg_batch(
         ctx.dg_batch_size, ctx.dg_classes, ctx.dg_domains, ctx.image_size, ctx.device
     )
-    steps = {
-        m: TrainStep(ctx.clip, ctx.processor, m, "dg", names, pixel_values, labels, domains, **ctx.step_kw)
-        for m in TRAIN_METHODS
-    }
-    times, calls = time_interleaved(
-        {**steps, "text_fb": text_forward_backward(steps["ivlp"], names)},
-        ctx.repeats,
-        ctx.warmup,
-        ctx.device,
-        ctx.counter,
-    )
+    steps, times, calls = time_train_steps(ctx, "dg", names, pixel_values, labels, domains)
     return {
         "classes": ctx.dg_classes,
         "batch_size": ctx.dg_batch_size,
