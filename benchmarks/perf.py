@@ -910,6 +910,11 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _before_after_row(label: str, ratio: float) -> str:
+    """A table row for an optimisation: time before / time after, which should exceed 1."""
+    return f"| {label} | {ratio:.2f} | > 1 | {'yes' if ratio > 1 else '**no**'} |"
+
+
 def ablation_lines(a: dict[str, Any]) -> list[str]:
     lines = []
     if "attention" in a:
@@ -921,9 +926,11 @@ def ablation_lines(a: dict[str, Any]) -> list[str]:
         e = a["text_chunks"]
         m = e["methods"]
         lines.append(
-            f"| text forward+backward over {e['classes']} classes (chunks of {e['class_chunk_size']}): every chunk "
-            f"recomputed {m['all_chunks']['median_s']:.2f} s / all but the last {m['all_but_last']['median_s']:.2f} s "
-            f"| {e['before_vs_after']['median_ratio']:.2f} | > 1 | {'yes' if e['before_vs_after']['median_ratio'] > 1 else '**no**'} |"
+            _before_after_row(
+                f"text forward+backward over {e['classes']} classes (chunks of {e['class_chunk_size']}): every chunk "
+                f"recomputed {m['all_chunks']['median_s']:.2f} s / all but the last {m['all_but_last']['median_s']:.2f} s",
+                e["before_vs_after"]["median_ratio"],
+            )
         )
     if "templates" in a:
         e = a["templates"]
@@ -935,9 +942,12 @@ def ablation_lines(a: dict[str, Any]) -> list[str]:
         e = a["dg_parts"]
         m = e["methods"]
         lines.append(
-            f"| DG metaprompt step, {e['source_domains']} domains: one pass per meta-train side "
-            f"{m['one_pass_per_side']['median_s']:.2f} s / shared per-domain gradients {m['shared_parts']['median_s']:.2f} s "
-            f"| {e['before_vs_after']['median_ratio']:.2f} | > 1 | {'yes' if e['before_vs_after']['median_ratio'] > 1 else '**no**'} |"
+            _before_after_row(
+                f"DG metaprompt step, {e['source_domains']} domains: one pass per meta-train side "
+                f"{m['one_pass_per_side']['median_s']:.2f} s / shared per-domain gradients "
+                f"{m['shared_parts']['median_s']:.2f} s",
+                e["before_vs_after"]["median_ratio"],
+            )
         )
     if "bf16_autocast" in a:
         bf = a["bf16_autocast"]
