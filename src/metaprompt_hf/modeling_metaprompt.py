@@ -53,6 +53,8 @@ class MetaPromptOutput(ModelOutput):
         text_embeds: (C, P) t, prompted class features, L2-normalised.
         template_embeds: (C, P) h, frozen template class features, L2-normalised.
         logit_scale: s = exp(CLIP's frozen logit_scale).
+        image_features, frozen_image_features, text_features: x̃ (B, P), x (B, P) and t (C, P) projected but NOT
+            L2-normalised, with `output_features=True` (the form the reference records, for fidelity checks).
     """
 
     loss: torch.Tensor | None = None
@@ -65,6 +67,9 @@ class MetaPromptOutput(ModelOutput):
     text_embeds: torch.Tensor | None = None
     template_embeds: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
+    frozen_image_features: torch.Tensor | None = None
+    text_features: torch.Tensor | None = None
 
 
 class MetaPromptModel(nn.Module):
@@ -140,8 +145,12 @@ class MetaPromptModel(nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """s = exp(CLIP's frozen logit_scale), clamped at 100 as CLIP does."""
-        return _at_least_fp32(self.clip.logit_scale.detach()).exp().clamp(max=100.0)
+        """s = exp(CLIP's frozen logit_scale), unclamped.
+
+        Neither `CLIPModel.forward` nor the reference (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/
+        trainers/meta.py#L270) clamps s outside CLIP's own pre-training; OpenAI checkpoints store ln 100 rounded to
+        fp16 (4.60546875, s = 100.03), so a clamp at 100 would scale every logit by 0.9997 (docs/method.md §2)."""
+        return _at_least_fp32(self.clip.logit_scale.detach()).exp()
 
     @property
     def tokenizer(self) -> Any:
@@ -252,13 +261,17 @@ class MetaPromptModel(nn.Module):
             out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         return out.to(self.device)
 
-    def _text_features(self, ids: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
-        """One text-encoder call on `ids` (N, L) with prompts θ_t (or none) → (N, P) L2-normalised fp32."""
+    def _text_features(self, ids: torch.Tensor, prompts: torch.Tensor | None, normalize: bool = True) -> torch.Tensor:
+        """One text-encoder call on `ids` (N, L) with prompts θ_t (or none) → (N, P) fp32, L2-normalised unless
+        `normalize=False`."""
         with self._hook_lock, text_prompt_hooks(self.clip.text_model, prompts):
             pooled = self.clip.text_model(input_ids=ids).pooler_output
-        return F.normalize(_at_least_fp32(self.clip.text_projection(pooled)), dim=-1)
+        feats = _at_least_fp32(self.clip.text_projection(pooled))
+        return F.normalize(feats, dim=-1) if normalize else feats
 
-    def _encode_ids_chunked(self, rows: list[list[int]], prompts: torch.Tensor | None) -> torch.Tensor:
+    def _encode_ids_chunked(
+        self, rows: list[list[int]], prompts: torch.Tensor | None, normalize: bool = True
+    ) -> torch.Tensor:
         # Classes are sorted by length so chunks carry little padding, then put back in order.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         chunks = [order[i : i + self.class_chunk_size] for i in range(0, len(order), self.class_chunk_size)]
@@ -271,9 +284,9 @@ class MetaPromptModel(nn.Module):
             # activations: autograd runs its backward first (it was created last) and frees them before any other
             # chunk is recomputed, so the peak stays at one chunk while one recomputation per call is saved.
             if use_ckpt and n < len(chunks) - 1:
-                feats.append(checkpoint(self._text_features, ids, prompts, use_reentrant=False))
+                feats.append(checkpoint(self._text_features, ids, prompts, normalize, use_reentrant=False))
             else:
-                feats.append(self._text_features(ids, prompts))
+                feats.append(self._text_features(ids, prompts, normalize))
         out = torch.cat(feats)
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
@@ -328,11 +341,12 @@ class MetaPromptModel(nn.Module):
 
     # ------------------------------------------------------------------ image side
     def _image_features(
-        self, pixel_values: torch.Tensor, prompts: torch.Tensor | None, frozen_rows: int = 0
+        self, pixel_values: torch.Tensor, prompts: torch.Tensor | None, frozen_rows: int = 0, normalize: bool = True
     ) -> torch.Tensor:
         with self._hook_lock, vision_prompt_hooks(self.clip.vision_model, prompts, frozen_rows=frozen_rows):
             pooled = self.clip.vision_model(pixel_values=pixel_values.to(self.device)).pooler_output
-        return F.normalize(_at_least_fp32(self.clip.visual_projection(pooled)), dim=-1)
+        feats = _at_least_fp32(self.clip.visual_projection(pooled))
+        return F.normalize(feats, dim=-1) if normalize else feats
 
     @torch.no_grad()
     def encode_frozen_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -368,6 +382,7 @@ class MetaPromptModel(nn.Module):
         *,
         frozen_image_embeds: torch.Tensor | None = None,
         return_zero_shot: bool = False,
+        output_features: bool = False,
     ) -> MetaPromptOutput:
         """Logits of every path for a batch of images against a class list (METHOD.md §1.1, §2, §5).
 
@@ -377,6 +392,7 @@ class MetaPromptModel(nn.Module):
             labels: (B,) indices into `class_names`; when given, `loss` is L_AC (coupled) or CE (IVLP/CoOp).
             frozen_image_embeds: (B, P) precomputed x, reused instead of a frozen image pass.
             return_zero_shot: also return s<x, h>, frozen CLIP's zero-shot logits.
+            output_features: also return the projected features before L2 normalisation (one extra pass per path).
         """
         if pixel_values is None or class_names is None:
             raise ValueError("forward needs pixel_values (B, 3, H, W) and class_names (a list of C names)")
@@ -405,6 +421,13 @@ class MetaPromptModel(nn.Module):
             out.logits = s * x_tilde @ t.t()
         if return_zero_shot:
             out.logits_zero_shot = s * x @ out.template_embeds.t()
+        if output_features:
+            out.frozen_image_features = self._image_features(pixel_values, None, normalize=False)
+            if self.vision_prompts is not None:
+                out.image_features = self._image_features(pixel_values, self.vision_prompts, normalize=False)
+            if self.text_prompts is not None:
+                rows = self._tokenize(self._prompted_strings(class_names), check_placeholders=True)
+                out.text_features = self._encode_ids_chunked(rows, self.text_prompts, normalize=False)
         if labels is not None:
             labels = labels.to(out.logits.device)
             if cfg.coupled_branches:
