@@ -500,7 +500,7 @@ def datasheet(info: dict[str, Any]) -> str:
         "14 object classes (the `styles` classes are a subset) drawn in six styles; `sketch` is deliberately rare "
         f"({100 * mw.PRETRAIN_STYLE_MIX['sketch']:.1f}% of shapes/objects), so the sketch domain has room for prompt learning.",
         "- Captions mix ~25 templates per source (style words, colour words, font families, the dataset templates); "
-        f"{100 * mw._P_GENERIC_CAPTION:.0f}% are generic (no class) and {100 * mw._P_WRONG_CAPTION:.0f}% name a wrong "
+        f"{100 * mw.catalog._P_GENERIC_CAPTION:.0f}% are generic (no class) and {100 * mw.catalog._P_WRONG_CAPTION:.0f}% name a wrong "
         "class (web-like noise). Example captions: " + "; ".join(f"`{c}`" for c in info["example_captions"]) + ".",
         "- Benchmark images are never seen in pretraining: real digits are split once into disjoint benchmark and "
         "pretraining parts, procedural images come from disjoint random streams.",
@@ -801,7 +801,7 @@ def main(argv: list[str] | None = None) -> None:
             "n_unique_captions": len(uniq),
             "corpus_counts": counts,
             "class_counts": class_counts,
-            "n_real_pretrain": len(mw._real_partition()[1]),
+            "n_real_pretrain": len(mw.digits._real_partition()[1]),
             "example_captions": [captions[i] for i in range(8)],
             "corpus_seconds": corpus_seconds,
             "eval_seconds": eval_seconds,
