@@ -15,7 +15,6 @@ from a checkpoint sees exactly the batches and augmentations of an uninterrupted
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -26,7 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from .images import try_decode
 
 logger = logging.getLogger(__name__)
 
@@ -242,32 +243,10 @@ def _normalise(
 
 
 # ---------------------------------------------------------------------------------------------------- decoding
-def decode_image(value: Any) -> Image.Image:
-    """An undecoded `datasets.Image` value ({"bytes", "path"}), a path or a PIL image → RGB PIL image."""
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    if isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        source = io.BytesIO(data) if data else path
-    else:
-        source = value
-    with Image.open(source) as img:
-        img.load()
-        return img.convert("RGB")
-
-
 def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("path") or "<in-memory image>")
     return str(value)
-
-
-def try_decode(value: Any) -> Image.Image | None:
-    """`decode_image`, or None for a file that is not a readable image (logged by the caller)."""
-    try:
-        return decode_image(value)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------------- protocols
