@@ -24,12 +24,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import CLIPModel
 from transformers.utils import ModelOutput
 
 from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig
+from .images import to_rgb
 from .injection import text_prompt_hooks, vision_prompt_hooks
 from .losses import asymmetric_contrastive_loss, coupled_logits
 from .utils import atomic_write_with, resolve_file
@@ -437,7 +439,7 @@ class MetaPromptModel(nn.Module):
                 raise ValueError(f"images: expected PIL image(s), arrays or pixel_values, got {kind}") from None
         if not images:
             raise ValueError("images: got an empty list")
-        images = [im.convert("RGB") if hasattr(im, "convert") else im for im in images]
+        images = [to_rgb(im) if isinstance(im, Image.Image) else im for im in images]
         return image_processor(images=images, return_tensors="pt")["pixel_values"]
 
     # no_grad rather than inference_mode: cached class features must stay usable by a later training step.
