@@ -36,5 +36,9 @@ class SiglipBackbone(DualEncoderBackbone):
         return self.vision_tower.encoder
 
     @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.reshape(())  # stored with shape (1,)
+
+    @property
     def logit_bias(self) -> torch.Tensor | None:
-        return self.model.logit_bias
+        return self.model.logit_bias.reshape(())
