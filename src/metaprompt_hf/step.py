@@ -133,8 +133,11 @@ class TrainingStep:
         optimizer: the SGD over `model.prompt_parameters()` (an Accelerate-prepared one is fine).
         class_names: the K training classes; batch labels index them.
         meta: how the meta step runs, or None for no meta step (the baselines, `metaprompt_no_meta`).
-        source_domains: DG: the run's source domain ids, so every process walks the same episodes.
-        seed: seed of the drawn class splits.
+        episodes_fn: `episodes_fn(labels, domains, step)` → the episodes of optimizer step `step` (the run's
+            protocol draws them in training); default: a class split drawn from (seed, step) for target "text",
+            one episode per source domain for target "vision".
+        source_domains: DG without `episodes_fn`: the run's source domain ids.
+        seed: seed of the default class splits.
         accelerator: an `accelerate.Accelerator` (backward, autocast, cross-process reduction), or None.
         module: what the forward goes through (the DDP-wrapped model); default `model`.
     """
@@ -146,6 +149,7 @@ class TrainingStep:
         class_names: Sequence[str],
         *,
         meta: MetaSettings | None = None,
+        episodes_fn: Callable[[torch.Tensor, torch.Tensor | None, int], list[Episode]] | None = None,
         source_domains: Sequence[int] | None = None,
         seed: int = 0,
         accelerator: Any | None = None,
@@ -157,10 +161,11 @@ class TrainingStep:
         self.raw_optimizer = getattr(optimizer, "optimizer", optimizer)
         self.class_names = list(class_names)
         self.meta = meta
+        self.episodes_fn = episodes_fn
         self.source_domains = list(source_domains) if source_domains is not None else None
         self.seed = seed
         self.accelerator = accelerator
-        if meta is not None and meta.target == "vision" and self.source_domains is None:
+        if meta is not None and meta.target == "vision" and self.source_domains is None and episodes_fn is None:
             raise ValueError("source_domains: the DG meta step (target='vision') needs the run's source domain ids")
         self._window: list[dict[str, Any]] = []
         self._losses: list[torch.Tensor] = []
@@ -207,6 +212,8 @@ class TrainingStep:
         """The loop's own episodes: a class split drawn from (seed, step) for base-to-new, one episode per source
         domain for DG (docs/method.md §3.1)."""
         assert self.meta is not None
+        if self.episodes_fn is not None:
+            return self.episodes_fn(labels, domains, step)
         if self.meta.target == "text":
             generator = split_generator(self.seed, step)
             return class_split_episodes(labels, len(self.class_names), generator, self.meta.num_class_groups)

@@ -34,25 +34,21 @@ from .data import (
     DataError,
     FewShotBatchSampler,
     ImageDataset,
-    ProtocolData,
     TrainTransform,
     collate,
     domain_counts,
-    load_image_classification,
-    prepare_protocol,
     processor_size,
 )
 from .embedded import EMBEDDED_NAME, resolve_base_model
-from .evaluation import evaluate_set, harmonic_mean
 from .modeling_metaprompt import MetaPromptModel, load_clip, load_processor
+from .protocols import PROTOCOLS, ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
+from .protocols.run import run_templates
 from .step import MetaSettings, TrainingStep
-from .templates import templates_for_dataset
 from .utils import atomic_replace_dir, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("metaprompt", "metaprompt_no_meta", "ivlp", "coop", "zeroshot")
-PROTOCOL_DEFAULT_TOKENS = {"base2new": 2, "dg": 4}  # METHOD.md §4
 PAPER_LEARNING_RATE = 0.0015  # METHOD.md §4
 PAPER_CROP_SCALE_MIN = 0.08  # torchvision's RandomResizedCrop default, used by Dassl
 # The embedded default departs from the paper's two data-dependent settings, as any new dataset would:
@@ -189,7 +185,7 @@ class MetaPromptTrainingArguments:
                 raise ValueError(f"{name}: {msg}, got {getattr(self, name)!r}")
 
         need(self.method in METHODS, "method", f"expected one of {METHODS}")
-        need(self.protocol in ("base2new", "dg"), "protocol", "expected 'base2new' or 'dg'")
+        need(self.protocol in PROTOCOLS, "protocol", f"expected one of {list(PROTOCOLS)}")
         need(self.meta_mode in ("clean", "faithful"), "meta_mode", "expected 'clean' or 'faithful'")
         need(self.meta_outer_reduction in ("sum", "mean"), "meta_outer_reduction", "expected 'sum' or 'mean'")
         need(self.lr_scheduler_type in ("cosine", "constant"), "lr_scheduler_type", "expected 'cosine' or 'constant'")
@@ -225,16 +221,17 @@ class MetaPromptTrainingArguments:
             )
             need(ok, "checkpointing_steps", "expected a positive integer or 'epoch'")
             self.checkpointing_steps = str(self.checkpointing_steps)
-        if self.protocol == "dg" and self.target_domain is None:
-            raise ValueError("target_domain: required with --protocol dg")
-        tokens = PROTOCOL_DEFAULT_TOKENS[self.protocol]
+        protocol = get_protocol(self.protocol)
+        if protocol.needs_target_domain and self.target_domain is None:
+            raise ValueError(f"target_domain: required with --protocol {self.protocol}")
+        tokens = protocol.default_tokens
         if self.n_ctx is None:
             self.n_ctx = tokens
         if self.n_pro is None:
             self.n_pro = tokens
         need(self.n_ctx >= 1 or self.method == "zeroshot", "n_ctx", "expected >= 1")
-        if self.method == "metaprompt" and self.protocol == "dg":
-            need(self.n_pro >= 1, "n_pro", "DG meta-updates the vision prompts, so expected >= 1")
+        if self.method == "metaprompt" and protocol.meta_prompts == "vision":
+            need(self.n_pro >= 1, "n_pro", f"{self.protocol} meta-updates the vision prompts, so expected >= 1")
 
     @property
     def uses_meta_step(self) -> bool:
@@ -244,16 +241,16 @@ class MetaPromptTrainingArguments:
         """How the meta step runs, or None without one (docs/method.md §3)."""
         if not self.uses_meta_step:
             return None
-        dg = self.protocol == "dg"
+        vision = get_protocol(self.protocol).meta_prompts == "vision"
         return MetaSettings(
-            target="vision" if dg else "text",
+            target="vision" if vision else "text",
             mode=self.meta_mode,
             beta=self.meta_step,
             reduction=self.meta_outer_reduction,
             second_order=self.meta_second_order,
             zero_grad_drift=self.meta_zero_grad_drift,
             num_class_groups=self.meta_num_class_groups,
-            chunk_size=self.per_device_train_batch_size if dg else None,
+            chunk_size=self.per_device_train_batch_size if vision else None,
         )
 
     def adapter_config(self, templates: Sequence[str]) -> MetaPromptConfig:
@@ -482,49 +479,8 @@ def check_output_dir(args: MetaPromptTrainingArguments) -> None:
         )
 
 
-def _parse_class_names(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    if os.path.isfile(value):
-        return [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
 def _templates(args: MetaPromptTrainingArguments, dataset_name: str) -> list[str]:
-    if args.template:
-        return [t.strip() for t in args.template.split("|") if t.strip()]
-    if dataset_name.startswith("miniworld:"):
-        from . import miniworld
-
-        name = dataset_name.split(":", 1)[1]
-        if name in miniworld.TEMPLATES:
-            return [miniworld.TEMPLATES[name]]
-    return templates_for_dataset(dataset_name)
-
-
-def load_protocol_data(args: MetaPromptTrainingArguments) -> tuple[Any, ProtocolData]:
-    """The dataset named by `args` and its few-shot / evaluation split for `args.protocol` (raises `DataError`)."""
-    data = load_image_classification(
-        args.dataset_name,
-        config_name=args.dataset_config_name,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        domain_column=args.domain_column,
-        class_names=_parse_class_names(args.class_names),
-        cache_dir=args.cache_dir,
-    )
-    proto = prepare_protocol(
-        data,
-        protocol=args.protocol,
-        shots=args.shots,
-        seed=args.seed,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        target_domain=args.target_domain,
-        allow_fewer_shots=args.allow_fewer_shots,
-        max_eval_samples=args.max_eval_samples,
-    )
-    return data, proto
+    return run_templates(args.template, dataset_name)
 
 
 def build_model(args: MetaPromptTrainingArguments, templates: Sequence[str], torch_seed: int) -> MetaPromptModel:
@@ -674,8 +630,8 @@ def _train_loop(
         len(dataset),
         args.per_device_train_batch_size,
         args.seed,
-        domains=proto.train_domains if args.protocol == "dg" else None,
-        mix_domains=args.mix_domains and args.protocol == "dg",
+        domains=proto.train_domains if get_protocol(args.protocol).mixes_domains else None,
+        mix_domains=args.mix_domains and get_protocol(args.protocol).mixes_domains,
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
@@ -705,13 +661,15 @@ def _train_loop(
             config={k: v for k, v in dataclasses.asdict(args).items() if isinstance(v, (int, float, str, bool))},
         )
 
+    protocol = get_protocol(args.protocol)
     train_step = TrainingStep(
         unwrapped,
         optimizer,
         proto.train_class_names,
         meta=args.meta_settings(),
-        source_domains=proto.source_domains if args.protocol == "dg" else None,
-        seed=args.seed,
+        episodes_fn=lambda labels, domains, step: protocol.meta_episodes(
+            labels, domains, proto, seed=args.seed, step=step, num_class_groups=args.meta_num_class_groups
+        ),
         accelerator=accelerator,
         module=ddp_model,
     )
@@ -780,63 +738,6 @@ def _train_loop(
     bar.close()
     ddp_model.eval()
     return global_step
-
-
-# ---------------------------------------------------------------------------------------------------- evaluation
-def evaluate_protocol(
-    args: MetaPromptTrainingArguments,
-    model: MetaPromptModel,
-    proto: ProtocolData,
-    data: Any,
-    processor: Any,
-    accelerator: Any | None = None,
-) -> dict[str, Any]:
-    """Base / new / HM (base-to-new) or target-domain accuracy (DG), in percent (METHOD.md §6)."""
-    kind = "logits_zero_shot" if args.method == "zeroshot" else "logits"
-    kw = dict(accelerator=accelerator, batch_size=args.per_device_eval_batch_size, logits=kind)
-    entry: dict[str, Any] = {
-        "protocol": args.protocol,
-        "method": args.method,
-        "dataset": data.name,
-        "seed": args.seed,
-        "shots": args.shots,
-        "eval_split": args.eval_split,
-    }
-    if args.protocol == "base2new":
-        base = evaluate_set(model, proto.eval_sets["base"], processor.image_processor, **kw)
-        entry |= {
-            "base": base["accuracy"],
-            "n_base_images": base["n"],
-            "n_base_classes": len(proto.eval_sets["base"].class_names),
-        }
-        if "new" in proto.eval_sets:
-            new = evaluate_set(model, proto.eval_sets["new"], processor.image_processor, **kw)
-            entry |= {
-                "new": new["accuracy"],
-                "n_new_images": new["n"],
-                "n_new_classes": len(proto.eval_sets["new"].class_names),
-                "hm": harmonic_mean(base["accuracy"], new["accuracy"]),
-            }
-            entry["skipped_images"] = base["skipped"] + new["skipped"]
-    else:
-        target = evaluate_set(model, proto.eval_sets["target"], processor.image_processor, **kw)
-        entry |= {
-            "target_domain": args.target_domain,
-            "accuracy": target["accuracy"],
-            "n_images": target["n"],
-            "source_domains": [data.domain_names[d] for d in proto.source_domains],
-            "skipped_images": target["skipped"],
-        }
-    return entry
-
-
-def format_results(entry: dict[str, Any]) -> str:
-    """One line: `Base 81.20 | New 70.10 | HM 75.24` or `Target <domain> 55.00`."""
-    if entry["protocol"] == "base2new":
-        if "new" not in entry:
-            return f"{entry['method']} on {entry['dataset']}: Base {entry['base']:.2f}"
-        return f"{entry['method']} on {entry['dataset']}: Base {entry['base']:.2f} | New {entry['new']:.2f} | HM {entry['hm']:.2f}"
-    return f"{entry['method']} on {entry['dataset']}: Target {entry['target_domain']} {entry['accuracy']:.2f}"
 
 
 def _card_training_settings(args: MetaPromptTrainingArguments, proto: ProtocolData) -> dict[str, Any]:
