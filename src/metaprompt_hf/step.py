@@ -8,6 +8,11 @@ The training loop, the benchmarks and the fidelity tests all drive training thro
 measure is what the loop runs. Under gradient accumulation the loop calls `forward_backward` once per
 micro-batch and `update` once per optimizer step; `__call__` does both for one batch.
 
+Departures of the clean mode from the reference, each explained in docs/method.md §3.3: the phase-2-frozen prompt
+never moves (D3; `zero_grad_drift` restores torch 1.10's drift in faithful mode), the class split comes from a
+generator seeded by (seed, step) and can be injected (D10), the reported loss is phase 1's (D12), and under
+gradient accumulation the meta step runs once per optimizer step on the whole accumulated batch (D15).
+
 The learning rate η has one source: the optimizer's `param_groups[0]["lr"]` (set by the schedule), used by the
 in-domain step, the faithful inner steps and the outer update alike, as the reference's `get_current_lr()`.
 """
@@ -47,7 +52,8 @@ class MetaSettings:
         beta: β of the outer update θ ← θ0 − β·η·g.
         reduction: "sum" (reference) or "mean" of the held-out gradients over episodes.
         second_order: exact second-order meta-gradient (clean mode only).
-        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3).
+        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3,
+            departure D3 of docs/method.md §3.3).
         num_class_groups: class groups of the base-to-new split.
         chunk_size: samples per encoder call in the vision episodes (bounds memory).
     """
@@ -120,7 +126,7 @@ class StepResult:
 
 
 def split_generator(seed: int, step: int) -> torch.Generator:
-    """The generator of the base-to-new class split of optimizer step `step`: drawn from (seed, step) alone, so it
+    """(Departure D10 of docs/method.md §3.3.) The generator of the base-to-new class split of optimizer step `step`: drawn from (seed, step) alone, so it
     is identical on every process and after a resume."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
