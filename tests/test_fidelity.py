@@ -3,7 +3,7 @@
 A tiny random CLIP (text width 64, vision width 128, projection 48, 3 layers each) and, for base-to-new (B2N,
 n_ctx = n_pro = 2) and DG (4 + 4 tokens): the initial prompts, the forward features and logits, and every tensor of
 one official `forward_backward` step, in both variants of the frozen prompt's gradient (None as torch ≥ 2, or
-zero-filled as the reference's torch 1.10). The step API (`metaprompt_hf.step.TrainingStep`) drives every step
+zero-filled as the reference's torch 1.10). The step API (`metaprompt_hf.training.step.TrainingStep`) drives every step
 here, with the recorded class split injected.
 
 Tolerances (fp32, any thread count or attention kernel): features atol 1e-5, logits and losses atol 1e-4, prompts
@@ -26,9 +26,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from metaprompt_hf import MetaPromptConfig, MetaPromptModel
-from metaprompt_hf.meta import class_group_episodes, meta_gradient, text_episode_loss, vision_episode_loss
+from metaprompt_hf.meta import (
+    MetaSettings,
+    class_group_episodes,
+    meta_gradient,
+    text_episode_loss,
+    vision_episode_loss,
+)
 from metaprompt_hf.modeling_metaprompt import load_clip, load_processor
-from metaprompt_hf.step import MetaSettings, TrainingStep
+from metaprompt_hf.training.step import TrainingStep
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fidelity"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")

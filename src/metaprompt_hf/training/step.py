@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from .meta import (
+from ..meta import (
     Episode,
+    MetaSettings,
     MetaStepResult,
     apply_outer_update,
     class_split_episodes,
@@ -39,44 +40,6 @@ from .meta import (
 )
 
 PROMPT_NAMES = ("text_prompts", "vision_prompts")
-
-
-@dataclass(frozen=True)
-class MetaSettings:
-    """How the meta step runs (docs/method.md §3).
-
-    Attributes:
-        target: "text" (base-to-new: θ_t with CE(z^t) over class groups) or "vision" (DG: θ_v with CE(z^i),
-            leaving one source domain out).
-        mode: "clean" (exact reset, plain-SGD inner step, §3.2) or "faithful" (the reference's quirks 1-3, §3.3).
-        beta: β of the outer update θ ← θ0 − β·η·g.
-        reduction: "sum" (reference) or "mean" of the held-out gradients over episodes.
-        second_order: exact second-order meta-gradient (clean mode only).
-        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3,
-            departure D3 of docs/method.md §3.3).
-        num_class_groups: class groups of the base-to-new split.
-        chunk_size: samples per encoder call in the vision episodes (bounds memory).
-    """
-
-    target: Literal["text", "vision"] = "text"
-    mode: Literal["clean", "faithful"] = "clean"
-    beta: float = 0.2
-    reduction: Literal["sum", "mean"] = "sum"
-    second_order: bool = False
-    zero_grad_drift: bool = False
-    num_class_groups: int = 2
-    chunk_size: int | None = None
-
-    def __post_init__(self) -> None:
-        for name, allowed in (
-            ("target", ("text", "vision")),
-            ("mode", ("clean", "faithful")),
-            ("reduction", ("sum", "mean")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
-        if self.second_order and self.mode == "faithful":
-            raise ValueError("second_order: the second-order option exists in clean mode only")
 
 
 @dataclass
