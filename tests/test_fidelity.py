@@ -221,7 +221,7 @@ def test_faithful_step_matches_every_recorded_tensor(clip, processor, meta, ref,
     )
     model, optimizer, result = run_step(clip, processor, meta, ref, setting, settings)
     rec, p = meta[setting]["step"][variant], f"{setting}.step.{variant}"
-    assert result.lr == rec["lr_used"]
+    assert result.learning_rate == rec["lr_used"]
     _check_episodes(result, rec["episodes_run"], len(meta["classnames"]))
 
     # every optimiser update: phase 1, then each inner step (prompts, grads and momentum after the step)
@@ -281,7 +281,7 @@ def test_clean_step_phase_one_matches_and_phase_two_follows_its_formula(clip, pr
     other = "vision_prompts" if target == "text" else "text_prompts"
     assert torch.equal(getattr(model, other).detach(), phase1.prompts[other]), "the frozen prompt moved"
 
-    names, lr = meta["classnames"], result.lr
+    names, lr = meta["classnames"], result.learning_rate
     theta_a = phase1.prompts[f"{target}_prompts"]
     with torch.no_grad():
         x = model(ref[f"{setting}.images"], names).frozen_image_embeds

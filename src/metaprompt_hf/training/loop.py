@@ -335,7 +335,7 @@ def train_loop(
             if not accelerator.sync_gradients:
                 continue
             result = train_step.update(step=global_step)
-            lr = result.lr
+            lr = result.learning_rate
             schedule.step()
             global_step += 1
             bar.update(1)

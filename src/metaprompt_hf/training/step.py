@@ -66,7 +66,7 @@ class StepResult:
 
     Attributes:
         loss: the in-domain loss (L_AC, or CE for the baselines), mean over micro-batches.
-        lr: η used by every update of the step.
+        learning_rate: η used by every update of the step.
         meta: the meta step's result (episodes that ran with rows, classes, local targets, losses and, with
             `keep_grads`, per-episode gradients; the summed g), or None without a meta step.
         outer_update: the tensor subtracted from the meta-updated prompt by the outer update (β·η·g).
@@ -74,7 +74,7 @@ class StepResult:
     """
 
     loss: float
-    lr: float
+    learning_rate: float
     meta: MetaStepResult | None = None
     outer_update: torch.Tensor | None = None
     updates: list[UpdateRecord] = field(default_factory=list)
@@ -141,7 +141,8 @@ class TrainingStep:
 
     # ------------------------------------------------------------------ pieces
     @property
-    def lr(self) -> float:
+    def learning_rate(self) -> float:
+        """η in force: the optimizer's (scheduled) learning rate."""
         return float(self.raw_optimizer.param_groups[0]["lr"])
 
     def _autocast(self) -> Any:
@@ -201,12 +202,12 @@ class TrainingStep:
         """The optimiser step of phase 1, then the meta step on everything `forward_backward` saw since the last
         update. `episodes` replaces the drawn ones (an injected class split or domain list); `record` keeps every
         optimiser update, `keep_grads` every episode's gradients."""
-        lr = self.lr
+        learning_rate = self.learning_rate
         self.optimizer.step()
         losses, window = self._losses, self._window
         self._losses, self._window = [], []
         loss = float(torch.stack(losses).mean()) if losses else math.nan
-        result = StepResult(loss=loss, lr=lr)
+        result = StepResult(loss=loss, learning_rate=learning_rate)
         if record:
             result.updates.append(self._snapshot("in_domain", loss))
         self.optimizer.zero_grad(set_to_none=True)
@@ -218,7 +219,9 @@ class TrainingStep:
             domains = torch.cat([w["domains"] for w in window]).cpu()
         if episodes is None:
             episodes = self.episodes_for(labels, domains, step)
-        result.meta, result.outer_update = self._meta_step(window, episodes, lr, record, keep_grads, result)
+        result.meta, result.outer_update = self._meta_update(
+            window, episodes, learning_rate, record, keep_grads, result
+        )
         return result
 
     def __call__(
@@ -235,11 +238,11 @@ class TrainingStep:
         return self.update(step=step, episodes=episodes, record=record, keep_grads=keep_grads)
 
     # ------------------------------------------------------------------ internals
-    def _meta_step(
+    def _meta_update(
         self,
         window: list[dict[str, Any]],
         episodes: Sequence[Episode],
-        lr: float,
+        learning_rate: float,
         record: bool,
         keep_grads: bool,
         result: StepResult,
@@ -274,7 +277,7 @@ class TrainingStep:
                     loss_fn,
                     episodes,
                     self.raw_optimizer,
-                    lr,
+                    learning_rate,
                     meta.beta,
                     frozen_params=frozen,
                     zero_grad_drift=meta.zero_grad_drift,
@@ -284,19 +287,23 @@ class TrainingStep:
                     keep_grads=keep_grads,
                     on_update=on_update,
                 )
-                outer = meta.beta * lr * (out.grad / max(out.episodes, 1) if meta.reduction == "mean" else out.grad)
+                outer = (
+                    meta.beta
+                    * learning_rate
+                    * (out.grad / max(out.episodes, 1) if meta.reduction == "mean" else out.grad)
+                )
             else:
                 out = meta_gradient(
                     loss_fn,
                     param,
                     episodes,
-                    lr,
+                    learning_rate,
                     second_order=meta.second_order,
                     reduce=self._reduce,
                     chunk_size=chunk,
                     keep_grads=keep_grads,
                 )
-                apply_outer_update(param, out, lr, meta.beta, meta.reduction)
+                apply_outer_update(param, out, learning_rate, meta.beta, meta.reduction)
                 outer = before - param.detach()
         return out, outer
 
