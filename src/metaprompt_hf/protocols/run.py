@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataError, ImageClassificationData, load_image_classification
+from ..readers import load_standard
 from ..templates import templates_for_dataset
 from .base import ProtocolData
 from .registry import PROTOCOLS, get_protocol
@@ -70,6 +71,8 @@ def run_templates(template: str | None, dataset_name: str) -> list[str]:
 
 def load_dataset_for(args: Any) -> ImageClassificationData:
     """The dataset named by `args` (`--dataset_name`, with `--data_dir` for the standard layouts)."""
+    if getattr(args, "data_dir", None):
+        return load_standard(args.dataset_name, args.data_dir)
     return load_image_classification(
         args.dataset_name,
         config_name=args.dataset_config_name,
@@ -95,6 +98,12 @@ def load_protocol_data(args: Any) -> tuple[ImageClassificationData, ProtocolData
         allow_fewer_shots=args.allow_fewer_shots,
         max_eval_samples=args.max_eval_samples,
     )
+    if getattr(args, "data_dir", None) and proto.train_rows is not None:
+        # The standard layouts are shared between codebases: record the chosen files, not only row numbers.
+        root = os.path.abspath(args.data_dir)
+        proto.fewshot["files"] = [
+            os.path.relpath(value["path"], root) for value in proto.train_rows.select_columns(["image"])["image"]
+        ]
     return data, proto
 
 
