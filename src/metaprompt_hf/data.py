@@ -15,7 +15,6 @@ from a checkpoint sees exactly the batches and augmentations of an uninterrupted
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -26,7 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from .images import try_decode
 
 logger = logging.getLogger(__name__)
 
@@ -106,54 +107,113 @@ def _is_saved_dataset(path: str) -> bool:
     return any(os.path.isfile(os.path.join(path, f)) for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
 
 
-def _images_in(folder: str) -> list[str]:
-    return sorted(
-        os.path.join(folder, f)
-        for f in os.listdir(folder)
-        if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, f))
-    )
-
-
 def _subdirs(folder: str) -> list[str]:
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
 
 
+def _is_image_file(folder: str, name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, name))
+
+
+def _images_by_depth(root: str, max_depth: int = 4) -> dict[int, list[str]]:
+    """Image files under `root` by depth (`root/x.png` is 1, `root/a/x.png` 2, ...), hidden folders skipped.
+
+    Symlinked folders are followed (class folders are often links into a shared image store); the walk stops at
+    `max_depth`, which is one level deeper than any layout reads, so images too deep are seen and named.
+    """
+    found: dict[int, list[str]] = defaultdict(list)
+    stack = [(root, 1)]
+    while stack:
+        folder, depth = stack.pop()
+        for name in os.listdir(folder):
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                if depth < max_depth:
+                    stack.append((path, depth + 1))
+            elif _is_image_file(folder, name):
+                found[depth].append(path)
+    return {d: sorted(paths) for d, paths in found.items()}
+
+
+def _list_some(paths: Sequence[str], root: str, limit: int = 5) -> str:
+    shown = [os.path.relpath(p, root) for p in paths[:limit]]
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(shown) + more
+
+
 def _scan_folder(root: str) -> tuple[list[str], list[str], list[str | None]]:
-    """(paths, class names, domain names) of `<class>/<img>` or `<domain>/<class>/<img>` under `root`."""
-    paths: list[str] = []
-    labels: list[str] = []
-    domains: list[str | None] = []
-    children = _subdirs(root)
-    if not children:
+    """(paths, class names, domain names) of `<class>/<img>` or `<domain>/<class>/<img>` under `root`.
+
+    The layout is decided from every image in the tree: all images at depth 2 (`<class>/<img>`) or all at depth 3
+    (`<domain>/<class>/<img>`). Anything else (a stray image beside the class folders of a domain, an image at the
+    top, one nested too deep) would silently change what the tree means, so it is a `DataError` naming the files.
+    """
+    if not _subdirs(root):
         raise DataError(
             f"dataset_name: {root} holds no class folders (expected <class>/<image> or <domain>/<class>/<image>)"
         )
-    nested = all(not _images_in(os.path.join(root, c)) and _subdirs(os.path.join(root, c)) for c in children)
-    for child in children:
-        if nested:
-            for cls in _subdirs(os.path.join(root, child)):
-                for p in _images_in(os.path.join(root, child, cls)):
-                    paths.append(p)
-                    labels.append(cls)
-                    domains.append(child)
-        else:
-            for p in _images_in(os.path.join(root, child)):
-                paths.append(p)
-                labels.append(child)
-                domains.append(None)
-    if not paths:
-        raise DataError(f"dataset_name: no image files ({sorted(IMAGE_EXTENSIONS)}) under {root}")
+    by_depth = _images_by_depth(root)
+    if not by_depth:
+        raise DataError(
+            f"dataset_name: no image files ({sorted(IMAGE_EXTENSIONS)}) under {root} within 4 folder levels "
+            "(expected <class>/<image> or <domain>/<class>/<image>)"
+        )
+    layouts = {2: "<class>/<image>", 3: "<domain>/<class>/<image>"}
+    counts = {d: len(by_depth.get(d, ())) for d in layouts}
+    if not any(counts.values()):
+        found = sorted(p for paths in by_depth.values() for p in paths)
+        raise DataError(
+            f"dataset_name: {root} holds no images in class folders (expected <class>/<image> or "
+            f"<domain>/<class>/<image>); found only {_list_some(found, root)}"
+        )
+    depth = max(layouts, key=lambda d: (counts[d], d))  # the layout most images follow
+    stray = sorted(p for d, paths in by_depth.items() if d != depth for p in paths)
+    if stray:
+        raise DataError(
+            f"dataset_name: {root} is laid out {layouts[depth]} ({counts[depth]} images), but {len(stray)} image "
+            f"file(s) are not at that depth: {_list_some(stray, root)}; move them into class folders or delete "
+            "them, so the layout is one or the other throughout"
+        )
+    paths = by_depth[depth]
+    parts = [os.path.relpath(p, root).split(os.sep) for p in paths]
+    labels = [part[-2] for part in parts]
+    domains: list[str | None] = [part[0] if depth == 3 else None for part in parts]
+    empty = sorted(set(_subdirs(root)) - set(labels)) if depth == 2 else []
+    if empty:
+        logger.warning("image folder %s: class folder(s) without images, so not classes: %s", root, empty)
     return paths, labels, domains
 
 
 def _load_image_folder(root: str) -> Any:
     import datasets
 
-    split_dirs = [d for d in _subdirs(root) if d.lower() in SPLIT_NAMES]
+    children = _subdirs(root)
+    split_dirs = [d for d in children if d.lower() in SPLIT_NAMES]
     roots = {("validation" if d.lower() == "val" else d.lower()): os.path.join(root, d) for d in split_dirs}
-    if not roots:
+    if roots:
+        others = [d for d in children if d not in split_dirs]
+        loose = [os.path.join(root, f) for f in sorted(os.listdir(root)) if _is_image_file(root, f)]
+        if others or loose:
+            raise DataError(
+                f"dataset_name: {root} holds split folders {split_dirs} and also "
+                + (f"other folders {others}" if others else f"images {_list_some(loose, root)}")
+                + "; put every class (or domain) folder inside the split folders, or use no split folders"
+            )
+        if len(set(roots)) != len(split_dirs):
+            raise DataError(f"dataset_name: {root} holds both 'val' and 'validation' split folders: {split_dirs}")
+    else:
         roots = {"train": root}
     scanned = {split: _scan_folder(path) for split, path in roots.items()}
+    nested = {split: doms[0] is not None for split, (_, _, doms) in scanned.items()}
+    if len(set(nested.values())) > 1:
+        raise DataError(
+            f"dataset_name: the split folders of {root} mix layouts: "
+            + ", ".join(
+                f"{split} is {'<domain>/<class>/<image>' if n else '<class>/<image>'}" for split, n in nested.items()
+            )
+        )
     all_classes = sorted({c for _, labels, _ in scanned.values() for c in labels})
     all_domains = sorted({d for _, _, doms in scanned.values() for d in doms if d is not None})
     features = {"image": datasets.Image(decode=False), "label": datasets.ClassLabel(names=all_classes)}
@@ -163,8 +223,6 @@ def _load_image_folder(root: str) -> Any:
     for split, (paths, labels, domains) in scanned.items():
         data: dict[str, list] = {"image": [{"path": p, "bytes": None} for p in paths], "label": labels}
         if all_domains:
-            if any(d is None for d in domains):
-                raise DataError(f"dataset_name: {roots[split]} mixes <class>/<image> and <domain>/<class>/<image>")
             data["domain"] = domains
         out[split] = datasets.Dataset.from_dict(data, features=datasets.Features(features))
     logger.info("image folder %s: %s", root, {k: len(v) for k, v in out.items()})
@@ -242,32 +300,10 @@ def _normalise(
 
 
 # ---------------------------------------------------------------------------------------------------- decoding
-def decode_image(value: Any) -> Image.Image:
-    """An undecoded `datasets.Image` value ({"bytes", "path"}), a path or a PIL image → RGB PIL image."""
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    if isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        source = io.BytesIO(data) if data else path
-    else:
-        source = value
-    with Image.open(source) as img:
-        img.load()
-        return img.convert("RGB")
-
-
 def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("path") or "<in-memory image>")
     return str(value)
-
-
-def try_decode(value: Any) -> Image.Image | None:
-    """`decode_image`, or None for a file that is not a readable image (logged by the caller)."""
-    try:
-        return decode_image(value)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------------- transforms

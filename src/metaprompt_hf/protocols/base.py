@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from ..data import DataError, ImageClassificationData, _describe, try_decode
+from ..data import DataError, ImageClassificationData, _describe
+from ..images import try_decode
 
 if TYPE_CHECKING:
     from ..meta import Episode
