@@ -134,6 +134,17 @@ def _eval_results(results: Sequence[Mapping[str, Any]], repo_id: str | None) -> 
                             metric_value=round(float(s[key]), 2),
                         )
                     )
+        elif "accuracy" in s and s.get("target_domain") is None:  # transfer protocols: a whole other dataset
+            out.append(
+                EvalResult(
+                    **common,
+                    dataset_config=s["protocol"],
+                    dataset_split="test",
+                    metric_type="accuracy",
+                    metric_name=f"{prefix}Accuracy ({s['protocol']}){suffix}",
+                    metric_value=round(float(s["accuracy"]), 2),
+                )
+            )
         elif "accuracy" in s:
             domain = s["target_domain"]
             out.append(

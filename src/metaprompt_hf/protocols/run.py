@@ -3,9 +3,8 @@ build the result entry (docs/method.md §6). `args` is any object with the field
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,21 +106,6 @@ def load_protocol_data(args: Any) -> tuple[ImageClassificationData, ProtocolData
     return data, proto
 
 
-@contextlib.contextmanager
-def templates_swapped(model: Any, templates: Sequence[str] | None) -> Iterator[None]:
-    """Score with `templates` in the frozen branch, restoring the adapter's own afterwards (transfer protocols
-    evaluate an adapter on a dataset with that dataset's templates, docs/method.md §8)."""
-    if templates is None or list(templates) == list(model.config.templates):
-        yield
-        return
-    own = model.config.templates
-    model.config.templates = list(templates)
-    try:
-        yield
-    finally:
-        model.config.templates = own
-
-
 def evaluate_protocol(
     args: Any,
     model: Any,
@@ -143,9 +127,9 @@ def evaluate_protocol(
         "shots": args.shots,
         "eval_split": args.eval_split,
     }
-    templates = run_templates(args.template, data.name) if protocol.target_templates else None
-    with templates_swapped(model, templates):
-        entry |= protocol.evaluate(model, proto, data, processor.image_processor, **kw)
+    if protocol.target_templates:  # an adapter scored on another dataset uses that dataset's templates (§8)
+        kw["templates"] = run_templates(args.template, data.name)
+    entry |= protocol.evaluate(model, proto, data, processor.image_processor, **kw)
     return entry
 
 

@@ -204,3 +204,9 @@ def write_fake_data(root: str | os.PathLike, names: Iterable[str] | None = None,
         if name in which:
             writer(root, paint)
     return root
+
+
+if __name__ == "__main__":  # python -m metaprompt_hf.readers.fakes OUT_DIR
+    import sys
+
+    print(write_fake_data(sys.argv[1] if len(sys.argv) > 1 else "fake_DATA"))
