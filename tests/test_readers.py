@@ -167,3 +167,23 @@ def test_imagenet_adapter_transfers_with_the_target_templates(tiny_clip_dir, fak
                 "cross_dataset",
             )
         )
+
+
+def test_a_split_file_with_folder_names_gets_coops_renamed_classes(tmp_path):
+    write_fake_data(tmp_path, ["eurosat"])
+    path = tmp_path / "eurosat" / "split_zhou_EuroSAT.json"
+    split = json.loads(path.read_text())
+    raw = {"Annual Crop Land": "AnnualCrop", "Herbaceous Vegetation Land": "HerbaceousVegetation"}
+    for rows in split.values():
+        for row in rows:
+            row[2] = raw.get(row[2], row[2])
+    path.write_text(json.dumps(split))
+    assert load_standard("eurosat", str(tmp_path)).class_names[:3] == [
+        "Annual Crop Land",
+        "Forest",
+        "Herbaceous Vegetation Land",
+    ]
+    split["test"][0][2] = "Forest"  # label 0 named twice differently
+    path.write_text(json.dumps(split))
+    with pytest.raises(DataError, match="two names"):
+        load_standard("eurosat", str(tmp_path))

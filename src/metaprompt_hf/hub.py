@@ -60,7 +60,7 @@ def _check_results(items: Sequence[Any], source: str) -> None:
     """Each entry: a dict with a known `protocol` and at least one of its metrics, all numbers."""
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or item.get("protocol") not in _METRIC_KEYS:
-            raise ValueError(f"{source}: entry {i} needs a 'protocol' of 'base2new' or 'dg'")
+            raise ValueError(f"{source}: entry {i} needs a 'protocol', one of {sorted(_METRIC_KEYS)}")
         expected = _METRIC_KEYS[item["protocol"]]
         metrics = [k for k in expected if k in item]
         if not metrics:

@@ -73,13 +73,15 @@ def visible(path: str) -> list[str]:
     return sorted(f for f in os.listdir(path) if not f.startswith("."))
 
 
-def image_files(folder: str, suffixes: Sequence[str] | None = None) -> list[str]:
-    allowed = {s.lower() for s in suffixes} if suffixes else IMAGE_EXTENSIONS
-    return [
-        os.path.join(folder, f)
-        for f in visible(folder)
-        if os.path.splitext(f)[1].lower() in allowed and os.path.isfile(os.path.join(folder, f))
-    ]
+def image_files(folder: str) -> list[str]:
+    """The image files of `folder`, sorted; one directory read, no stat per file (ImageNet has 1.28M)."""
+    with os.scandir(folder) as entries:
+        names = [
+            e.name
+            for e in entries
+            if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file()
+        ]
+    return [os.path.join(folder, n) for n in sorted(names)]
 
 
 def class_names_from(splits: dict[str, Items], source: str) -> list[str]:
