@@ -60,7 +60,7 @@ def _check_results(items: Sequence[Any], source: str) -> None:
     """Each entry: a dict with a known `protocol` and at least one of its metrics, all numbers."""
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or item.get("protocol") not in _METRIC_KEYS:
-            raise ValueError(f"{source}: entry {i} needs a 'protocol' of 'base2new' or 'dg'")
+            raise ValueError(f"{source}: entry {i} needs a 'protocol', one of {sorted(_METRIC_KEYS)}")
         expected = _METRIC_KEYS[item["protocol"]]
         metrics = [k for k in expected if k in item]
         if not metrics:
@@ -134,6 +134,17 @@ def _eval_results(results: Sequence[Mapping[str, Any]], repo_id: str | None) -> 
                             metric_value=round(float(s[key]), 2),
                         )
                     )
+        elif "accuracy" in s and s.get("target_domain") is None:  # transfer protocols: a whole other dataset
+            out.append(
+                EvalResult(
+                    **common,
+                    dataset_config=s["protocol"],
+                    dataset_split="test",
+                    metric_type="accuracy",
+                    metric_name=f"{prefix}Accuracy ({s['protocol']}){suffix}",
+                    metric_value=round(float(s["accuracy"]), 2),
+                )
+            )
         elif "accuracy" in s:
             domain = s["target_domain"]
             out.append(

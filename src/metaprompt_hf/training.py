@@ -101,6 +101,11 @@ class MetaPromptTrainingArguments:
         "A Hub dataset id, a saved `datasets` folder, an image folder (<class>/<img> or <domain>/<class>/<img>), or miniworld:<name>.",
         default="miniworld:objects",
     )
+    data_dir: str | None = _help(
+        "A DATA/ folder in the CoOp / Dassl layouts; --dataset_name is then one of metaprompt_hf.readers.READERS "
+        "(imagenet, caltech101, ..., pacs, vlcs, office_home, domainnet).",
+        default=None,
+    )
     dataset_config_name: str | None = _help("Config name of a Hub dataset.", default=None)
     train_split: str = _help("Split the few-shot training images are sampled from.", default="train")
     eval_split: str = _help(
@@ -113,7 +118,9 @@ class MetaPromptTrainingArguments:
         "Class names for label ids without names: comma-separated, or a .txt file with one per line.", default=None
     )
     protocol: str = _help(
-        "'base2new' (train on base classes, test on base and new) or 'dg' (leave one domain out).", default="base2new"
+        "'base2new' (train on base classes, test on base and new), 'dg' (leave one domain out), 'cross_dataset' or "
+        "'imagenet_shift' (all classes; evaluate a saved adapter on other datasets).",
+        default="base2new",
     )
     target_domain: str | None = _help("Held-out domain for --protocol dg.", default=None)
     shots: int = _help("Training images per class (base2new) or per class and source domain (dg).", default=16)
@@ -529,6 +536,8 @@ def train(
     # -------------------------------------------------------------- data (fails fast on bad input)
     with accelerator.main_process_first():
         data, proto = load_protocol_data(args)
+    if proto.train_rows is None and args.method != "zeroshot":
+        raise DataError(f"dataset_name: {data.name} has no {args.train_split!r} split to train on (evaluation only)")
     if proto.skipped_corrupt:
         logger.warning(
             "skipped %d unreadable training candidate(s), e.g. %s",
