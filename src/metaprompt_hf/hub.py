@@ -8,6 +8,7 @@ transformers and PEFT from mistaking the repo for theirs (CONVENTIONS.md §1.4).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -66,8 +67,8 @@ def _check_results(items: Sequence[Any], source: str) -> None:
             raise ValueError(f"{source}: entry {i} ({item['protocol']}) has none of the metrics {expected}")
         for key in metrics:
             value = item[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{source}: entry {i}: {key!r} must be a number (percent), got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{source}: entry {i}: {key!r} must be a finite number (percent), got {value!r}")
 
 
 def _summarize_results(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
