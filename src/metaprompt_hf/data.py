@@ -1,5 +1,5 @@
-"""Image-classification data for prompt learning: loading, few-shot sampling, the paper's protocols, transforms and
-samplers (METHOD.md §4-§6; CONVENTIONS.md §5).
+"""Image-classification data for prompt learning: loading, decoding, transforms and samplers (docs/method.md §4).
+The paper's protocols (few-shot sampling, base/new and domain splits) live in `metaprompt_hf.protocols`.
 
 Any of these loads into one normalised form (`ImageClassificationData`):
 - a `datasets` Dataset/DatasetDict from the Hub or saved with `save_to_disk`;
@@ -20,7 +20,7 @@ import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -306,237 +306,6 @@ def _describe(value: Any) -> str:
     return str(value)
 
 
-# ---------------------------------------------------------------------------------------------------- protocols
-def base_new_split(num_classes: int) -> tuple[list[int], list[int]]:
-    """The paper's split rule (METHOD.md §6.1, `subsample_classes`): sorted label ids, the first ceil(C/2) are
-    base, the rest new."""
-    m = math.ceil(num_classes / 2)
-    return list(range(m)), list(range(m, num_classes))
-
-
-@dataclass
-class EvalSet:
-    """Rows of one split to evaluate, classified among `class_names` (labels remapped to 0..len-1)."""
-
-    rows: Any
-    class_names: list[str]
-    labels: list[int]
-    domains: list[int] | None = None
-
-
-@dataclass
-class ProtocolData:
-    """Few-shot training set and evaluation sets of one protocol run.
-
-    Attributes:
-        train_rows: `datasets.Dataset` of the few-shot training images.
-        train_labels: their labels remapped to 0..len(train_class_names)-1.
-        train_domains: their domain ids (DG) or None.
-        train_class_names: the classes trained on (base classes, or all classes for DG).
-        eval_sets: "base" and "new" (base-to-new) or "target" (DG) → `EvalSet`.
-        source_domains: domain ids trained on (DG), else None.
-        fewshot: the chosen row indices, by split and class (and domain), for the run folder.
-        skipped_corrupt: candidate training images that could not be decoded.
-    """
-
-    train_rows: Any
-    train_labels: list[int]
-    train_domains: list[int] | None
-    train_class_names: list[str]
-    eval_sets: dict[str, EvalSet]
-    source_domains: list[int] | None = None
-    fewshot: dict[str, Any] = field(default_factory=dict)
-    skipped_corrupt: list[str] = field(default_factory=list)
-
-
-def _sample_shots(
-    split: Any,
-    groups: dict[tuple, list[int]],
-    shots: int,
-    seed: int,
-    allow_fewer: bool,
-    describe_group,
-) -> tuple[list[int], list[str]]:
-    """Pick `shots` decodable rows per group, seeded; corrupt candidates are skipped and reported."""
-    rng = np.random.default_rng(seed)
-    chosen: list[int] = []
-    corrupt: list[str] = []
-    images = split.select_columns(["image"])
-    for key in sorted(groups):
-        candidates = list(groups[key])
-        rng.shuffle(candidates)
-        picked: list[int] = []
-        for row in candidates:
-            if len(picked) == shots:
-                break
-            value = images[int(row)]["image"]
-            if try_decode(value) is None:
-                corrupt.append(_describe(value))
-                continue
-            picked.append(int(row))
-        if len(picked) < shots:
-            msg = f"shots: {describe_group(key)} has {len(picked)} readable images, fewer than the {shots} asked"
-            if not allow_fewer:
-                raise DataError(msg + " (pass --allow_fewer_shots to train on what there is)")
-            logger.warning("%s; using %d", msg, len(picked))
-        chosen.extend(sorted(picked))
-    return chosen, corrupt
-
-
-def prepare_protocol(
-    data: ImageClassificationData,
-    *,
-    protocol: str,
-    shots: int,
-    seed: int,
-    train_split: str = "train",
-    eval_split: str = "test",
-    target_domain: str | None = None,
-    allow_fewer_shots: bool = False,
-    max_eval_samples: int | None = None,
-) -> ProtocolData:
-    """Few-shot training rows and evaluation sets for `protocol` (METHOD.md §6).
-
-    base2new: the first ceil(C/2) classes are base; `shots` images per base class are sampled from `train_split`;
-        base accuracy is measured on `eval_split` images of base classes among base classes, new accuracy on new
-        classes among new classes.
-    dg: leave `target_domain` out; `shots` images per class PER SOURCE DOMAIN; accuracy on every `eval_split`
-        image of the target domain among all classes.
-
-    When `eval_split` is missing (e.g. an image folder without split folders), evaluation uses the rows of
-    `train_split` that were not sampled for training.
-    """
-    if protocol not in ("base2new", "dg"):
-        raise DataError(f"protocol: expected 'base2new' or 'dg', got {protocol!r}")
-    if shots < 1:
-        raise DataError(f"shots: expected >= 1, got {shots}")
-    if train_split not in data.splits:
-        raise DataError(f"train_split: {data.name} has no split {train_split!r}; it has {sorted(data.splits)}")
-    train = data.splits[train_split]
-    labels = np.asarray(train["label"])
-    domains = np.asarray(train["domain"]) if "domain" in train.column_names else None
-    names = data.class_names
-
-    if protocol == "dg":
-        if domains is None or not data.domain_names:
-            raise DataError(f"protocol dg: {data.name} has no domain column; DG needs several domains")
-        if target_domain is None:
-            raise DataError(f"target_domain: required for protocol dg; domains are {data.domain_names}")
-        if target_domain not in data.domain_names:
-            raise DataError(
-                f"target_domain: {target_domain!r} is not a domain of {data.name}; domains are {data.domain_names}"
-            )
-        target = data.domain_names.index(target_domain)
-        sources = sorted({int(d) for d in domains if d != target})
-        if len(sources) < 2:
-            raise DataError(
-                f"protocol dg: leaving {target_domain!r} out leaves {len(sources)} source domain(s) in {train_split!r}; "
-                "DG needs at least two"
-            )
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for row, (lab, dom) in enumerate(zip(labels, domains)):
-            if dom != target:
-                groups[(int(dom), int(lab))].append(row)
-        missing = [
-            (data.domain_names[d], names[c]) for d in sources for c in range(len(names)) if (d, c) not in groups
-        ]
-        if missing:
-            logger.info("DG: %d (domain, class) pairs have no images and are skipped: %s", len(missing), missing[:10])
-        chosen, corrupt = _sample_shots(
-            train,
-            groups,
-            shots,
-            seed,
-            allow_fewer_shots,
-            lambda k: f"class {names[k[1]]!r} in domain {data.domain_names[k[0]]!r}",
-        )
-        eval_rows, eval_indices = _eval_rows(data, eval_split, train_split, chosen)
-        eval_dom = np.asarray(eval_rows["domain"])
-        target_idx = [int(i) for i in np.nonzero(eval_dom == target)[0]]
-        target_idx = _cap(target_idx, max_eval_samples, seed)
-        target_rows = eval_rows.select(target_idx)
-        eval_sets = {"target": EvalSet(target_rows, list(names), [int(x) for x in target_rows["label"]])}
-        return ProtocolData(
-            train_rows=train.select(chosen),
-            train_labels=[int(labels[i]) for i in chosen],
-            train_domains=[int(domains[i]) for i in chosen],
-            train_class_names=list(names),
-            eval_sets=eval_sets,
-            source_domains=sources,
-            fewshot={
-                "split": train_split,
-                "protocol": "dg",
-                "target_domain": target_domain,
-                "seed": seed,
-                "shots": shots,
-                "rows": chosen,
-                "eval_split": eval_indices,
-            },
-            skipped_corrupt=corrupt,
-        )
-
-    base, new = base_new_split(len(names))
-    groups = defaultdict(list)
-    for row, lab in enumerate(labels):
-        if lab in base:
-            groups[(int(lab),)].append(row)
-    absent = [names[c] for c in base if (c,) not in groups]
-    if absent:
-        raise DataError(f"shots: base class(es) {absent} have no images in split {train_split!r}")
-    chosen, corrupt = _sample_shots(train, groups, shots, seed, allow_fewer_shots, lambda k: f"class {names[k[0]]!r}")
-    eval_rows, eval_indices = _eval_rows(data, eval_split, train_split, chosen)
-    eval_labels = np.asarray(eval_rows["label"])
-    eval_sets = {}
-    for part, ids in (("base", base), ("new", new)):
-        if not ids:
-            continue
-        idx = _cap([int(i) for i in np.nonzero(np.isin(eval_labels, ids))[0]], max_eval_samples, seed)
-        rows = eval_rows.select(idx)
-        remap = {c: i for i, c in enumerate(ids)}
-        eval_sets[part] = EvalSet(rows, [names[c] for c in ids], [remap[int(x)] for x in rows["label"]])
-    return ProtocolData(
-        train_rows=train.select(chosen),
-        train_labels=[int(labels[i]) for i in chosen],
-        train_domains=[int(domains[i]) for i in chosen] if domains is not None else None,
-        train_class_names=[names[c] for c in base],
-        eval_sets=eval_sets,
-        fewshot={
-            "split": train_split,
-            "protocol": "base2new",
-            "seed": seed,
-            "shots": shots,
-            "rows": chosen,
-            "base_classes": [names[c] for c in base],
-            "new_classes": [names[c] for c in new],
-            "eval_split": eval_indices,
-        },
-        skipped_corrupt=corrupt,
-    )
-
-
-def _eval_rows(data: ImageClassificationData, eval_split: str, train_split: str, chosen: list[int]) -> tuple[Any, str]:
-    if eval_split in data.splits and eval_split != train_split:
-        return data.splits[eval_split], eval_split
-    if eval_split != train_split:
-        logger.warning(
-            "split %r not found in %s; evaluating on the %r rows not used for training",
-            eval_split,
-            data.name,
-            train_split,
-        )
-    taken = set(chosen)
-    train = data.splits[train_split]
-    rest = [i for i in range(len(train)) if i not in taken]
-    return train.select(rest), f"{train_split} minus training rows"
-
-
-def _cap(indices: list[int], limit: int | None, seed: int) -> list[int]:
-    if limit is None or len(indices) <= limit:
-        return indices
-    rng = np.random.default_rng(seed + 7919)
-    return sorted(rng.choice(indices, size=limit, replace=False).tolist())
-
-
 # ---------------------------------------------------------------------------------------------------- transforms
 def _sample_seed(*keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]))
@@ -545,7 +314,7 @@ def _sample_seed(*keys: int) -> np.random.Generator:
 @dataclass
 class TrainTransform:
     """RandomResizedCrop (scale, ratio 3/4-4/3, bicubic) + horizontal flip + CLIP normalisation, in PIL/numpy
-    (METHOD.md §4; no torchvision). Randomness comes from the per-sample seed passed in."""
+    (docs/method.md §4; no torchvision). Randomness comes from the per-sample seed passed in."""
 
     size: int
     mean: Sequence[float]
@@ -648,7 +417,7 @@ class FewShotBatchSampler(torch.utils.data.Sampler):
 
     Random order (the reference's sampler) or, with `domains` and `mix_domains`, domain-interleaved order: each
     source domain is shuffled and the domains are taken in turn, so every batch holds at least two source
-    domains (the DG split needs them; CONVENTIONS.md §4). A final batch with a single domain is merged into the
+    domains (the DG meta step needs them; docs/method.md §3.1). A final batch with a single domain is merged into the
     previous one. `drop_last` follows Dassl: dropped only when the set holds at least one full batch.
     """
 
