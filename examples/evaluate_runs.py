@@ -21,11 +21,9 @@ import sys
 
 from metaprompt_hf.evaluation import aggregate, markdown_table
 from metaprompt_hf.hub import load_results
+from metaprompt_hf.protocols import METRIC_KEYS
 from metaprompt_hf.training import evaluate_adapter, parse_args
 from metaprompt_hf.utils import atomic_write_json, atomic_write_text
-
-COMPLETE_METRICS = {"base2new": ("base", "new", "hm"), "dg": ("accuracy",)}
-"""The metrics `aggregate` reads from every entry, by protocol."""
 
 
 def read_runs(runs: list[str]) -> tuple[list[dict], list[str]]:
@@ -48,7 +46,7 @@ def read_runs(runs: list[str]) -> tuple[list[dict], list[str]]:
         if not entries:
             problems.append(f"{path}: holds no result entries")
         for i, entry in enumerate(entries):
-            missing = [k for k in COMPLETE_METRICS[entry["protocol"]] if k not in entry]
+            missing = [k for k in METRIC_KEYS[entry["protocol"]] if k not in entry]
             if missing:
                 problems.append(f"{path}: entry {i} ({entry['protocol']}) lacks {missing}")
         results.extend(entries)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .data import ImageDataset, collate
+from .data import DataError, ImageDataset, collate
 
 if TYPE_CHECKING:
     from .protocols import EvalSet
@@ -101,6 +101,8 @@ def evaluate_set(
     refs = torch.cat(references).tolist() if references else []
     if skipped:
         logger.warning("evaluation skipped %d unreadable image(s)", skipped)
+    if not refs:  # an accuracy over nothing is NaN: say why instead
+        raise DataError(f"evaluation: none of the {len(eval_set.labels)} images of the set could be read")
     # The shipped metric returns a fraction (evaluate's convention); results are in percent, as in the paper.
     accuracy = 100.0 * load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
     return {"accuracy": accuracy, "n": len(preds), "skipped": skipped}
