@@ -12,7 +12,7 @@ Or re-evaluate saved adapters on a dataset (any argument of train.py selects the
         --protocol base2new --base_model openai/clip-vit-base-patch16 --report_dir runs/report
 
 Writes `per_seed.json` (every run), `aggregate.json` and `results.md` into --report_dir. Base-to-new rows give
-mean base, mean new and HM(mean B, mean N), plus the mean of per-seed HMs (METHOD.md §6.1).
+mean base, mean new and HM(mean B, mean N), plus the mean of per-seed HMs (docs/method.md §6.1).
 """
 
 import argparse
