@@ -1,8 +1,8 @@
-"""Evaluation of the paper's protocols (METHOD.md §6): base / new accuracy and their harmonic mean, DG
+"""Evaluation of the paper's protocols (docs/method.md §6): base / new accuracy and their harmonic mean, DG
 target-domain accuracy, per-seed results and their aggregate (mean ± std) as JSON and Markdown.
 
 Metrics go through `evaluate` modules shipped in the package (`metaprompt_hf/metrics/*`) and loaded by path,
-since Hub metrics cannot be fetched offline (CONVENTIONS.md §6).
+since Hub metrics cannot be fetched offline.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .data import ImageDataset, collate
+from .data import DataError, ImageDataset, collate
 
 if TYPE_CHECKING:
     from .protocols import EvalSet
@@ -41,7 +41,7 @@ def load_metric(name: str) -> Any:
 
 
 def harmonic_mean(base: float, new: float) -> float:
-    """HM = 2·B·N / (B + N) (METHOD.md §6.1)."""
+    """HM = 2·B·N / (B + N) (docs/method.md §6.1)."""
     return float(load_metric("harmonic_mean").compute(base=[base], new=[new])["harmonic_mean"])
 
 
@@ -106,6 +106,8 @@ def evaluate_set(
     refs = torch.cat(references).tolist() if references else []
     if skipped:
         logger.warning("evaluation skipped %d unreadable image(s)", skipped)
+    if not refs:  # an accuracy over nothing is NaN: say why instead
+        raise DataError(f"evaluation: none of the {len(eval_set.labels)} images of the set could be read")
     # The shipped metric returns a fraction (evaluate's convention); results are in percent, as in the paper.
     accuracy = 100.0 * load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
     return {"accuracy": accuracy, "n": len(preds), "skipped": skipped}
@@ -115,7 +117,7 @@ def aggregate(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± sample std over seeds, per (method, protocol, dataset, target domain).
 
     Base-to-new rows report mean base, mean new and HM(mean B, mean N) — the README convention of the reference
-    (METHOD.md §6.1) — plus the mean of per-seed HMs.
+    (docs/method.md §6.1) — plus the mean of per-seed HMs.
     """
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
     for r in results:

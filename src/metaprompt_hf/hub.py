@@ -1,13 +1,15 @@
-"""Hub I/O: the generated model card and `push_to_hub` (CONVENTIONS.md §1.4, §3).
+"""Hub I/O: the generated model card and `push_to_hub`.
 
 An adapter repo holds exactly `metaprompt_config.json`, `metaprompt_model.safetensors` and a `README.md` model card
 rendered from the repo's `model_card.md` template, uploaded in one commit. Namespaced file names keep
-transformers and PEFT from mistaking the repo for theirs (CONVENTIONS.md §1.4).
+transformers and PEFT from mistaking the repo for theirs: transformers probes every model repo for
+`adapter_config.json` and hands it to PEFT, and reads `config.json` as its own.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -67,8 +69,8 @@ def _check_results(items: Sequence[Any], source: str) -> None:
             raise ValueError(f"{source}: entry {i} ({item['protocol']}) has none of the metrics {expected}")
         for key in metrics:
             value = item[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{source}: entry {i}: {key!r} must be a number (percent), got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{source}: entry {i}: {key!r} must be a finite number (percent), got {value!r}")
 
 
 def _summarize_results(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

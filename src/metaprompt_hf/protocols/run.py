@@ -11,7 +11,7 @@ from typing import Any
 from ..data import DataError, ImageClassificationData, load_image_classification
 from ..readers import load_standard
 from ..templates import templates_for_dataset
-from .base import ProtocolData
+from .base import ProtocolData, check_eval_sets
 from .registry import PROTOCOLS, get_protocol
 
 
@@ -34,7 +34,7 @@ def prepare_protocol(
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"protocol: expected one of {list(PROTOCOLS)}, got {protocol!r}")
-    return PROTOCOLS[protocol].prepare(
+    proto = PROTOCOLS[protocol].prepare(
         data,
         shots=shots,
         seed=seed,
@@ -44,6 +44,8 @@ def prepare_protocol(
         allow_fewer_shots=allow_fewer_shots,
         max_eval_samples=max_eval_samples,
     )
+    check_eval_sets(proto, data.name)
+    return proto
 
 
 def parse_class_names(value: str | None) -> list[str] | None:
