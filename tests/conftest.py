@@ -99,3 +99,12 @@ def domain_folder(tmp_path_factory) -> str:
     """3 domains x 8 classes x 6 images; 'sketch' lacks 'purple plum'."""
     root = tmp_path_factory.mktemp("folder")
     return make_image_folder(root, drop={("sketch", "purple plum")})
+
+
+@pytest.fixture(scope="session")
+def lean_install(tmp_path_factory):
+    """A fresh venv holding the package without extras (tests/_venv.py), checked at once so that later users of the
+    venv (the Space build test installs into it) cannot change what the lean-install test sees."""
+    from _venv import lean_install as _lean_install
+
+    return _lean_install(tmp_path_factory.mktemp("lean-install"))
