@@ -101,6 +101,27 @@ def domain_folder(tmp_path_factory) -> str:
     return make_image_folder(root, drop={("sketch", "purple plum")})
 
 
+@pytest.fixture
+def siglip_and_processor():
+    """A fresh tiny random SigLIP (text: width 32, 3 layers, 64 positions; vision: width 48, 2 layers) and its
+    processor (no start token, end token appended, mean/std 0.5)."""
+    from metaprompt_hf.testing import tiny_siglip
+
+    return tiny_siglip(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory) -> str:
+    """A tiny random SigLIP + processor saved like a Hub model folder."""
+    from metaprompt_hf.testing import tiny_siglip
+
+    path = tmp_path_factory.mktemp("tiny-siglip")
+    model, processor = tiny_siglip(seed=0)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def lean_install(tmp_path_factory):
     """A fresh venv holding the package without extras (tests/_venv.py), checked at once so that later users of the

@@ -124,8 +124,8 @@ def test_evaluate_set_under_accelerate_spans_several_batches(model, clip_and_pro
     from accelerate import Accelerator
     from PIL import Image
 
-    from metaprompt_hf.data import EvalSet
     from metaprompt_hf.evaluation import evaluate_set
+    from metaprompt_hf.protocols import EvalSet
 
     _, processor = clip_and_processor
     rng = np.random.default_rng(0)

@@ -15,11 +15,14 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .data import EvalSet, ImageDataset, collate
+from .data import ImageDataset, collate
+
+if TYPE_CHECKING:
+    from .protocols import EvalSet
 
 logger = logging.getLogger(__name__)
 
