@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .configuration_metaprompt import MetaPromptConfig
 from .constants import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME
+from .protocols.registry import METRIC_KEYS
 
 if TYPE_CHECKING:
     from .modeling_metaprompt import MetaPromptModel
@@ -38,7 +39,7 @@ def model_card_template() -> str:
     raise FileNotFoundError("model_card.md template not found in the package nor at the repository root")
 
 
-_METRIC_KEYS = {"base2new": ("base", "new", "hm"), "dg": ("accuracy",)}
+_METRIC_KEYS = METRIC_KEYS  # per protocol, from the protocol registry
 
 
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:

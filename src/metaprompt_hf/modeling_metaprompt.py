@@ -56,6 +56,8 @@ class MetaPromptOutput(ModelOutput):
         text_embeds: (C, P) t, prompted class features, L2-normalised.
         template_embeds: (C, P) h, frozen template class features, L2-normalised.
         logit_scale: s = exp(the base model's frozen logit_scale).
+        image_features, frozen_image_features, text_features: x̃ (B, P), x (B, P) and t (C, P) projected but NOT
+            L2-normalised, with `output_features=True` (the form the reference records, for fidelity checks).
     """
 
     loss: torch.Tensor | None = None
@@ -68,6 +70,9 @@ class MetaPromptOutput(ModelOutput):
     text_embeds: torch.Tensor | None = None
     template_embeds: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
+    frozen_image_features: torch.Tensor | None = None
+    text_features: torch.Tensor | None = None
 
 
 class MetaPromptModel(AdapterMixin, nn.Module):
@@ -139,8 +144,12 @@ class MetaPromptModel(AdapterMixin, nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """s = exp(the base model's frozen logit_scale), clamped at 100 as CLIP does."""
-        return _at_least_fp32(self.backbone.logit_scale.detach()).exp().clamp(max=100.0)
+        """s = exp(the base model's frozen logit_scale), unclamped.
+
+        Neither `CLIPModel.forward` nor the reference (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/
+        trainers/meta.py#L270) clamps s outside CLIP's own pre-training; OpenAI checkpoints store ln 100 rounded to
+        fp16 (4.60546875, s = 100.03), so a clamp at 100 would scale every logit by 0.9997 (docs/method.md §2)."""
+        return _at_least_fp32(self.backbone.logit_scale.detach()).exp()
 
     @property
     def logit_bias(self) -> torch.Tensor | None:
@@ -299,8 +308,6 @@ class MetaPromptModel(AdapterMixin, nn.Module):
             # before any other chunk is recomputed, so the peak stays at one chunk while one recomputation is saved.
             if use_ckpt and n < len(chunks) - 1:
                 feats.append(checkpoint(self._text_features, ids, prompts, normalize, use_reentrant=False))
-            elif normalize:
-                feats.append(self._text_features(ids, prompts))
             else:
                 feats.append(self._text_features(ids, prompts, normalize))
         out = torch.cat(feats)
@@ -420,6 +427,7 @@ class MetaPromptModel(AdapterMixin, nn.Module):
         return_zero_shot: bool = False,
         templates: Sequence[str] | None = None,
         adapter_name: str | None = None,
+        output_features: bool = False,
     ) -> MetaPromptOutput:
         """Logits of every path for a batch of images against a class list (docs/method.md §1.1, §2, §5).
 
@@ -431,6 +439,7 @@ class MetaPromptModel(AdapterMixin, nn.Module):
             return_zero_shot: also return s<x, h>, the frozen base model's zero-shot logits.
             templates: templates of the frozen text branch for this call (default: the adapter's config).
             adapter_name: the adapter to use for this call (default: the active one); safe to vary across threads.
+            output_features: also return the projected features before L2 normalisation (one extra pass per path).
         """
         if pixel_values is None or class_names is None:
             raise ValueError("forward needs pixel_values (B, 3, H, W) and class_names (a list of C names)")
@@ -466,6 +475,14 @@ class MetaPromptModel(AdapterMixin, nn.Module):
             for field in ("logits", "logits_image", "logits_text", "logits_zero_shot"):
                 if getattr(out, field) is not None:
                     setattr(out, field, getattr(out, field) + bias)
+        if output_features:
+            out.frozen_image_features = self._image_features(pixel_values, None, normalize=False)
+            if adapter.vision_prompts is not None:
+                out.image_features = self._image_features(pixel_values, adapter.vision_prompts, normalize=False)
+            if adapter.text_prompts is not None:
+                strings = self._prompted_strings(class_names, adapter)
+                rows = self._tokenize(strings, check_placeholders=True, adapter=adapter)
+                out.text_features = self._encode_ids_chunked(rows, adapter.text_prompts, normalize=False)
         if labels is not None:
             labels = labels.to(out.logits.device)
             if cfg.coupled_branches:
