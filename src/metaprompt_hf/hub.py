@@ -1,8 +1,8 @@
-"""Hub I/O: the generated model card and `push_to_hub` (CONVENTIONS.md §1.4, §3).
+"""Hub I/O: the generated model card and `push_to_hub`.
 
 An adapter repo holds exactly `metaprompt_config.json`, `metaprompt_model.safetensors` and a `README.md` model card
 rendered from the repo's `model_card.md` template, uploaded in one commit. Namespaced file names keep
-transformers and PEFT from mistaking the repo for theirs (CONVENTIONS.md §1.4).
+transformers and PEFT from mistaking the repo for theirs (`constants.py`).
 """
 
 from __future__ import annotations
