@@ -2,8 +2,8 @@
 
 An adapter repo holds exactly `metaprompt_config.json`, `metaprompt_model.safetensors` and a `README.md` model card
 rendered from the repo's `model_card.md` template, uploaded in one commit. Namespaced file names keep
-transformers and PEFT from mistaking the repo for theirs: transformers probes every model repo for
-`adapter_config.json` and hands it to PEFT, and reads `config.json` as its own.
+transformers and PEFT from mistaking the repo for theirs (`constants.py`): transformers probes every model repo
+for `adapter_config.json` and hands it to PEFT, and reads `config.json` as its own.
 """
 
 from __future__ import annotations
