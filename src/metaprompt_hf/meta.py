@@ -13,7 +13,8 @@ first-order, MLDG/MAML-like update of ONE prompt:
     θ ← θ0 − β η g                                β = 0.2, no momentum, no weight decay
 
 The clean algorithm (§3.2) is functional: the adapted prompts θ' are separate tensors, so θ0 is never touched
-and the reset between episodes is exact by construction. `faithful_meta_step` reproduces the reference code's
+and the reset between episodes is exact by construction (departure D1 of docs/method.md §3.3), and the inner step
+is plain SGD that leaves the optimiser state alone (D2). `faithful_meta_step` reproduces the reference code's
 update quirks 1-3 of §3.3 for comparisons with published numbers.
 
 Distributed: `torch.autograd.grad` does not fire DDP's reduction hooks. Every gradient here goes through a
@@ -75,8 +76,8 @@ def class_group_episodes(labels: torch.Tensor, groups: Sequence[Sequence[int]]) 
     label = position in the list), so a recorded split can be injected as it is.
 
     Episodes whose held-out group has fewer than 2 classes are dropped here; empty sides are handled globally by
-    the step. (The reference concatenates groups without offsetting labels, wrong for N > 2 — quirk 5 of
-    docs/method.md §3.3; not reproduced.)
+    the step. (The reference concatenates groups without offsetting labels, wrong for N > 2 — quirk 5; we
+    relabel per group instead, departure D5 of docs/method.md §3.3.)
 
     Args:
         labels: (B,) class ids into the training class list.
@@ -133,7 +134,8 @@ def domain_split_episodes(
 
     `source_domains` is the fixed list of the run's source domain ids, so every process walks the same episodes;
     a domain absent from the (global) batch gives an empty side and is skipped by the step. This uses the domain
-    values actually present rather than assuming ids 0..N-1 (quirk 4 of the reference).
+    values actually present rather than assuming ids 0..N-1 (quirk 4 of the reference; departure D4 of
+    docs/method.md §3.3).
     """
     labels, domains = labels.cpu(), domains.cpu()
     all_classes = torch.arange(num_classes)

@@ -8,6 +8,11 @@ The training loop, the benchmarks and the fidelity tests all drive training thro
 measure is what the loop runs. Under gradient accumulation the loop calls `forward_backward` once per
 micro-batch and `update` once per optimizer step; `__call__` does both for one batch.
 
+Departures of the clean mode from the reference, each explained in docs/method.md §3.3: the phase-2-frozen prompt
+never moves (D3; `zero_grad_drift` restores torch 1.10's drift in faithful mode), the class split comes from a
+generator seeded by (seed, step) and can be injected (D10), the reported loss is phase 1's (D12), and under
+gradient accumulation the meta step runs once per optimizer step on the whole accumulated batch (D15).
+
 The learning rate η has one source: the optimizer's `param_groups[0]["lr"]` (set by the schedule), used by the
 in-domain step, the faithful inner steps and the outer update alike, as the reference's `get_current_lr()`.
 """
@@ -47,7 +52,8 @@ class MetaSettings:
         beta: β of the outer update θ ← θ0 − β·η·g.
         reduction: "sum" (reference) or "mean" of the held-out gradients over episodes.
         second_order: exact second-order meta-gradient (clean mode only).
-        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3).
+        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3,
+            departure D3 of docs/method.md §3.3).
         num_class_groups: class groups of the base-to-new split.
         chunk_size: samples per encoder call in the vision episodes (bounds memory).
     """
@@ -120,7 +126,7 @@ class StepResult:
 
 
 def split_generator(seed: int, step: int) -> torch.Generator:
-    """The generator of the base-to-new class split of optimizer step `step`: drawn from (seed, step) alone, so it
+    """(Departure D10 of docs/method.md §3.3.) The generator of the base-to-new class split of optimizer step `step`: drawn from (seed, step) alone, so it
     is identical on every process and after a resume."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -133,8 +139,11 @@ class TrainingStep:
         optimizer: the SGD over `model.prompt_parameters()` (an Accelerate-prepared one is fine).
         class_names: the K training classes; batch labels index them.
         meta: how the meta step runs, or None for no meta step (the baselines, `metaprompt_no_meta`).
-        source_domains: DG: the run's source domain ids, so every process walks the same episodes.
-        seed: seed of the drawn class splits.
+        episodes_fn: `episodes_fn(labels, domains, step)` → the episodes of optimizer step `step` (the run's
+            protocol draws them in training); default: a class split drawn from (seed, step) for target "text",
+            one episode per source domain for target "vision".
+        source_domains: DG without `episodes_fn`: the run's source domain ids.
+        seed: seed of the default class splits.
         accelerator: an `accelerate.Accelerator` (backward, autocast, cross-process reduction), or None.
         module: what the forward goes through (the DDP-wrapped model); default `model`.
     """
@@ -146,6 +155,7 @@ class TrainingStep:
         class_names: Sequence[str],
         *,
         meta: MetaSettings | None = None,
+        episodes_fn: Callable[[torch.Tensor, torch.Tensor | None, int], list[Episode]] | None = None,
         source_domains: Sequence[int] | None = None,
         seed: int = 0,
         accelerator: Any | None = None,
@@ -157,10 +167,11 @@ class TrainingStep:
         self.raw_optimizer = getattr(optimizer, "optimizer", optimizer)
         self.class_names = list(class_names)
         self.meta = meta
+        self.episodes_fn = episodes_fn
         self.source_domains = list(source_domains) if source_domains is not None else None
         self.seed = seed
         self.accelerator = accelerator
-        if meta is not None and meta.target == "vision" and self.source_domains is None:
+        if meta is not None and meta.target == "vision" and self.source_domains is None and episodes_fn is None:
             raise ValueError("source_domains: the DG meta step (target='vision') needs the run's source domain ids")
         self._window: list[dict[str, Any]] = []
         self._losses: list[torch.Tensor] = []
@@ -207,6 +218,8 @@ class TrainingStep:
         """The loop's own episodes: a class split drawn from (seed, step) for base-to-new, one episode per source
         domain for DG (docs/method.md §3.1)."""
         assert self.meta is not None
+        if self.episodes_fn is not None:
+            return self.episodes_fn(labels, domains, step)
         if self.meta.target == "text":
             generator = split_generator(self.seed, step)
             return class_split_episodes(labels, len(self.class_names), generator, self.meta.num_class_groups)
