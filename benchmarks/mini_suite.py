@@ -1,6 +1,6 @@
 """The mini benchmark suite: every method on the embedded offline world, base-to-new and domain generalisation.
 
-The paper's protocols (METHOD.md §6) on the mini world that ships with the package (`metaprompt_hf.miniworld`)
+The paper's protocols (docs/method.md §6) on the mini world that ships with the package (`metaprompt_hf.miniworld`)
 and the small CLIP pretrained on it (`src/metaprompt_hf/assets/mini-clip`):
 
 - base-to-new over the 4 mini datasets (`digits`, `glyphs`, `shapes`, `objects`; each its own classes and style;
@@ -79,7 +79,7 @@ def _train_args(run: dict[str, Any], method: str, seed: int, lr: float, out: Pat
         eval_split=opts.eval_split,
         output_dir=str(out),
         overwrite_output_dir=True,
-        # the paper's schedule (METHOD.md §4): 8 / 6 epochs, batch 16 / 32, one warm-up epoch, cosine
+        # the paper's schedule (docs/method.md §4): 8 / 6 epochs, batch 16 / 32, one warm-up epoch, cosine
         num_train_epochs=8 if b2n else 6,
         per_device_train_batch_size=16 if b2n else 32,
         learning_rate=lr,

@@ -40,9 +40,10 @@ from typing import Any
 
 import gradio as gr
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from metaprompt_hf import MetaPromptConfig, MetaPromptModel
+from metaprompt_hf.images import to_rgb
 
 # ------------------------------------------------------------------ limits (documented in README.md)
 MODEL_ENV_VAR = "METAPROMPT_MODEL"
@@ -192,14 +193,8 @@ def load_image(image: str | os.PathLike | Image.Image | None) -> Image.Image:
             raise gr.Error(MSG_NO_IMAGE) from err
         except (OSError, SyntaxError, ValueError, EOFError) as err:  # Pillow's ways of saying "truncated/corrupt"
             raise gr.Error(MSG_CORRUPT_IMAGE) from err
-    try:
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            # Transparent pixels would otherwise turn black; show them on white, as a browser does.
-            rgba = im.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return im.convert("RGB")
+    try:  # the package's one conversion: EXIF orientation, 16-bit/float scaling, transparency on white
+        return to_rgb(im)
     except (OSError, ValueError) as err:
         raise gr.Error(MSG_CORRUPT_IMAGE) from err
 

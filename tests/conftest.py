@@ -99,3 +99,24 @@ def domain_folder(tmp_path_factory) -> str:
     """3 domains x 8 classes x 6 images; 'sketch' lacks 'purple plum'."""
     root = tmp_path_factory.mktemp("folder")
     return make_image_folder(root, drop={("sketch", "purple plum")})
+
+
+@pytest.fixture
+def siglip_and_processor():
+    """A fresh tiny random SigLIP (text: width 32, 3 layers, 64 positions; vision: width 48, 2 layers) and its
+    processor (no start token, end token appended, mean/std 0.5)."""
+    from metaprompt_hf.testing import tiny_siglip
+
+    return tiny_siglip(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory) -> str:
+    """A tiny random SigLIP + processor saved like a Hub model folder."""
+    from metaprompt_hf.testing import tiny_siglip
+
+    path = tmp_path_factory.mktemp("tiny-siglip")
+    model, processor = tiny_siglip(seed=0)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)

@@ -14,11 +14,10 @@ from metaprompt_hf.data import (
     FewShotBatchSampler,
     ImageDataset,
     TrainTransform,
-    base_new_split,
     collate,
     load_image_classification,
-    prepare_protocol,
 )
+from metaprompt_hf.protocols import base_new_split, prepare_protocol
 from metaprompt_hf.testing import image_processor
 
 NAMES = sorted(COLOURS)

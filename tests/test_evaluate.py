@@ -32,7 +32,7 @@ def fresh_accelerate_state():
 
 
 def test_shipped_metrics_load_by_path_offline():
-    assert load_metric("accuracy").compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2])["accuracy"] == 75.0
+    assert load_metric("accuracy").compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2])["accuracy"] == 0.75
     assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
     assert harmonic_mean(0.0, 0.0) == 0.0
     with pytest.raises(ValueError, match="no shipped metric"):
@@ -124,8 +124,8 @@ def test_evaluate_set_under_accelerate_spans_several_batches(model, clip_and_pro
     from accelerate import Accelerator
     from PIL import Image
 
-    from metaprompt_hf.data import EvalSet
     from metaprompt_hf.evaluation import evaluate_set
+    from metaprompt_hf.protocols import EvalSet
 
     _, processor = clip_and_processor
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ try:
 except ImportError:  # not installed: run from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from metaprompt_hf import miniworld as mw
+from metaprompt_hf.miniworld import digits
 
 TINY = {"train": 2, "validation": 1, "test": 2}
 
@@ -142,14 +143,14 @@ def test_benchmark_shift_is_benchmark_only(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_real_digits_disjoint_from_pretraining() -> None:
-    bench, pre = mw._real_partition()
+    bench, pre = digits._real_partition()
     bench_rows = {row for rows in bench.values() for row in rows}
     assert not bench_rows & set(pre)
     assert len(bench_rows) + len(pre) == 5000 + 1797
     needed = sum(mw.SPLIT_SIZES["digits"].values())
     assert all(len(rows) >= needed for rows in bench.values())
     # pixel level: no benchmark digit image equals a pretraining source image
-    pre_digests = {_digest(np.asarray(mw._digit_image(s, i, 32).convert("RGB"))) for s, i in pre}
+    pre_digests = {_digest(np.asarray(digits._digit_image(s, i, 32).convert("RGB"))) for s, i in pre}
     dd = mw.load_miniworld("digits", split_sizes={"train": 4, "validation": 4, "test": 4})
     for split in dd:
         assert not {_digest(x) for x in _arrays(dd[split])} & pre_digests
@@ -167,7 +168,7 @@ def test_procedural_pretraining_images_not_in_benchmark(tiny: dict) -> None:
 # Committed mini CLIP
 # ----------------------------------------------------------------------------------------------------------------
 
-ASSETS = Path(mw.__file__).resolve().parent / "assets" / "mini-clip"
+ASSETS = Path(mw.__file__).resolve().parents[1] / "assets" / "mini-clip"
 needs_assets = pytest.mark.skipif(not (ASSETS / "model.safetensors").exists(), reason="mini-clip assets not built")
 
 

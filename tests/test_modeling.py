@@ -79,13 +79,13 @@ def test_layer0_prompts_equal_to_placeholders_reproduce_clip_text_features(attn)
 
 
 def test_deep_prompts_keep_sequence_length_and_eos_pooling(model):
-    from metaprompt_hf.injection import text_prompt_hooks
+    from metaprompt_hf.injection import text_prompts_in_context
 
     ids = model._pad(model._tokenize(model._prompted_strings(CLASSES), check_placeholders=True))
     eos = model.clip.config.text_config.eos_token_id
     eos_index = (ids == eos).int().argmax(-1)
     tm = model.clip.text_model
-    with torch.no_grad(), text_prompt_hooks(tm, model.text_prompts):
+    with torch.no_grad(), text_prompts_in_context(model.text_prompts, 1):
         out = tm(input_ids=ids)
     assert out.last_hidden_state.shape[:2] == ids.shape  # replaced, not inserted
     pooled = out.last_hidden_state[torch.arange(len(ids)), eos_index]

@@ -3,7 +3,7 @@
 A dataclass whose every field carries help text, validated in `__post_init__`, saved as
 `metaprompt_config.json` next to the prompt tensors (`metaprompt_model.safetensors`).
 
-The defaults are the paper's base-to-new setting (METHOD.md §4): 2 text + 2 vision prompt tokens at every layer
+The defaults are the paper's base-to-new setting (docs/method.md §4): 2 text + 2 vision prompt tokens at every layer
 of the base CLIP, initialised i.i.d. N(0, 0.02²), with the hand-crafted template "a photo of a {}" in the frozen
 text branch.
 """
@@ -12,14 +12,44 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import string
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .constants import CONFIG_NAME, METHOD_NAME, PLACEHOLDER_TOKEN
 from .utils import atomic_write_text, resolve_file
 
-CONFIG_NAME = "metaprompt_config.json"
-METHOD_NAME = "METAPROMPT"
+__all__ = ["CONFIG_NAME", "MetaPromptConfig", "check_templates"]
+
+
+def check_templates(templates: Any, field_name: str = "templates") -> list[str]:
+    """A non-empty list of strings, each with exactly one `{}` replacement field (no named, numbered or formatted
+    fields, which would fail only when the template is used); a single string is taken as a list of one.
+
+    Raises `ValueError` naming the field and the offending entry."""
+    if isinstance(templates, str):
+        templates = [templates]
+    if not isinstance(templates, Sequence) or isinstance(templates, (bytes, bytearray)) or not templates:
+        raise ValueError(f"{field_name}: expected a non-empty list of strings, got {templates!r}")
+    out = []
+    for i, template in enumerate(templates):
+        if not isinstance(template, str):
+            raise ValueError(f"{field_name}[{i}]: expected a string with exactly one '{{}}', got {template!r}")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+            specs = [(spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+        except ValueError as err:
+            raise ValueError(f"{field_name}[{i}]: {template!r} is not a valid template ({err})") from None
+        if fields != [""] or specs != [("", None)]:
+            raise ValueError(
+                f"{field_name}[{i}]: expected exactly one '{{}}' field for the class name (and no other braces; "
+                f"write '{{{{' for a literal brace), got {template!r}"
+            )
+        out.append(template)
+    return out
 
 
 def _package_version() -> str:
@@ -30,7 +60,7 @@ def _package_version() -> str:
 
 @dataclass
 class MetaPromptConfig:
-    """Configuration of a MetaPrompt adapter (Zhao et al., TIP 2024; METHOD.md §1 and §4).
+    """Configuration of a MetaPrompt adapter (Zhao et al., TIP 2024; docs/method.md §1 and §4).
 
     The baselines are configurations of the same model: CoOp is `n_pro=0, text_depth=1, coupled_branches=False`;
     IVLP is `coupled_branches=False` (deep text and vision prompts, logits between prompted image and prompted
@@ -57,7 +87,7 @@ class MetaPromptConfig:
     n_ctx: int = field(
         default=2,
         metadata={
-            "help": "Number of text context tokens (METHOD.md §1.2). They replace placeholder tokens right after "
+            "help": "Number of text context tokens (docs/method.md §1.2). They replace placeholder tokens right after "
             "the start-of-text token. 2 for base-to-new, 4 for domain generalisation. 0 disables text prompts."
         },
     )
@@ -65,7 +95,7 @@ class MetaPromptConfig:
         default=2,
         metadata={
             "help": "Number of vision prompt tokens appended after the patch tokens without positional embedding "
-            "(METHOD.md §1.3). 2 for base-to-new, 4 for domain generalisation. 0 disables vision prompts."
+            "(docs/method.md §1.3). 2 for base-to-new, 4 for domain generalisation. 0 disables vision prompts."
         },
     )
     text_depth: int | None = field(
@@ -80,7 +110,8 @@ class MetaPromptConfig:
         metadata={"help": "Number of vision encoder layers that receive their own prompts. None means every layer."},
     )
     init_std: float = field(
-        default=0.02, metadata={"help": "Standard deviation of the N(0, std²) prompt initialisation (meta.py:87,152)."}
+        default=0.02,
+        metadata={"help": "Standard deviation of the N(0, std²) prompt initialisation (docs/method.md §4)."},
     )
     ctx_init: str | None = field(
         default=None,
@@ -90,21 +121,21 @@ class MetaPromptConfig:
         },
     )
     placeholder_token: str = field(
-        default="X",
+        default=PLACEHOLDER_TOKEN,
         metadata={"help": "Word repeated n_ctx times before the class name; its rows are replaced by the prompts."},
     )
     templates: list[str] = field(
         default_factory=lambda: ["a photo of a {}"],
         metadata={
             "help": "Hand-crafted template(s) of the frozen text branch h_c, each with one '{}' for the class name. "
-            "Several templates are ensembled (mean of normalised embeddings, renormalised; METHOD.md §1.4)."
+            "Several templates are ensembled (mean of normalised embeddings, renormalised; docs/method.md §1.4)."
         },
     )
     coupled_branches: bool = field(
         default=True,
         metadata={
             "help": "MetaPrompt's coupled encoder pairs (prompted image x frozen template text, frozen image x "
-            "prompted text; METHOD.md §1.1). False gives the IVLP/CoOp logits s·<prompted image, prompted text>."
+            "prompted text; docs/method.md §1.1). False gives the IVLP/CoOp logits s·<prompted image, prompted text>."
         },
     )
     inference_mode: bool = field(
@@ -141,19 +172,19 @@ class MetaPromptConfig:
             d, n = getattr(self, depth), getattr(self, layers)
             if d is not None and n is not None and d > n:
                 raise ValueError(f"{depth}: {d} exceeds the base model's {layers} = {n}")
-        if isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float)) or not self.init_std > 0:
-            raise ValueError(f"init_std: expected a number > 0, got {self.init_std!r}")
-        if isinstance(self.templates, str):
-            self.templates = [self.templates]
-        if not isinstance(self.templates, (list, tuple)) or not self.templates:
-            raise ValueError(f"templates: expected a non-empty list of strings, got {self.templates!r}")
-        self.templates = list(self.templates)
-        for i, template in enumerate(self.templates):
-            if not isinstance(template, str) or template.count("{}") != 1:
-                raise ValueError(f"templates[{i}]: expected a string with exactly one '{{}}', got {template!r}")
+        std = self.init_std
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std) or not std > 0:
+            raise ValueError(f"init_std: expected a finite number > 0, got {std!r}")
+        for name in ("coupled_branches", "inference_mode"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):  # "false" is a non-empty string, hence true: refuse it
+                raise ValueError(f"{name}: expected true or false (a JSON boolean), got {value!r}")
+        self.templates = check_templates(self.templates)
         if not isinstance(self.placeholder_token, str) or not self.placeholder_token.strip():
             raise ValueError(f"placeholder_token: expected a non-empty word, got {self.placeholder_token!r}")
-        if " " in self.placeholder_token.strip():
+        if self.placeholder_token != self.placeholder_token.strip() or any(
+            c.isspace() for c in self.placeholder_token
+        ):
             raise ValueError(f"placeholder_token: expected a single word, got {self.placeholder_token!r}")
         if self.ctx_init is not None and (not isinstance(self.ctx_init, str) or not self.ctx_init.strip()):
             raise ValueError(f"ctx_init: expected None or non-empty words, got {self.ctx_init!r}")
@@ -163,6 +194,8 @@ class MetaPromptConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name}: expected a string or None, got {value!r}")
+        if not isinstance(self.metaprompt_version, str):
+            raise ValueError(f"metaprompt_version: expected a string, got {self.metaprompt_version!r}")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -181,7 +214,10 @@ class MetaPromptConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
 
     def save_pretrained(self, save_directory: str | os.PathLike, overwrite: bool = False) -> str:
         """Write `metaprompt_config.json` (indent 2, sorted keys) atomically; returns its path."""
@@ -219,12 +255,17 @@ class MetaPromptConfig:
                 local_files_only=local_files_only,
                 force_download=force_download,
             )
-        with open(config_file, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{config_file}: not valid JSON ({err})") from err
-        return cls.from_dict(data, source=config_file)
+        with open(config_file, "rb") as f:
+            return cls.from_json_bytes(f.read(), source=config_file)
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes, source: str = "config") -> MetaPromptConfig:
+        """Parse the bytes of a `metaprompt_config.json`; errors name `source`."""
+        try:
+            parsed = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{source}: not valid JSON ({err})") from err
+        return cls.from_dict(parsed, source=source)
 
 
 _DIM_FIELDS = ("text_hidden_size", "vision_hidden_size", "text_num_layers", "vision_num_layers")

@@ -1,5 +1,5 @@
-"""Image-classification data for prompt learning: loading, few-shot sampling, the paper's protocols, transforms and
-samplers (METHOD.md §4-§6; CONVENTIONS.md §5).
+"""Image-classification data for prompt learning: loading, decoding, transforms and samplers (docs/method.md §4).
+The paper's protocols (few-shot sampling, base/new and domain splits) live in `metaprompt_hf.protocols`.
 
 Any of these loads into one normalised form (`ImageClassificationData`):
 - a `datasets` Dataset/DatasetDict from the Hub or saved with `save_to_disk`;
@@ -15,18 +15,19 @@ from a checkpoint sees exactly the batches and augmentations of an uninterrupted
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from .images import try_decode
 
 logger = logging.getLogger(__name__)
 
@@ -106,54 +107,113 @@ def _is_saved_dataset(path: str) -> bool:
     return any(os.path.isfile(os.path.join(path, f)) for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
 
 
-def _images_in(folder: str) -> list[str]:
-    return sorted(
-        os.path.join(folder, f)
-        for f in os.listdir(folder)
-        if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, f))
-    )
-
-
 def _subdirs(folder: str) -> list[str]:
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
 
 
+def _is_image_file(folder: str, name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, name))
+
+
+def _images_by_depth(root: str, max_depth: int = 4) -> dict[int, list[str]]:
+    """Image files under `root` by depth (`root/x.png` is 1, `root/a/x.png` 2, ...), hidden folders skipped.
+
+    Symlinked folders are followed (class folders are often links into a shared image store); the walk stops at
+    `max_depth`, which is one level deeper than any layout reads, so images too deep are seen and named.
+    """
+    found: dict[int, list[str]] = defaultdict(list)
+    stack = [(root, 1)]
+    while stack:
+        folder, depth = stack.pop()
+        for name in os.listdir(folder):
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                if depth < max_depth:
+                    stack.append((path, depth + 1))
+            elif _is_image_file(folder, name):
+                found[depth].append(path)
+    return {d: sorted(paths) for d, paths in found.items()}
+
+
+def _list_some(paths: Sequence[str], root: str, limit: int = 5) -> str:
+    shown = [os.path.relpath(p, root) for p in paths[:limit]]
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(shown) + more
+
+
 def _scan_folder(root: str) -> tuple[list[str], list[str], list[str | None]]:
-    """(paths, class names, domain names) of `<class>/<img>` or `<domain>/<class>/<img>` under `root`."""
-    paths: list[str] = []
-    labels: list[str] = []
-    domains: list[str | None] = []
-    children = _subdirs(root)
-    if not children:
+    """(paths, class names, domain names) of `<class>/<img>` or `<domain>/<class>/<img>` under `root`.
+
+    The layout is decided from every image in the tree: all images at depth 2 (`<class>/<img>`) or all at depth 3
+    (`<domain>/<class>/<img>`). Anything else (a stray image beside the class folders of a domain, an image at the
+    top, one nested too deep) would silently change what the tree means, so it is a `DataError` naming the files.
+    """
+    if not _subdirs(root):
         raise DataError(
             f"dataset_name: {root} holds no class folders (expected <class>/<image> or <domain>/<class>/<image>)"
         )
-    nested = all(not _images_in(os.path.join(root, c)) and _subdirs(os.path.join(root, c)) for c in children)
-    for child in children:
-        if nested:
-            for cls in _subdirs(os.path.join(root, child)):
-                for p in _images_in(os.path.join(root, child, cls)):
-                    paths.append(p)
-                    labels.append(cls)
-                    domains.append(child)
-        else:
-            for p in _images_in(os.path.join(root, child)):
-                paths.append(p)
-                labels.append(child)
-                domains.append(None)
-    if not paths:
-        raise DataError(f"dataset_name: no image files ({sorted(IMAGE_EXTENSIONS)}) under {root}")
+    by_depth = _images_by_depth(root)
+    if not by_depth:
+        raise DataError(
+            f"dataset_name: no image files ({sorted(IMAGE_EXTENSIONS)}) under {root} within 4 folder levels "
+            "(expected <class>/<image> or <domain>/<class>/<image>)"
+        )
+    layouts = {2: "<class>/<image>", 3: "<domain>/<class>/<image>"}
+    counts = {d: len(by_depth.get(d, ())) for d in layouts}
+    if not any(counts.values()):
+        found = sorted(p for paths in by_depth.values() for p in paths)
+        raise DataError(
+            f"dataset_name: {root} holds no images in class folders (expected <class>/<image> or "
+            f"<domain>/<class>/<image>); found only {_list_some(found, root)}"
+        )
+    depth = max(layouts, key=lambda d: (counts[d], d))  # the layout most images follow
+    stray = sorted(p for d, paths in by_depth.items() if d != depth for p in paths)
+    if stray:
+        raise DataError(
+            f"dataset_name: {root} is laid out {layouts[depth]} ({counts[depth]} images), but {len(stray)} image "
+            f"file(s) are not at that depth: {_list_some(stray, root)}; move them into class folders or delete "
+            "them, so the layout is one or the other throughout"
+        )
+    paths = by_depth[depth]
+    parts = [os.path.relpath(p, root).split(os.sep) for p in paths]
+    labels = [part[-2] for part in parts]
+    domains: list[str | None] = [part[0] if depth == 3 else None for part in parts]
+    empty = sorted(set(_subdirs(root)) - set(labels)) if depth == 2 else []
+    if empty:
+        logger.warning("image folder %s: class folder(s) without images, so not classes: %s", root, empty)
     return paths, labels, domains
 
 
 def _load_image_folder(root: str) -> Any:
     import datasets
 
-    split_dirs = [d for d in _subdirs(root) if d.lower() in SPLIT_NAMES]
+    children = _subdirs(root)
+    split_dirs = [d for d in children if d.lower() in SPLIT_NAMES]
     roots = {("validation" if d.lower() == "val" else d.lower()): os.path.join(root, d) for d in split_dirs}
-    if not roots:
+    if roots:
+        others = [d for d in children if d not in split_dirs]
+        loose = [os.path.join(root, f) for f in sorted(os.listdir(root)) if _is_image_file(root, f)]
+        if others or loose:
+            raise DataError(
+                f"dataset_name: {root} holds split folders {split_dirs} and also "
+                + (f"other folders {others}" if others else f"images {_list_some(loose, root)}")
+                + "; put every class (or domain) folder inside the split folders, or use no split folders"
+            )
+        if len(set(roots)) != len(split_dirs):
+            raise DataError(f"dataset_name: {root} holds both 'val' and 'validation' split folders: {split_dirs}")
+    else:
         roots = {"train": root}
     scanned = {split: _scan_folder(path) for split, path in roots.items()}
+    nested = {split: doms[0] is not None for split, (_, _, doms) in scanned.items()}
+    if len(set(nested.values())) > 1:
+        raise DataError(
+            f"dataset_name: the split folders of {root} mix layouts: "
+            + ", ".join(
+                f"{split} is {'<domain>/<class>/<image>' if n else '<class>/<image>'}" for split, n in nested.items()
+            )
+        )
     all_classes = sorted({c for _, labels, _ in scanned.values() for c in labels})
     all_domains = sorted({d for _, _, doms in scanned.values() for d in doms if d is not None})
     features = {"image": datasets.Image(decode=False), "label": datasets.ClassLabel(names=all_classes)}
@@ -163,8 +223,6 @@ def _load_image_folder(root: str) -> Any:
     for split, (paths, labels, domains) in scanned.items():
         data: dict[str, list] = {"image": [{"path": p, "bytes": None} for p in paths], "label": labels}
         if all_domains:
-            if any(d is None for d in domains):
-                raise DataError(f"dataset_name: {roots[split]} mixes <class>/<image> and <domain>/<class>/<image>")
             data["domain"] = domains
         out[split] = datasets.Dataset.from_dict(data, features=datasets.Features(features))
     logger.info("image folder %s: %s", root, {k: len(v) for k, v in out.items()})
@@ -242,263 +300,10 @@ def _normalise(
 
 
 # ---------------------------------------------------------------------------------------------------- decoding
-def decode_image(value: Any) -> Image.Image:
-    """An undecoded `datasets.Image` value ({"bytes", "path"}), a path or a PIL image → RGB PIL image."""
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    if isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        source = io.BytesIO(data) if data else path
-    else:
-        source = value
-    with Image.open(source) as img:
-        img.load()
-        return img.convert("RGB")
-
-
 def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("path") or "<in-memory image>")
     return str(value)
-
-
-def try_decode(value: Any) -> Image.Image | None:
-    """`decode_image`, or None for a file that is not a readable image (logged by the caller)."""
-    try:
-        return decode_image(value)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------- protocols
-def base_new_split(num_classes: int) -> tuple[list[int], list[int]]:
-    """The paper's split rule (METHOD.md §6.1, `subsample_classes`): sorted label ids, the first ceil(C/2) are
-    base, the rest new."""
-    m = math.ceil(num_classes / 2)
-    return list(range(m)), list(range(m, num_classes))
-
-
-@dataclass
-class EvalSet:
-    """Rows of one split to evaluate, classified among `class_names` (labels remapped to 0..len-1)."""
-
-    rows: Any
-    class_names: list[str]
-    labels: list[int]
-    domains: list[int] | None = None
-
-
-@dataclass
-class ProtocolData:
-    """Few-shot training set and evaluation sets of one protocol run.
-
-    Attributes:
-        train_rows: `datasets.Dataset` of the few-shot training images.
-        train_labels: their labels remapped to 0..len(train_class_names)-1.
-        train_domains: their domain ids (DG) or None.
-        train_class_names: the classes trained on (base classes, or all classes for DG).
-        eval_sets: "base" and "new" (base-to-new) or "target" (DG) → `EvalSet`.
-        source_domains: domain ids trained on (DG), else None.
-        fewshot: the chosen row indices, by split and class (and domain), for the run folder.
-        skipped_corrupt: candidate training images that could not be decoded.
-    """
-
-    train_rows: Any
-    train_labels: list[int]
-    train_domains: list[int] | None
-    train_class_names: list[str]
-    eval_sets: dict[str, EvalSet]
-    source_domains: list[int] | None = None
-    fewshot: dict[str, Any] = field(default_factory=dict)
-    skipped_corrupt: list[str] = field(default_factory=list)
-
-
-def _sample_shots(
-    split: Any,
-    groups: dict[tuple, list[int]],
-    shots: int,
-    seed: int,
-    allow_fewer: bool,
-    describe_group,
-) -> tuple[list[int], list[str]]:
-    """Pick `shots` decodable rows per group, seeded; corrupt candidates are skipped and reported."""
-    rng = np.random.default_rng(seed)
-    chosen: list[int] = []
-    corrupt: list[str] = []
-    images = split.select_columns(["image"])
-    for key in sorted(groups):
-        candidates = list(groups[key])
-        rng.shuffle(candidates)
-        picked: list[int] = []
-        for row in candidates:
-            if len(picked) == shots:
-                break
-            value = images[int(row)]["image"]
-            if try_decode(value) is None:
-                corrupt.append(_describe(value))
-                continue
-            picked.append(int(row))
-        if len(picked) < shots:
-            msg = f"shots: {describe_group(key)} has {len(picked)} readable images, fewer than the {shots} asked"
-            if not allow_fewer:
-                raise DataError(msg + " (pass --allow_fewer_shots to train on what there is)")
-            logger.warning("%s; using %d", msg, len(picked))
-        chosen.extend(sorted(picked))
-    return chosen, corrupt
-
-
-def prepare_protocol(
-    data: ImageClassificationData,
-    *,
-    protocol: str,
-    shots: int,
-    seed: int,
-    train_split: str = "train",
-    eval_split: str = "test",
-    target_domain: str | None = None,
-    allow_fewer_shots: bool = False,
-    max_eval_samples: int | None = None,
-) -> ProtocolData:
-    """Few-shot training rows and evaluation sets for `protocol` (METHOD.md §6).
-
-    base2new: the first ceil(C/2) classes are base; `shots` images per base class are sampled from `train_split`;
-        base accuracy is measured on `eval_split` images of base classes among base classes, new accuracy on new
-        classes among new classes.
-    dg: leave `target_domain` out; `shots` images per class PER SOURCE DOMAIN; accuracy on every `eval_split`
-        image of the target domain among all classes.
-
-    When `eval_split` is missing (e.g. an image folder without split folders), evaluation uses the rows of
-    `train_split` that were not sampled for training.
-    """
-    if protocol not in ("base2new", "dg"):
-        raise DataError(f"protocol: expected 'base2new' or 'dg', got {protocol!r}")
-    if shots < 1:
-        raise DataError(f"shots: expected >= 1, got {shots}")
-    if train_split not in data.splits:
-        raise DataError(f"train_split: {data.name} has no split {train_split!r}; it has {sorted(data.splits)}")
-    train = data.splits[train_split]
-    labels = np.asarray(train["label"])
-    domains = np.asarray(train["domain"]) if "domain" in train.column_names else None
-    names = data.class_names
-
-    if protocol == "dg":
-        if domains is None or not data.domain_names:
-            raise DataError(f"protocol dg: {data.name} has no domain column; DG needs several domains")
-        if target_domain is None:
-            raise DataError(f"target_domain: required for protocol dg; domains are {data.domain_names}")
-        if target_domain not in data.domain_names:
-            raise DataError(
-                f"target_domain: {target_domain!r} is not a domain of {data.name}; domains are {data.domain_names}"
-            )
-        target = data.domain_names.index(target_domain)
-        sources = sorted({int(d) for d in domains if d != target})
-        if len(sources) < 2:
-            raise DataError(
-                f"protocol dg: leaving {target_domain!r} out leaves {len(sources)} source domain(s) in {train_split!r}; "
-                "DG needs at least two"
-            )
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for row, (lab, dom) in enumerate(zip(labels, domains)):
-            if dom != target:
-                groups[(int(dom), int(lab))].append(row)
-        missing = [
-            (data.domain_names[d], names[c]) for d in sources for c in range(len(names)) if (d, c) not in groups
-        ]
-        if missing:
-            logger.info("DG: %d (domain, class) pairs have no images and are skipped: %s", len(missing), missing[:10])
-        chosen, corrupt = _sample_shots(
-            train,
-            groups,
-            shots,
-            seed,
-            allow_fewer_shots,
-            lambda k: f"class {names[k[1]]!r} in domain {data.domain_names[k[0]]!r}",
-        )
-        eval_rows, eval_indices = _eval_rows(data, eval_split, train_split, chosen)
-        eval_dom = np.asarray(eval_rows["domain"])
-        target_idx = [int(i) for i in np.nonzero(eval_dom == target)[0]]
-        target_idx = _cap(target_idx, max_eval_samples, seed)
-        target_rows = eval_rows.select(target_idx)
-        eval_sets = {"target": EvalSet(target_rows, list(names), [int(x) for x in target_rows["label"]])}
-        return ProtocolData(
-            train_rows=train.select(chosen),
-            train_labels=[int(labels[i]) for i in chosen],
-            train_domains=[int(domains[i]) for i in chosen],
-            train_class_names=list(names),
-            eval_sets=eval_sets,
-            source_domains=sources,
-            fewshot={
-                "split": train_split,
-                "protocol": "dg",
-                "target_domain": target_domain,
-                "seed": seed,
-                "shots": shots,
-                "rows": chosen,
-                "eval_split": eval_indices,
-            },
-            skipped_corrupt=corrupt,
-        )
-
-    base, new = base_new_split(len(names))
-    groups = defaultdict(list)
-    for row, lab in enumerate(labels):
-        if lab in base:
-            groups[(int(lab),)].append(row)
-    absent = [names[c] for c in base if (c,) not in groups]
-    if absent:
-        raise DataError(f"shots: base class(es) {absent} have no images in split {train_split!r}")
-    chosen, corrupt = _sample_shots(train, groups, shots, seed, allow_fewer_shots, lambda k: f"class {names[k[0]]!r}")
-    eval_rows, eval_indices = _eval_rows(data, eval_split, train_split, chosen)
-    eval_labels = np.asarray(eval_rows["label"])
-    eval_sets = {}
-    for part, ids in (("base", base), ("new", new)):
-        if not ids:
-            continue
-        idx = _cap([int(i) for i in np.nonzero(np.isin(eval_labels, ids))[0]], max_eval_samples, seed)
-        rows = eval_rows.select(idx)
-        remap = {c: i for i, c in enumerate(ids)}
-        eval_sets[part] = EvalSet(rows, [names[c] for c in ids], [remap[int(x)] for x in rows["label"]])
-    return ProtocolData(
-        train_rows=train.select(chosen),
-        train_labels=[int(labels[i]) for i in chosen],
-        train_domains=[int(domains[i]) for i in chosen] if domains is not None else None,
-        train_class_names=[names[c] for c in base],
-        eval_sets=eval_sets,
-        fewshot={
-            "split": train_split,
-            "protocol": "base2new",
-            "seed": seed,
-            "shots": shots,
-            "rows": chosen,
-            "base_classes": [names[c] for c in base],
-            "new_classes": [names[c] for c in new],
-            "eval_split": eval_indices,
-        },
-        skipped_corrupt=corrupt,
-    )
-
-
-def _eval_rows(data: ImageClassificationData, eval_split: str, train_split: str, chosen: list[int]) -> tuple[Any, str]:
-    if eval_split in data.splits and eval_split != train_split:
-        return data.splits[eval_split], eval_split
-    if eval_split != train_split:
-        logger.warning(
-            "split %r not found in %s; evaluating on the %r rows not used for training",
-            eval_split,
-            data.name,
-            train_split,
-        )
-    taken = set(chosen)
-    train = data.splits[train_split]
-    rest = [i for i in range(len(train)) if i not in taken]
-    return train.select(rest), f"{train_split} minus training rows"
-
-
-def _cap(indices: list[int], limit: int | None, seed: int) -> list[int]:
-    if limit is None or len(indices) <= limit:
-        return indices
-    rng = np.random.default_rng(seed + 7919)
-    return sorted(rng.choice(indices, size=limit, replace=False).tolist())
 
 
 # ---------------------------------------------------------------------------------------------------- transforms
@@ -509,7 +314,7 @@ def _sample_seed(*keys: int) -> np.random.Generator:
 @dataclass
 class TrainTransform:
     """RandomResizedCrop (scale, ratio 3/4-4/3, bicubic) + horizontal flip + CLIP normalisation, in PIL/numpy
-    (METHOD.md §4; no torchvision). Randomness comes from the per-sample seed passed in."""
+    (docs/method.md §4; no torchvision). Randomness comes from the per-sample seed passed in."""
 
     size: int
     mean: Sequence[float]
@@ -612,7 +417,7 @@ class FewShotBatchSampler(torch.utils.data.Sampler):
 
     Random order (the reference's sampler) or, with `domains` and `mix_domains`, domain-interleaved order: each
     source domain is shuffled and the domains are taken in turn, so every batch holds at least two source
-    domains (the DG split needs them; CONVENTIONS.md §4). A final batch with a single domain is merged into the
+    domains (the DG meta step needs them; docs/method.md §3.1). A final batch with a single domain is merged into the
     previous one. `drop_last` follows Dassl: dropped only when the set holds at least one full batch.
     """
 

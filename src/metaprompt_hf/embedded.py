@@ -1,37 +1,25 @@
-"""The embedded offline default: a small CLIP pretrained here on the mini world, and a MetaPrompt adapter trained
-on it, both shipped inside the package (issue 4). They let every command run with no network at all.
+"""The embedded offline default: a small CLIP pretrained on the mini world, and a MetaPrompt adapter trained on it,
+both shipped inside the package. They let every command run with no network at all.
 
-`base_model="embedded"` anywhere a base model is named resolves to the shipped small CLIP.
+`base_model="embedded"` anywhere a base model is named resolves to the shipped small CLIP
+(`backbones.resolve_base_model`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-EMBEDDED_CLIP = ASSETS / "mini-clip"
-EMBEDDED_ADAPTER = ASSETS / "metaprompt-mini"
-EMBEDDED_NAME = "embedded"
+from .backbones import resolve_base_model
+from .constants import ASSETS, EMBEDDED_ADAPTER, EMBEDDED_CLIP, EMBEDDED_NAME, WEIGHTS_NAME
+from .modeling_metaprompt import MetaPromptModel
+
+__all__ = ["ASSETS", "EMBEDDED_ADAPTER", "EMBEDDED_CLIP", "EMBEDDED_NAME", "load_default_model", "resolve_base_model"]
 
 
-def resolve_base_model(name_or_path: str) -> str:
-    """Map `"embedded"` to the shipped small CLIP's folder; anything else is returned unchanged."""
-    if name_or_path != EMBEDDED_NAME:
-        return name_or_path
-    if not (EMBEDDED_CLIP / "config.json").is_file():
-        raise FileNotFoundError(f"the embedded CLIP is missing: {EMBEDDED_CLIP} has no config.json")
-    return str(EMBEDDED_CLIP)
-
-
-def load_default_model(**kwargs: Any) -> Any:
+def load_default_model(**kwargs: Any) -> MetaPromptModel:
     """The shipped MetaPrompt adapter on the shipped small CLIP, ready for `predict` (offline)."""
-    from .modeling_metaprompt import MetaPromptModel
-
-    if not (EMBEDDED_ADAPTER / "metaprompt_model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"the embedded adapter is missing: no metaprompt_model.safetensors in {EMBEDDED_ADAPTER}"
-        )
+    if not (EMBEDDED_ADAPTER / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"the embedded adapter is missing: no {WEIGHTS_NAME} in {EMBEDDED_ADAPTER}")
     return MetaPromptModel.from_pretrained(
         str(EMBEDDED_ADAPTER), base_model=resolve_base_model(EMBEDDED_NAME), **kwargs
     )

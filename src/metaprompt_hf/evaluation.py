@@ -15,11 +15,14 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .data import EvalSet, ImageDataset, collate
+from .data import ImageDataset, collate
+
+if TYPE_CHECKING:
+    from .protocols import EvalSet
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,8 @@ def evaluate_set(
     refs = torch.cat(references).tolist() if references else []
     if skipped:
         logger.warning("evaluation skipped %d unreadable image(s)", skipped)
-    accuracy = load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
+    # The shipped metric returns a fraction (evaluate's convention); results are in percent, as in the paper.
+    accuracy = 100.0 * load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
     return {"accuracy": accuracy, "n": len(preds), "skipped": skipped}
 
 

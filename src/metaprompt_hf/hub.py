@@ -16,12 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig
+from .configuration_metaprompt import MetaPromptConfig
+from .constants import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME
+from .protocols.registry import METRIC_KEYS
 
 if TYPE_CHECKING:
     from .modeling_metaprompt import MetaPromptModel
 
-LIBRARY_NAME = "metaprompt_hf"
 PAPER_URL = "https://arxiv.org/abs/2212.04196"
 CODE_URL = "https://github.com/Vill-Lab/2024-TIP-MetaPrompt"
 TASK = "zero-shot-image-classification"
@@ -38,7 +39,7 @@ def model_card_template() -> str:
     raise FileNotFoundError("model_card.md template not found in the package nor at the repository root")
 
 
-_METRIC_KEYS = {"base2new": ("base", "new", "hm"), "dg": ("accuracy",)}
+_METRIC_KEYS = METRIC_KEYS  # per protocol, from the protocol registry
 
 
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -234,8 +235,6 @@ def push_to_hub(
         api: an `HfApi` (or a stand-in with `create_repo` / `create_commit`); default `HfApi(token=token)`.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
-
-    from .modeling_metaprompt import WEIGHTS_NAME
 
     if isinstance(results, (str, os.PathLike)):
         results = load_results(results)

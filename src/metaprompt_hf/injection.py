@@ -1,8 +1,14 @@
-"""Deep prompt injection into transformers' stock CLIP modules through forward hooks (METHOD.md §1.2, §1.3, §1.5).
+"""Deep prompt injection into a stock transformers dual encoder, with no shared mutable state (docs/method.md §1.2,
+§1.3, §1.5).
 
-No CLIP modeling code is copied: hooks are installed on the stable module paths of CONVENTIONS.md §2.1 for the
-duration of one forward (as PEFT's `_enable_peft_forward_hooks` does), so transformers' own causal mask, attention
-backend (eager / SDPA), EOS pooling and gradient checkpointing stay in force.
+No modeling code is copied: forward hooks sit on the injection points a backbone names (`backbones/base.py`), so
+transformers' own masks, attention backend (eager / SDPA), pooling and gradient checkpointing stay in force.
+
+The hooks are installed ONCE per base model and never removed. They read the prompts of the current call from
+context variables (`contextvars`), which every thread (and every asyncio task) holds separately: a forward pass
+inside `text_prompts_in_context(...)` sees its own prompts, while any other thread running the same base model at
+the same time (with other prompts, or none, or the stock transformers forward) sees its own. Outside such a block the
+hooks return at once and the base model behaves exactly as shipped.
 
 Transformers 5.x checkpoints a layer's `forward`, not its `__call__`, so module hooks run outside the checkpoint and
 are not replayed during recomputation: the prompts are written once per forward, as they should be.
@@ -11,10 +17,34 @@ are not replayed during recomputation: the prompts are written once per forward,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import contextvars
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from .backbones import DualEncoderBackbone
+
+
+@dataclass(frozen=True)
+class _TextCall:
+    prompts: torch.Tensor  # (depth, n_ctx, d_text)
+    start: int
+
+
+@dataclass(frozen=True)
+class _VisionCall:
+    prompts: torch.Tensor  # (depth, n_pro, d_vision)
+    frozen_rows: int
+    masks: dict = field(default_factory=dict)  # per-call cache of the frozen-row attention mask
+
+
+_TEXT: contextvars.ContextVar[_TextCall | None] = contextvars.ContextVar("metaprompt_text_prompts", default=None)
+_VISION: contextvars.ContextVar[_VisionCall | None] = contextvars.ContextVar("metaprompt_vision_prompts", default=None)
+_INSTALL_LOCK = threading.Lock()
+_MARK = "_metaprompt_injection_hooks"
 
 
 def _replace_rows(hidden: torch.Tensor, rows: torch.Tensor, start: int) -> torch.Tensor:
@@ -27,99 +57,143 @@ def _replace_rows(hidden: torch.Tensor, rows: torch.Tensor, start: int) -> torch
 
 
 @contextlib.contextmanager
-def text_prompt_hooks(text_model: nn.Module, prompts: torch.Tensor | None) -> Iterator[None]:
-    """Deep textual prompts θ_t of shape (depth, n_ctx, d_text) (METHOD.md §1.2).
+def text_prompts_in_context(prompts: torch.Tensor | None, start: int) -> Iterator[None]:
+    """Deep textual prompts θ_t (depth, n_ctx, d_text) for the text-tower calls made inside the block, in this
+    thread only (docs/method.md §1.2).
 
-    Layer 0: rows 1..n_ctx of the token embeddings (the placeholder tokens after SOS) are replaced by θ_t[0]; the
-    position embeddings are added afterwards by the model, prompt rows included, as in the reference.
-    Layers 1..depth-1: rows 1..n_ctx of the hidden state are overwritten before the block by θ_t[i].
-    Replacing (not inserting) keeps the sequence length and the EOS pooling index unchanged.
+    Layer 0: rows start..start+n_ctx of the token embeddings (the placeholder tokens) are replaced by θ_t[0]; position
+    embeddings are added afterwards by the model, prompt rows included, as in the reference. Layers 1..depth-1: the
+    same rows of the hidden state are overwritten before the block by θ_t[i]. Replacing (not inserting) keeps the
+    sequence length and the pooling index unchanged.
     """
-    if prompts is None or prompts.shape[1] == 0:
-        yield
-        return
-    handles = []
-
-    def embed_hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return _replace_rows(output, prompts[0], 1)
-
-    handles.append(text_model.embeddings.token_embedding.register_forward_hook(embed_hook))
-    for i, layer in enumerate(text_model.encoder.layers[1 : prompts.shape[0]], start=1):
-        handles.append(layer.register_forward_pre_hook(_make_layer_hook(prompts[i], 1), with_kwargs=True))
+    call = _TextCall(prompts, start) if prompts is not None and prompts.shape[1] else None
+    token = _TEXT.set(call)
     try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        _TEXT.reset(token)
 
 
 @contextlib.contextmanager
-def vision_prompt_hooks(vision_model: nn.Module, prompts: torch.Tensor | None, frozen_rows: int = 0) -> Iterator[None]:
-    """Deep visual prompts θ_v of shape (depth, n_pro, d_vision) (METHOD.md §1.3, VPT-deep with appended tokens).
+def vision_prompts_in_context(prompts: torch.Tensor | None, frozen_rows: int = 0) -> Iterator[None]:
+    """Deep visual prompts θ_v (depth, n_pro, d_vision) for the vision-tower calls made inside the block, in this
+    thread only (docs/method.md §1.3, VPT-deep with appended tokens).
 
-    Layer 0: θ_v[0] is appended after CLS + patch tokens, after the position embeddings (so without one), before
-    `pre_layrnorm`. Layers 1..depth-1: the last n_pro rows are replaced by θ_v[i]. The CLS output is unchanged in
-    form, so pooling and projection are CLIP's.
+    Layer 0: θ_v[0] is appended after CLS + patch tokens, after the position embeddings (so without one). Layers
+    1..depth-1: the last n_pro rows are replaced by θ_v[i]. Backbones whose pooling reads every token drop the prompt
+    rows before pooling (`vision_prompt_sink`).
 
-    `frozen_rows > 0` batches a frozen pass with the prompted one: the first `frozen_rows` samples of the batch get
-    an additive attention mask that hides the prompt tokens as keys, so their CLS output equals the unprompted
-    CLIP's exactly (up to float rounding) while the remaining samples see the prompts. One call instead of two
-    (inference floor of issue 6). Needs an attention backend that takes a float mask (eager, SDPA).
+    `frozen_rows > 0` batches a frozen pass with the prompted one: the first `frozen_rows` samples get an additive
+    attention mask that hides the prompt tokens as keys, so their output equals the unprompted model's (up to float
+    rounding) while the other samples see the prompts. Needs an attention backend that takes a float mask.
     """
-    if prompts is None or prompts.shape[1] == 0:
-        yield
-        return
-    n_pro = prompts.shape[1]
-    handles = []
-
-    def embed_hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
-        rows = prompts[0].to(dtype=output.dtype).unsqueeze(0).expand(output.shape[0], -1, -1)
-        return torch.cat([output, rows], dim=1)
-
-    handles.append(vision_model.embeddings.register_forward_hook(embed_hook))
-    mask_cache: dict[tuple, torch.Tensor] = {}
-
-    def mask_for(hidden: torch.Tensor) -> torch.Tensor:
-        key = (hidden.shape[0], hidden.shape[1], hidden.dtype, hidden.device)
-        if key not in mask_cache:
-            mask = torch.zeros(hidden.shape[0], 1, 1, hidden.shape[1], dtype=hidden.dtype, device=hidden.device)
-            mask[:frozen_rows, :, :, -n_pro:] = torch.finfo(hidden.dtype).min
-            mask_cache[key] = mask
-        return mask_cache[key]
-
-    for i, layer in enumerate(vision_model.encoder.layers):
-        rows = prompts[i] if 1 <= i < prompts.shape[0] else None
-        if rows is None and not frozen_rows:
-            continue
-        hook = _make_layer_hook(rows, -n_pro, mask_for if frozen_rows else None)
-        handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+    call = _VisionCall(prompts, frozen_rows) if prompts is not None and prompts.shape[1] else None
+    token = _VISION.set(call)
     try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        _VISION.reset(token)
 
 
-def _make_layer_hook(rows: torch.Tensor | None, start: int, mask_fn=None):
-    """A forward pre-hook on a `CLIPEncoderLayer` (called as `layer(hidden_states, attention_mask, **kwargs)` in
-    transformers 5.x): replaces prompt rows of `hidden_states` and, when batching frozen and prompted samples, sets
-    the attention mask."""
+def install_prompt_hooks(backbone: DualEncoderBackbone) -> None:
+    """Install the context-reading hooks on a base model once (idempotent, thread-safe)."""
+    model = backbone.model
+    if getattr(model, _MARK, False):
+        return
+    with _INSTALL_LOCK:
+        if getattr(model, _MARK, False):
+            return
+        backbone.token_embedding.register_forward_hook(_text_embedding_hook)
+        for i, layer in enumerate(backbone.text_layers):
+            if i >= 1:
+                layer.register_forward_pre_hook(_text_layer_hook(i), with_kwargs=True)
+        backbone.vision_embeddings.register_forward_hook(_vision_embedding_hook)
+        for i, layer in enumerate(backbone.vision_layers):
+            layer.register_forward_pre_hook(_vision_layer_hook(i), with_kwargs=True)
+        sink = backbone.vision_prompt_sink
+        if sink is not None:
+            sink.register_forward_hook(_vision_sink_hook)
+        setattr(model, _MARK, True)
 
-    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        if args:
-            hidden, rest = args[0], list(args[1:])
-        else:
-            hidden, rest = kwargs.pop("hidden_states"), []
-        if rows is not None:
-            hidden = _replace_rows(hidden, rows, start)
-        if mask_fn is not None:
-            mask = mask_fn(hidden)
-            if rest:
-                if rest[0] is not None:
-                    raise RuntimeError("unexpected attention mask in a vision layer; cannot batch frozen passes")
-                rest[0] = mask
-            else:
-                kwargs["attention_mask"] = mask
-        return (hidden, *rest), kwargs
+
+def _text_embedding_hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    call = _TEXT.get()
+    if call is None:
+        return None
+    return _replace_rows(output, call.prompts[0], call.start)
+
+
+def _text_layer_hook(index: int) -> Callable:
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        call = _TEXT.get()
+        if call is None or index >= call.prompts.shape[0]:
+            return None
+        return _with_hidden(args, kwargs, lambda h: _replace_rows(h, call.prompts[index], call.start))
 
     return hook
+
+
+def _vision_embedding_hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    call = _VISION.get()
+    if call is None:
+        return None
+    rows = call.prompts[0].to(dtype=output.dtype).unsqueeze(0).expand(output.shape[0], -1, -1)
+    return torch.cat([output, rows], dim=1)
+
+
+def _vision_layer_hook(index: int) -> Callable:
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        call = _VISION.get()
+        if call is None:
+            return None
+        replace = 1 <= index < call.prompts.shape[0]
+        if not replace and not call.frozen_rows:
+            return None
+        n_pro = call.prompts.shape[1]
+        args, kwargs = _with_hidden(
+            args, kwargs, (lambda h: _replace_rows(h, call.prompts[index], -n_pro)) if replace else (lambda h: h)
+        )
+        if call.frozen_rows:
+            args, kwargs = _with_mask(args, kwargs, _frozen_mask(call, args[0]))
+        return args, kwargs
+
+    return hook
+
+
+def _vision_sink_hook(_module: nn.Module, _args: tuple, output: object) -> object:
+    call = _VISION.get()
+    if call is None:
+        return None
+    output.last_hidden_state = output.last_hidden_state[:, : -call.prompts.shape[1]]
+    return output
+
+
+def _frozen_mask(call: _VisionCall, hidden: torch.Tensor) -> torch.Tensor:
+    key = (hidden.shape[0], hidden.shape[1], hidden.dtype, hidden.device)
+    mask = call.masks.get(key)
+    if mask is None:
+        mask = torch.zeros(hidden.shape[0], 1, 1, hidden.shape[1], dtype=hidden.dtype, device=hidden.device)
+        mask[: call.frozen_rows, :, :, -call.prompts.shape[1] :] = torch.finfo(hidden.dtype).min
+        call.masks[key] = mask
+    return mask
+
+
+def _with_hidden(args: tuple, kwargs: dict, fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[tuple, dict]:
+    # An encoder layer is called as `layer(hidden_states, attention_mask, **kwargs)` in transformers 5.x.
+    if args:
+        return (fn(args[0]), *args[1:]), kwargs
+    kwargs = dict(kwargs)
+    return (fn(kwargs.pop("hidden_states")),), kwargs
+
+
+def _with_mask(args: tuple, kwargs: dict, mask: torch.Tensor) -> tuple[tuple, dict]:
+    rest = list(args[1:])
+    if rest:
+        if rest[0] is not None:
+            raise RuntimeError("unexpected attention mask in a vision layer; cannot batch frozen passes")
+        rest[0] = mask
+    else:
+        if kwargs.get("attention_mask") is not None:
+            raise RuntimeError("unexpected attention mask in a vision layer; cannot batch frozen passes")
+        kwargs = {**kwargs, "attention_mask": mask}
+    return (args[0], *rest), kwargs

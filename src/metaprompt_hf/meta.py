@@ -1,10 +1,10 @@
-"""The domain-split meta-learning step of MetaPrompt (METHOD.md §3), as functions over prompt tensors.
+"""The domain-split meta-learning step of MetaPrompt (docs/method.md §3), as functions over prompt tensors.
 
 Every batch runs (1) an in-domain optimiser step on L_AC, done by the training loop, then (2) this episodic,
 first-order, MLDG/MAML-like update of ONE prompt:
 
-    base-to-new (cross-class):   θ = θ_t,  ℓ = CE(z^t) over class groups            (meta.py:340-380)
-    domain generalisation:       θ = θ_v,  ℓ = CE(z^i) leaving one source domain out (meta.py:484-522)
+    base-to-new (cross-class):   θ = θ_t,  ℓ = CE(z^t) over class groups            (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L340-L380)
+    domain generalisation:       θ = θ_v,  ℓ = CE(z^i) leaving one source domain out (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L484-L522)
 
     θ0 ← θ;  g ← 0
     for each episode (S_tr, C_tr, S_te, C_te):
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ class Side:
     Attributes:
         index: (n,) sample indices into the (accumulated) batch; may be empty on this process.
         classes: (k,) class ids (into the training class list) the samples are classified among.
-        labels: (n,) targets as positions in `classes` (labels remapped to 0..k-1, meta.py:345-351).
+        labels: (n,) targets as positions in `classes` (labels remapped to 0..k-1, https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L345-L351).
     """
 
     index: torch.Tensor
@@ -54,7 +54,7 @@ class Side:
 
 @dataclass(frozen=True)
 class Episode:
-    """Meta-train side S_tr and held-out meta-test side S_te (METHOD.md §3.1)."""
+    """Meta-train side S_tr and held-out meta-test side S_te (docs/method.md §3.1)."""
 
     train: Side
     test: Side
@@ -68,31 +68,30 @@ def _side(labels: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor) -> Si
     return Side(index=index, classes=classes, labels=lookup[labels[index]])
 
 
-def class_split_episodes(
-    labels: torch.Tensor, num_classes: int, generator: torch.Generator, num_groups: int = 2
-) -> list[Episode]:
-    """Base-to-new episodes: a random split of the K training classes into `num_groups` groups, fresh per batch
-    (METHOD.md §3.1, meta.py:340-351). Episode i holds out group i: meta-test = the batch's samples of group i
-    among ALL classes of group i; meta-train = the samples of the other groups among all their classes.
+def class_group_episodes(labels: torch.Tensor, groups: Sequence[Sequence[int]]) -> list[Episode]:
+    """Base-to-new episodes for an explicit class split (docs/method.md §3.1): episode i holds out `groups[i]`;
+    meta-test = the batch's samples of group i among ALL classes of group i, meta-train = the samples of the other
+    groups among all their classes. Classes keep the given order (the reference classifies in list order, local
+    label = position in the list), so a recorded split can be injected as it is.
 
-    The split depends only on `generator`, never on the batch, so every process draws the same split. Episodes
-    whose held-out group has fewer than 2 classes are dropped here; empty sides are handled globally by the step.
-    (The reference concatenates groups without offsetting labels, wrong for N > 2 — quirk 5; not reproduced.)
+    Episodes whose held-out group has fewer than 2 classes are dropped here; empty sides are handled globally by
+    the step. (The reference concatenates groups without offsetting labels, wrong for N > 2 — quirk 5 of
+    docs/method.md §3.3; not reproduced.)
 
     Args:
-        labels: (B,) class ids in 0..K-1 (CPU).
-        num_classes: K.
-        generator: seeded CPU generator (seed, step), so resumed runs draw the same splits.
+        labels: (B,) class ids into the training class list.
+        groups: disjoint lists of class ids.
     """
     labels = labels.cpu()
-    perm = torch.randperm(num_classes, generator=generator)
-    size = math.ceil(num_classes / num_groups)
-    groups = [perm[i * size : (i + 1) * size].sort().values for i in range(num_groups)]
+    tensors = [torch.as_tensor(list(g), dtype=torch.long) for g in groups]
+    seen = torch.cat(tensors) if tensors else torch.zeros(0, dtype=torch.long)
+    if seen.unique().numel() != seen.numel():
+        raise ValueError(f"groups: a class appears in more than one group: {[list(g) for g in groups]}")
     episodes = []
-    for i, held_out in enumerate(groups):
+    for i, held_out in enumerate(tensors):
         if held_out.numel() < 2:
             continue
-        rest = torch.cat([g for j, g in enumerate(groups) if j != i]).sort().values
+        rest = torch.cat([g for j, g in enumerate(tensors) if j != i] + [torch.zeros(0, dtype=torch.long)])
         if rest.numel() == 0:
             continue
         episodes.append(
@@ -104,10 +103,31 @@ def class_split_episodes(
     return episodes
 
 
+def class_split_episodes(
+    labels: torch.Tensor, num_classes: int, generator: torch.Generator, num_groups: int = 2
+) -> list[Episode]:
+    """Base-to-new episodes: a random split of the K training classes into `num_groups` groups, fresh per batch
+    (docs/method.md §3.1, https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L340-L351). Episode i holds out group i: meta-test = the batch's samples of group i
+    among ALL classes of group i; meta-train = the samples of the other groups among all their classes.
+
+    The split depends only on `generator`, never on the batch, so every process draws the same split; the groups
+    (each sorted) then go through `class_group_episodes`.
+
+    Args:
+        labels: (B,) class ids in 0..K-1 (CPU).
+        num_classes: K.
+        generator: seeded CPU generator (seed, step), so resumed runs draw the same splits.
+    """
+    perm = torch.randperm(num_classes, generator=generator)
+    size = math.ceil(num_classes / num_groups)
+    groups = [perm[i * size : (i + 1) * size].sort().values.tolist() for i in range(num_groups)]
+    return class_group_episodes(labels, groups)
+
+
 def domain_split_episodes(
     labels: torch.Tensor, domains: torch.Tensor, source_domains: Sequence[int], num_classes: int
 ) -> list[Episode]:
-    """Domain-generalisation episodes: leave one source domain out (METHOD.md §3.1, meta.py:484-497). For each
+    """Domain-generalisation episodes: leave one source domain out (docs/method.md §3.1, https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L484-L497). For each
     source domain j: meta-test = the batch's samples of domain j, meta-train = the samples of the other domains,
     both over all classes.
 
@@ -177,13 +197,33 @@ def side_gradient(
 
 
 @dataclass
+class EpisodeOutcome:
+    """One episode that ran: its losses and, with `keep_grads=True`, its gradients.
+
+    Attributes:
+        episode: the episode (rows, classes and local targets of both sides).
+        meta_train_loss, meta_test_loss: global mean CE of each side.
+        meta_train_grad: ∇ℓ_tr at the prompts the inner step started from (θ0 in clean mode; the current θ in
+            faithful mode), same shape as θ.
+        meta_test_grad: g_e, the held-out gradient at the adapted prompts θ' (w.r.t. θ0 with second order).
+    """
+
+    episode: Episode
+    meta_train_loss: float
+    meta_test_loss: float
+    meta_train_grad: torch.Tensor | None = None
+    meta_test_grad: torch.Tensor | None = None
+
+
+@dataclass
 class MetaStepResult:
-    """What one meta step did: the applied update direction g and diagnostics for logging."""
+    """What one meta step did: the applied update direction g, per-episode outcomes and diagnostics."""
 
     grad: torch.Tensor
     episodes: int
     meta_train_loss: float
     meta_test_loss: float
+    outcomes: list[EpisodeOutcome] = field(default_factory=list)
 
 
 def meta_gradient(
@@ -195,10 +235,11 @@ def meta_gradient(
     second_order: bool = False,
     reduce: Callable[[torch.Tensor], torch.Tensor] = _identity,
     chunk_size: int | None = None,
+    keep_grads: bool = False,
 ) -> MetaStepResult:
-    """Σ over episodes of the held-out gradient at the adapted prompts (METHOD.md §3.2).
+    """Σ over episodes of the held-out gradient at the adapted prompts (docs/method.md §3.2).
 
-    First order (default, as the reference: `autograd.grad(..., create_graph=False)`, meta.py:373, 515):
+    First order (default, as the reference: `autograd.grad(..., create_graph=False)`, https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L373, https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L515):
         g_e = ∇_θ' ℓ_te(θ'),  θ' = θ0 − η ∇ℓ_tr(θ0).
     Second order (exact MAML gradient through the inner step):
         g_e = ∇_θ0 ℓ_te(θ0 − η ∇ℓ_tr(θ0)) = (I − η H_tr) ∇ℓ_te(θ').
@@ -210,6 +251,7 @@ def meta_gradient(
         theta0: (depth, tokens, width) prompts after the in-domain step; never modified.
         episodes: from `class_split_episodes` or `domain_split_episodes`.
         inner_lr: η, the current scheduled learning rate.
+        keep_grads: keep each episode's meta-train and held-out gradients in `outcomes`.
 
     Returns:
         `MetaStepResult` with g summed over the episodes that had samples on both sides (globally).
@@ -219,8 +261,8 @@ def meta_gradient(
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         with sdpa_kernel(SDPBackend.MATH):
-            return _meta_gradient(loss_fn, theta0, episodes, inner_lr, True, reduce, chunk_size)
-    return _meta_gradient(loss_fn, theta0, episodes, inner_lr, False, reduce, chunk_size)
+            return _meta_gradient(loss_fn, theta0, episodes, inner_lr, True, reduce, chunk_size, keep_grads)
+    return _meta_gradient(loss_fn, theta0, episodes, inner_lr, False, reduce, chunk_size, keep_grads)
 
 
 def _meta_gradient(
@@ -231,14 +273,15 @@ def _meta_gradient(
     second_order: bool,
     reduce: Callable[[torch.Tensor], torch.Tensor],
     chunk_size: int | None,
+    keep_grads: bool,
 ) -> MetaStepResult:
     theta0 = theta0.detach()
     g = torch.zeros_like(theta0)
-    used, tr_losses, te_losses = 0, [], []
+    used, tr_losses, te_losses, outcomes = 0, [], [], []
     kw = dict(reduce=reduce, chunk_size=chunk_size, create_graph=second_order)
     at_theta0: dict[int, tuple[torch.Tensor, int, float]] = {}  # part → (mean gradient, count, mean loss) at θ0
     for episode in episodes:
-        # Skipped when a side is empty on every process (meta.py:363); decided globally so that all processes
+        # Skipped when a side is empty on every process (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L363); decided globally so that all processes
         # make the same collective calls.
         if _global_count(episode.train, reduce) == 0 or _global_count(episode.test, reduce) == 0:
             continue
@@ -257,9 +300,11 @@ def _meta_gradient(
         used += 1
         tr_losses.append(loss_tr)
         te_losses.append(loss_te)
+        kept = (grad_tr.detach().clone(), grad_te.detach().clone()) if keep_grads else (None, None)
+        outcomes.append(EpisodeOutcome(episode, loss_tr, loss_te, *kept))
     if second_order:
         g = reduce(g) / reduce(torch.ones((), device=g.device))
-    return MetaStepResult(g, used, _mean(tr_losses), _mean(te_losses))
+    return MetaStepResult(g, used, _mean(tr_losses), _mean(te_losses), outcomes)
 
 
 def _gradient_from_parts(
@@ -291,7 +336,7 @@ def _mean(values: list[float]) -> float:
 
 @torch.no_grad()
 def apply_outer_update(param: torch.Tensor, result: MetaStepResult, lr: float, beta: float, reduction: str) -> None:
-    """θ ← θ0 − β·η·g, applied by hand: no momentum, no weight decay (METHOD.md §3.2). `reduction="mean"`
+    """θ ← θ0 − β·η·g, applied by hand: no momentum, no weight decay (docs/method.md §3.2). `reduction="mean"`
     divides g by the number of episodes used (the reference sums)."""
     if result.episodes == 0:
         return
@@ -312,8 +357,10 @@ def faithful_meta_step(
     reduction: str = "sum",
     reduce: Callable[[torch.Tensor], torch.Tensor] = _identity,
     chunk_size: int | None = None,
+    keep_grads: bool = False,
+    on_update: Callable[[float], None] | None = None,
 ) -> MetaStepResult:
-    """The reference code's meta step, quirks included (METHOD.md §3.3, opt-in `meta_mode="faithful"`):
+    """The reference code's meta step, quirks included (docs/method.md §3.3, opt-in `meta_mode="faithful"`):
 
     1. Reset aliasing: `ctx.data = snapshot` makes parameter and snapshot share storage, so only the FIRST
        episode is really reverted; later inner steps accumulate (B2N ends at θ0 + Δ_inner(2) − βη(g1 + g2)).
@@ -321,11 +368,12 @@ def faithful_meta_step(
        the momentum buffer seen by the next in-domain step is mutated.
     3. `zero_grad_drift=True` mimics torch 1.10, whose `zero_grad()` left zero-filled grads: the prompt frozen in
        this phase still receives weight decay and momentum at every inner step.
-    The outer update is applied by hand as in the clean step.
+    The outer update is applied by hand as in the clean step. `on_update(meta_train_loss)` is called right after
+    each inner optimiser step (grads still set), e.g. to record the optimiser state.
     """
     snapshot = param.detach().clone()
     g = torch.zeros_like(param)
-    used, tr_losses, te_losses = 0, [], []
+    used, tr_losses, te_losses, outcomes = 0, [], [], []
     kw = dict(reduce=reduce, chunk_size=chunk_size)
     for episode in episodes:
         if _global_count(episode.train, reduce) == 0 or _global_count(episode.test, reduce) == 0:
@@ -337,6 +385,8 @@ def faithful_meta_step(
             for other in frozen_params:
                 other.grad = torch.zeros_like(other)
         optimizer.step()
+        if on_update is not None:
+            on_update(loss_tr)
         adapted = param.detach().clone().requires_grad_(True)
         grad_te, _, loss_te = side_gradient(loss_fn, adapted, episode.test, **kw)
         if used == 0:
@@ -346,14 +396,16 @@ def faithful_meta_step(
         used += 1
         tr_losses.append(loss_tr)
         te_losses.append(loss_te)
+        kept = (grad_tr.detach().clone(), grad_te.detach().clone()) if keep_grads else (None, None)
+        outcomes.append(EpisodeOutcome(episode, loss_tr, loss_te, *kept))
     optimizer.zero_grad(set_to_none=True)
-    result = MetaStepResult(g, used, _mean(tr_losses), _mean(te_losses))
+    result = MetaStepResult(g, used, _mean(tr_losses), _mean(te_losses), outcomes)
     apply_outer_update(param, result, lr, beta, reduction)
     return result
 
 
 def text_episode_loss(model: torch.nn.Module, frozen_image_embeds: torch.Tensor, class_names: Sequence[str]) -> LossFn:
-    """ℓ = CE(z^t) for base-to-new episodes: z^t = s<x, t_c(θ_t)> over the side's classes (METHOD.md §3).
+    """ℓ = CE(z^t) for base-to-new episodes: z^t = s<x, t_c(θ_t)> over the side's classes (docs/method.md §3).
     The frozen image features x (B, P) come from the in-domain forward and are reused by every episode."""
     scale = model.logit_scale
 
@@ -367,7 +419,7 @@ def text_episode_loss(model: torch.nn.Module, frozen_image_embeds: torch.Tensor,
 
 
 def vision_episode_loss(model: torch.nn.Module, pixel_values: torch.Tensor, template_embeds: torch.Tensor) -> LossFn:
-    """ℓ = CE(z^i) for DG episodes: z^i = s<x̃(θ_v), h_c> over all classes (METHOD.md §3). The frozen template
+    """ℓ = CE(z^i) for DG episodes: z^i = s<x̃(θ_v), h_c> over all classes (docs/method.md §3). The frozen template
     features h (C, P) are computed once per run and reused."""
     scale = model.logit_scale
 

@@ -1,21 +1,23 @@
-"""`MetaPromptModel`: deep text and vision prompts around a frozen transformers `CLIPModel` (METHOD.md §1, §5).
+"""`MetaPromptModel`: deep text and vision prompts around a frozen dual encoder (CLIP, SigLIP, ...; docs/method.md
+§1, §5).
 
-Four encoder paths share one frozen CLIP (METHOD.md §1.1):
+Four encoder paths share one frozen base model (docs/method.md §1.1):
 
     E_I⁰  frozen image encoder            → x    (B, P)
     E_Iᴾ  image encoder + θ_v             → x̃    (B, P)
-    E_T⁰  text encoder on the templates   → h_c  (C, P), cached per class list
+    E_T⁰  text encoder on the templates   → h_c  (C, P), cached per class list and templates
     E_Tᴾ  text encoder + θ_t              → t_c  (C, P)
 
-and give z^i = s<x̃, h>, z^t = s<x, t>, z^o = ½(z^i + z^t); evaluation uses z^o (METHOD.md §5). With
+and give z^i = s<x̃, h>, z^t = s<x, t>, z^o = ½(z^i + z^t); evaluation uses z^o (docs/method.md §5). With
 `config.coupled_branches=False` the logits are IVLP/CoOp's s<x̃, t>.
+
+The base model is reached only through its backbone (`backbones/`), and the prompts of a call travel with the call
+(`injection.py`), so one base model serves any number of adapters and threads at once. Several adapters may live on
+one model, PEFT style (`adapters.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -26,16 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import CLIPModel
 from transformers.utils import ModelOutput
 
-from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig
-from .injection import text_prompt_hooks, vision_prompt_hooks
+from .adapters import AdapterMixin, PromptAdapter
+from .backbones import get_backbone, load_base_model, load_base_processor
+from .configuration_metaprompt import MetaPromptConfig, check_templates
+from .constants import DEFAULT_ADAPTER_NAME, WEIGHTS_NAME
+from .injection import install_prompt_hooks, text_prompts_in_context, vision_prompts_in_context
+from .inputs import as_image_list, check_batch_size, check_class_names, check_pixel_values, clean_class_name
 from .losses import asymmetric_contrastive_loss, coupled_logits
-from .utils import atomic_write_with, resolve_file
 
-WEIGHTS_NAME = "metaprompt_model.safetensors"
-PROMPT_KEYS = ("text_prompts", "vision_prompts")
+__all__ = ["WEIGHTS_NAME", "MetaPromptModel", "MetaPromptOutput", "get_metaprompt_model"]
 
 
 @dataclass
@@ -47,12 +50,14 @@ class MetaPromptOutput(ModelOutput):
         logits: (B, C) evaluation logits: z^o for MetaPrompt, s<x̃, t> for IVLP/CoOp.
         logits_image: (B, C) z^i = s<x̃, h> (coupled only).
         logits_text: (B, C) z^t = s<x, t> (coupled only).
-        logits_zero_shot: (B, C) s<x, h>, frozen CLIP with the template, when asked for.
+        logits_zero_shot: (B, C) s<x, h>, the frozen base model with the template, when asked for.
         image_embeds: (B, P) x̃, prompted image features, L2-normalised.
         frozen_image_embeds: (B, P) x, frozen image features, L2-normalised.
         text_embeds: (C, P) t, prompted class features, L2-normalised.
         template_embeds: (C, P) h, frozen template class features, L2-normalised.
-        logit_scale: s = exp(CLIP's frozen logit_scale).
+        logit_scale: s = exp(the base model's frozen logit_scale).
+        image_features, frozen_image_features, text_features: x̃ (B, P), x (B, P) and t (C, P) projected but NOT
+            L2-normalised, with `output_features=True` (the form the reference records, for fidelity checks).
     """
 
     loss: torch.Tensor | None = None
@@ -65,19 +70,23 @@ class MetaPromptOutput(ModelOutput):
     text_embeds: torch.Tensor | None = None
     template_embeds: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
+    frozen_image_features: torch.Tensor | None = None
+    text_features: torch.Tensor | None = None
 
 
-class MetaPromptModel(nn.Module):
-    """MetaPrompt adapter: a frozen `CLIPModel` plus deep prompts θ_t (depth, n_ctx, d_text) and θ_v
-    (depth, n_pro, d_vision). Only the prompts require grad.
+class MetaPromptModel(AdapterMixin, nn.Module):
+    """MetaPrompt adapter(s) on a frozen dual encoder: deep prompts θ_t (depth, n_ctx, d_text) and θ_v
+    (depth, n_pro, d_vision) per adapter. Only the prompts require grad.
 
     Args:
-        clip_model: any transformers `CLIPModel`; widths and depths are read from its config. It is frozen
+        clip_model: the frozen base model, any transformers dual encoder with a registered backbone
+            (`CLIPModel`, `SiglipModel`); widths and depths are read from its config. It is frozen
             (`requires_grad_(False)`) and kept in eval mode.
-        config: the adapter configuration; depths left at None become the base model's layer counts.
-        processor: a `CLIPProcessor` (tokenizer + image processor) of the base model; needed for class names
-            and PIL images.
+        config: the first adapter's configuration; depths left at None become the base model's layer counts.
+        processor: the base model's processor (tokenizer + image processor); needed for class names and images.
         class_chunk_size: classes encoded per text-encoder call, so memory stays bounded for 1000 classes.
+        adapter_name: name of the first adapter (PEFT's "default").
 
     Example:
         ```python
@@ -88,60 +97,65 @@ class MetaPromptModel(nn.Module):
 
     def __init__(
         self,
-        clip_model: CLIPModel,
+        clip_model: nn.Module,
         config: MetaPromptConfig | None = None,
         processor: Any | None = None,
         *,
         class_chunk_size: int = 128,
+        adapter_name: str = DEFAULT_ADAPTER_NAME,
+        _init_prompts: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(clip_model, CLIPModel):
-            raise TypeError(f"clip_model: expected a transformers CLIPModel, got {type(clip_model).__name__}")
-        if class_chunk_size < 1:
+        if not isinstance(class_chunk_size, int) or class_chunk_size < 1:
             raise ValueError(f"class_chunk_size: expected >= 1, got {class_chunk_size}")
-        config = config if config is not None else MetaPromptConfig()
-        self.config = _fit_config_to_base(config, clip_model)
+        try:
+            backbone = get_backbone(clip_model)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"clip_model: expected a CLIPModel or another registered dual encoder; {err}") from None
+        self.backbone = backbone
         self.clip = clip_model
         self.clip.requires_grad_(False)
         self.clip.eval()
+        install_prompt_hooks(backbone)
         self.processor = processor
         self.class_chunk_size = class_chunk_size
         self._checkpointing = False
-        # Hooks are module-global while installed: one lock per model keeps concurrent callers (a Gradio queue
-        # with several workers, say) from seeing each other's prompts.
-        self._hook_lock = threading.RLock()
+        self._cache_lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
         self._token_cache: OrderedDict[tuple, list[list[int]]] = OrderedDict()
         self._feature_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-
-        cfg = self.config
-        tc, vc = clip_model.config.text_config, clip_model.config.vision_config
-        device = clip_model.logit_scale.device
-        self.text_prompts = (
-            self._new_prompt((cfg.text_depth, cfg.n_ctx, tc.hidden_size), device) if cfg.n_ctx else None
-        )
-        self.vision_prompts = (
-            self._new_prompt((cfg.vision_depth, cfg.n_pro, vc.hidden_size), device) if cfg.n_pro else None
-        )
-        if cfg.ctx_init is not None:
-            self._init_text_prompts_from_words(cfg.ctx_init)
-
-    def _new_prompt(self, shape: tuple[int, int, int], device: torch.device) -> nn.Parameter:
-        # N(0, 0.02²) i.i.d. (meta.py:87, 152); fp32 master copy whatever CLIP's dtype, cast in the hooks.
-        return nn.Parameter(torch.randn(shape, device=device) * self.config.init_std)
+        self.adapters = nn.ModuleDict()
+        self._active_adapter = adapter_name
+        self.add_adapter(adapter_name, config if config is not None else MetaPromptConfig(), _init=_init_prompts)
 
     # ------------------------------------------------------------------ properties
     @property
+    def base_model(self) -> nn.Module:
+        """The frozen transformers dual encoder."""
+        return self.clip
+
+    @property
     def device(self) -> torch.device:
-        return self.clip.logit_scale.device
+        return self.backbone.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.clip.text_projection.weight.dtype
+        return self.backbone.dtype
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """s = exp(CLIP's frozen logit_scale), clamped at 100 as CLIP does."""
-        return _at_least_fp32(self.clip.logit_scale.detach()).exp().clamp(max=100.0)
+        """s = exp(the base model's frozen logit_scale), unclamped.
+
+        Neither `CLIPModel.forward` nor the reference (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/
+        trainers/meta.py#L270) clamps s outside CLIP's own pre-training; OpenAI checkpoints store ln 100 rounded to
+        fp16 (4.60546875, s = 100.03), so a clamp at 100 would scale every logit by 0.9997 (docs/method.md §2)."""
+        return _at_least_fp32(self.backbone.logit_scale.detach()).exp()
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """The base model's additive logit bias (SigLIP), or None; it shifts every class alike."""
+        bias = self.backbone.logit_bias
+        return None if bias is None else _at_least_fp32(bias.detach())
 
     @property
     def tokenizer(self) -> Any:
@@ -153,20 +167,18 @@ class MetaPromptModel(nn.Module):
             )
         return tokenizer
 
-    def prompt_parameters(self) -> list[nn.Parameter]:
-        """The trainable tensors, θ_t then θ_v (those that exist)."""
-        return [p for p in (self.text_prompts, self.vision_prompts) if p is not None]
-
     # ------------------------------------------------------------------ mode, checkpointing, counts
     def train(self, mode: bool = True) -> MetaPromptModel:
-        """Prompts follow `mode`; the frozen CLIP always stays in eval mode (no dropout on frozen weights)."""
+        """Prompts follow `mode`; the frozen base model always stays in eval mode (no dropout on frozen weights)."""
         self.training = mode
+        for adapter in self.adapters.values():
+            adapter.train(mode)
         self.clip.eval()
         self._sync_checkpointing_flags()
         return self
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Activation checkpointing of CLIP's encoder layers (transformers' own mechanism)."""
+        """Activation checkpointing of the base model's encoder layers (transformers' own mechanism)."""
         kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
         enable = getattr(self.clip, "activation_checkpointing_enable", None)
         if enable is not None:
@@ -189,12 +201,11 @@ class MetaPromptModel(nn.Module):
         return self._checkpointing
 
     def _sync_checkpointing_flags(self) -> None:
-        # transformers only checkpoints layers whose `training` flag is set, but the frozen CLIP stays in eval mode.
+        # transformers only checkpoints layers whose `training` flag is set, but the frozen base stays in eval mode.
         # Setting the flag on the layer modules alone (not on their attention/MLP children) turns checkpointing on
         # without switching on any dropout.
-        for tower in (self.clip.text_model, self.clip.vision_model):
-            for layer in tower.encoder.layers:
-                layer.training = self._checkpointing and self.training
+        for layer in (*self.backbone.text_layers, *self.backbone.vision_layers):
+            layer.training = self._checkpointing and self.training
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, all) parameter counts, as in PEFT."""
@@ -208,57 +219,82 @@ class MetaPromptModel(nn.Module):
             f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
         )
 
+    # ------------------------------------------------------------------ caches (shared by threads)
+    def _cache_get(self, cache: OrderedDict, key: tuple) -> Any:
+        with self._cache_lock:
+            value = cache.get(key)
+            if value is not None:
+                cache.move_to_end(key)
+            return value
+
+    def _cache_put(self, cache: OrderedDict, key: tuple, value: Any, max_items: int) -> None:
+        with self._cache_lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > max_items:
+                cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Drop cached token ids and class features."""
+        with self._cache_lock:
+            self._token_cache.clear()
+            self._feature_cache.clear()
+
     # ------------------------------------------------------------------ text side
-    def _prompted_strings(self, class_names: Sequence[str]) -> list[str]:
-        # "X X <class name>." with `_` → space (meta.py:153-158).
-        prefix = " ".join([self.config.placeholder_token] * self.config.n_ctx)
-        return [f"{prefix} {_clean(name)}.".strip() for name in class_names]
+    def _prompted_strings(self, class_names: Sequence[str], adapter: PromptAdapter | None = None) -> list[str]:
+        # "X X <class name>." with `_` → space (docs/method.md §1.2).
+        config = (adapter or self._adapter(None)).config
+        prefix = " ".join([config.placeholder_token] * config.n_ctx)
+        return [f"{prefix} {clean_class_name(name)}.".strip() for name in class_names]
 
     def _template_strings(self, class_names: Sequence[str], template: str) -> list[str]:
-        # The reference formats the raw name here (quirk 8 of METHOD.md §3.3); we clean `_` in both branches so the
-        # two branches read the same words.
-        return [template.format(_clean(name)) for name in class_names]
+        # The reference formats the raw name here (docs/method.md §3.3, quirk 8); `_` is cleaned in both branches so
+        # the two branches read the same words.
+        return [template.format(clean_class_name(name)) for name in class_names]
 
-    def _tokenize(self, texts: Sequence[str], check_placeholders: bool) -> list[list[int]]:
-        key = (tuple(texts), check_placeholders)
-        cached = self._token_cache.get(key)
+    def _tokenize(
+        self, texts: Sequence[str], check_placeholders: bool, adapter: PromptAdapter | None = None
+    ) -> list[list[int]]:
+        config = (adapter or self._adapter(None)).config
+        n = config.n_ctx if check_placeholders else 0
+        key = (tuple(texts), n, config.placeholder_token if n else None)
+        cached = self._cache_get(self._token_cache, key)
         if cached is not None:
-            self._token_cache.move_to_end(key)
             return cached
-        max_len = self.clip.config.text_config.max_position_embeddings
-        ids = self.tokenizer(list(texts), padding=False, truncation=True, max_length=max_len)["input_ids"]
-        if check_placeholders and self.config.n_ctx:
-            expected = self.tokenizer(self.config.placeholder_token, add_special_tokens=False)["input_ids"]
+        max_len = self.backbone.max_text_length
+        # Fast tokenizers refuse concurrent calls that change truncation settings ("Already borrowed").
+        with self._tokenizer_lock:
+            ids = self.tokenizer(list(texts), padding=False, truncation=True, max_length=max_len)["input_ids"]
+            expected = self.tokenizer(config.placeholder_token, add_special_tokens=False)["input_ids"] if n else []
+        if n:
             if len(expected) != 1:
                 raise ValueError(
-                    f"placeholder_token {self.config.placeholder_token!r} is not a single token for this tokenizer"
+                    f"placeholder_token {config.placeholder_token!r} is not a single token for this tokenizer"
                 )
-            n = self.config.n_ctx
+            start = self.backbone.text_prompt_start
             for text, row in zip(texts, ids):
-                if row[1 : 1 + n] != expected * n:
-                    raise ValueError(f"prompt {text!r}: the {n} placeholder tokens are not at positions 1..{n}")
-        _cache_put(self._token_cache, key, ids, 64)
+                if row[start : start + n] != expected * n:
+                    raise ValueError(
+                        f"prompt {text!r}: the {n} placeholder tokens are not at positions {start}..{start + n - 1}"
+                    )
+        self._cache_put(self._token_cache, key, ids, 64)
         return ids
 
     def _pad(self, rows: list[list[int]]) -> torch.Tensor:
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.clip.config.text_config.eos_token_id
-        # HF CLIP's causal mask means padding after EOS cannot reach the EOS row, so sequences only need to be as
-        # long as the longest one in the chunk, not 77.
-        width = max(len(r) for r in rows)
-        out = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        return out.to(self.device)
+        # CLIP: the causal mask keeps padding after EOS from reaching the pooled row, so a chunk is padded only to its
+        # longest row; SigLIP pools the last position and is padded to its fixed length (the backbone decides).
+        return self.backbone.pad(rows, self.backbone.pad_token_id(self.tokenizer))
 
-    def _text_features(self, ids: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
-        """One text-encoder call on `ids` (N, L) with prompts θ_t (or none) → (N, P) L2-normalised fp32."""
-        with self._hook_lock, text_prompt_hooks(self.clip.text_model, prompts):
-            pooled = self.clip.text_model(input_ids=ids).pooler_output
-        return F.normalize(_at_least_fp32(self.clip.text_projection(pooled)), dim=-1)
+    def _text_features(self, ids: torch.Tensor, prompts: torch.Tensor | None, normalize: bool = True) -> torch.Tensor:
+        """One text-encoder call on `ids` (N, L) with prompts θ_t (or none) → (N, P) fp32, L2-normalised unless
+        `normalize=False`."""
+        with text_prompts_in_context(prompts, self.backbone.text_prompt_start):
+            feats = _at_least_fp32(self.backbone.text_features(ids))
+        return F.normalize(feats, dim=-1) if normalize else feats
 
-    def _encode_ids_chunked(self, rows: list[list[int]], prompts: torch.Tensor | None) -> torch.Tensor:
+    def _encode_ids_chunked(
+        self, rows: list[list[int]], prompts: torch.Tensor | None, normalize: bool = True
+    ) -> torch.Tensor:
         # Classes are sorted by length so chunks carry little padding, then put back in order.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         chunks = [order[i : i + self.class_chunk_size] for i in range(0, len(order), self.class_chunk_size)]
@@ -266,97 +302,118 @@ class MetaPromptModel(nn.Module):
         feats = []
         for n, chunk in enumerate(chunks):
             ids = self._pad([rows[i] for i in chunk])
-            # Only the (chunk, P) features stay alive; activations are recomputed in backward. Hooks are installed
-            # inside the checkpointed function, so the recomputation sees the same prompts. The LAST chunk keeps its
-            # activations: autograd runs its backward first (it was created last) and frees them before any other
-            # chunk is recomputed, so the peak stays at one chunk while one recomputation per call is saved.
+            # Only the (chunk, P) features stay alive; activations are recomputed in backward. The prompts enter the
+            # call context inside the checkpointed function, so the recomputation sees the same prompts. The LAST
+            # chunk keeps its activations: autograd runs its backward first (it was created last) and frees them
+            # before any other chunk is recomputed, so the peak stays at one chunk while one recomputation is saved.
             if use_ckpt and n < len(chunks) - 1:
-                feats.append(checkpoint(self._text_features, ids, prompts, use_reentrant=False))
+                feats.append(checkpoint(self._text_features, ids, prompts, normalize, use_reentrant=False))
             else:
-                feats.append(self._text_features(ids, prompts))
+                feats.append(self._text_features(ids, prompts, normalize))
         out = torch.cat(feats)
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return out[inverse.to(out.device)]
 
-    def encode_text(self, class_names: Sequence[str], text_prompts: torch.Tensor | None = None) -> torch.Tensor:
-        """Prompted class features t_c (E_Tᴾ, METHOD.md §1.2): (C, P), L2-normalised, fp32.
+    def encode_text(
+        self,
+        class_names: Sequence[str],
+        text_prompts: torch.Tensor | None = None,
+        *,
+        adapter_name: str | None = None,
+    ) -> torch.Tensor:
+        """Prompted class features t_c (E_Tᴾ, docs/method.md §1.2): (C, P), L2-normalised, fp32.
 
         Args:
             class_names: C class names; `_` becomes a space.
             text_prompts: override of θ_t, (depth, n_ctx, d_text), e.g. adapted prompts θ' in the meta step.
+            adapter_name: the adapter whose θ_t to use (default: the active one).
         """
-        _check_class_names(class_names)
-        prompts = self.text_prompts if text_prompts is None else text_prompts
-        if prompts is not None and text_prompts is not None and prompts.shape != self.text_prompts.shape:
-            raise ValueError(
-                f"text_prompts: expected shape {tuple(self.text_prompts.shape)}, got {tuple(prompts.shape)}"
-            )
-        rows = self._tokenize(self._prompted_strings(class_names), check_placeholders=True)
+        check_class_names(class_names)
+        adapter = self._adapter(adapter_name)
+        own = adapter.text_prompts
+        prompts = own if text_prompts is None else text_prompts
+        if text_prompts is not None and own is not None and text_prompts.shape != own.shape:
+            raise ValueError(f"text_prompts: expected shape {tuple(own.shape)}, got {tuple(text_prompts.shape)}")
+        rows = self._tokenize(self._prompted_strings(class_names, adapter), check_placeholders=True, adapter=adapter)
         cacheable = text_prompts is None and not torch.is_grad_enabled()
-        key = ("prompted", tuple(class_names), _version_of(prompts))
-        if cacheable and key in self._feature_cache:
-            self._feature_cache.move_to_end(key)
-            return self._feature_cache[key]
+        key = ("prompted", tuple(class_names), adapter.uid, _version_of(prompts))
+        if cacheable:
+            cached = self._cache_get(self._feature_cache, key)
+            if cached is not None:
+                return cached
         feats = self._encode_ids_chunked(rows, prompts)
         if cacheable:
-            _cache_put(self._feature_cache, key, feats, 16)
+            self._cache_put(self._feature_cache, key, feats, 16)
         return feats
 
     @torch.no_grad()
-    def encode_templates(self, class_names: Sequence[str]) -> torch.Tensor:
-        """Frozen hand-crafted class features h_c (E_T⁰, METHOD.md §1.4): (C, P), L2-normalised, cached per class
-        list. Several templates are averaged after normalisation and renormalised."""
-        _check_class_names(class_names)
-        key = ("template", tuple(class_names), tuple(self.config.templates), str(self.device), self.dtype)
-        if key in self._feature_cache:
-            self._feature_cache.move_to_end(key)
-            return self._feature_cache[key]
+    def encode_templates(
+        self, class_names: Sequence[str], templates: Sequence[str] | None = None, *, adapter_name: str | None = None
+    ) -> torch.Tensor:
+        """Frozen hand-crafted class features h_c (E_T⁰, docs/method.md §1.4, §8): (C, P), L2-normalised, cached per
+        class list and templates. Several templates are averaged after normalisation and renormalised.
+
+        Args:
+            templates: templates for this call, each with one `{}`; default: the adapter's `config.templates`.
+        """
+        check_class_names(class_names)
+        if templates is None:
+            templates = self._adapter(adapter_name).config.templates
+        else:
+            templates = check_templates(templates)
+        key = ("template", tuple(class_names), tuple(templates), str(self.device), self.dtype)
+        cached = self._cache_get(self._feature_cache, key)
+        if cached is not None:
+            return cached
         total = None
-        for template in self.config.templates:
+        for template in templates:
             rows = self._tokenize(self._template_strings(class_names, template), check_placeholders=False)
             feats = self._encode_ids_chunked(rows, None)
             total = feats if total is None else total + feats
         feats = F.normalize(total, dim=-1)
-        _cache_put(self._feature_cache, key, feats, 16)
+        self._cache_put(self._feature_cache, key, feats, 16)
         return feats
-
-    def clear_cache(self) -> None:
-        """Drop cached token ids and class features."""
-        self._token_cache.clear()
-        self._feature_cache.clear()
 
     # ------------------------------------------------------------------ image side
     def _image_features(
-        self, pixel_values: torch.Tensor, prompts: torch.Tensor | None, frozen_rows: int = 0
+        self, pixel_values: torch.Tensor, prompts: torch.Tensor | None, frozen_rows: int = 0, normalize: bool = True
     ) -> torch.Tensor:
-        with self._hook_lock, vision_prompt_hooks(self.clip.vision_model, prompts, frozen_rows=frozen_rows):
-            pooled = self.clip.vision_model(pixel_values=pixel_values.to(self.device)).pooler_output
-        return F.normalize(_at_least_fp32(self.clip.visual_projection(pooled)), dim=-1)
+        with vision_prompts_in_context(prompts, frozen_rows=frozen_rows):
+            feats = _at_least_fp32(self.backbone.image_features(pixel_values.to(self.device)))
+        return F.normalize(feats, dim=-1) if normalize else feats
 
     @torch.no_grad()
     def encode_frozen_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """x = E_I⁰(image): (B, P), L2-normalised; equals `CLIPModel.get_image_features` normalised."""
+        """x = E_I⁰(image): (B, P), L2-normalised; equals the base model's `get_image_features` normalised."""
         return self._image_features(pixel_values, None)
 
-    def encode_image(self, pixel_values: torch.Tensor, vision_prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_image(
+        self,
+        pixel_values: torch.Tensor,
+        vision_prompts: torch.Tensor | None = None,
+        *,
+        adapter_name: str | None = None,
+    ) -> torch.Tensor:
         """x̃ = E_Iᴾ(image) with θ_v (or the override `vision_prompts`): (B, P), L2-normalised."""
-        prompts = self.vision_prompts if vision_prompts is None else vision_prompts
+        prompts = self._adapter(adapter_name).vision_prompts if vision_prompts is None else vision_prompts
         if prompts is None:
             return self.encode_frozen_image(pixel_values)
         return self._image_features(pixel_values, prompts)
 
-    def encode_image_pair(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_image_pair(
+        self, pixel_values: torch.Tensor, *, adapter_name: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, x̃) for the same images. Without grad (inference) both come from ONE batched encoder call: the frozen
-        half masks the prompt tokens out of attention (see `vision_prompt_hooks`)."""
-        if self.vision_prompts is None:
+        half masks the prompt tokens out of attention (see `injection.vision_prompts_in_context`)."""
+        prompts = self._adapter(adapter_name).vision_prompts
+        if prompts is None:
             x = self.encode_frozen_image(pixel_values)
             return x, x
-        attn = getattr(self.clip.config, "_attn_implementation", "eager")
-        if torch.is_grad_enabled() or attn not in ("eager", "sdpa"):
-            return self.encode_frozen_image(pixel_values), self.encode_image(pixel_values)
+        if torch.is_grad_enabled() or not self.backbone.supports_masked_frozen_batch():
+            return self.encode_frozen_image(pixel_values), self._image_features(pixel_values, prompts)
         b = pixel_values.shape[0]
-        both = self._image_features(torch.cat([pixel_values, pixel_values]), self.vision_prompts, frozen_rows=b)
+        both = self._image_features(torch.cat([pixel_values, pixel_values]), prompts, frozen_rows=b)
         return both[:b], both[b:]
 
     # ------------------------------------------------------------------ forward
@@ -368,43 +425,64 @@ class MetaPromptModel(nn.Module):
         *,
         frozen_image_embeds: torch.Tensor | None = None,
         return_zero_shot: bool = False,
+        templates: Sequence[str] | None = None,
+        adapter_name: str | None = None,
+        output_features: bool = False,
     ) -> MetaPromptOutput:
-        """Logits of every path for a batch of images against a class list (METHOD.md §1.1, §2, §5).
+        """Logits of every path for a batch of images against a class list (docs/method.md §1.1, §2, §5).
 
         Args:
             pixel_values: (B, 3, H, W) from the base model's image processor.
             class_names: the C classes to classify among (any names; θ_t is class-agnostic).
             labels: (B,) indices into `class_names`; when given, `loss` is L_AC (coupled) or CE (IVLP/CoOp).
             frozen_image_embeds: (B, P) precomputed x, reused instead of a frozen image pass.
-            return_zero_shot: also return s<x, h>, frozen CLIP's zero-shot logits.
+            return_zero_shot: also return s<x, h>, the frozen base model's zero-shot logits.
+            templates: templates of the frozen text branch for this call (default: the adapter's config).
+            adapter_name: the adapter to use for this call (default: the active one); safe to vary across threads.
+            output_features: also return the projected features before L2 normalisation (one extra pass per path).
         """
         if pixel_values is None or class_names is None:
             raise ValueError("forward needs pixel_values (B, 3, H, W) and class_names (a list of C names)")
         if pixel_values.ndim != 4:
             raise ValueError(f"pixel_values: expected shape (B, 3, H, W), got {tuple(pixel_values.shape)}")
+        adapter = self._adapter(adapter_name)
+        name = adapter_name if adapter_name is not None else self._active_adapter
+        cfg = adapter.config
         s = self.logit_scale
         out = MetaPromptOutput(logit_scale=s)
-        cfg = self.config
-        need_frozen = cfg.coupled_branches or return_zero_shot or self.vision_prompts is None
+        need_frozen = cfg.coupled_branches or return_zero_shot or adapter.vision_prompts is None
         if frozen_image_embeds is not None:
             x = _at_least_fp32(frozen_image_embeds)
-            x_tilde = self.encode_image(pixel_values)
-        elif need_frozen and self.vision_prompts is not None:
-            x, x_tilde = self.encode_image_pair(pixel_values)
+            x_tilde = self.encode_image(pixel_values, adapter_name=name)
+        elif need_frozen and adapter.vision_prompts is not None:
+            x, x_tilde = self.encode_image_pair(pixel_values, adapter_name=name)
         elif need_frozen:
             x = x_tilde = self.encode_frozen_image(pixel_values)
         else:
-            x, x_tilde = None, self.encode_image(pixel_values)
-        t = self.encode_text(class_names)
+            x, x_tilde = None, self.encode_image(pixel_values, adapter_name=name)
+        t = self.encode_text(class_names, adapter_name=name)
         out.image_embeds, out.frozen_image_embeds, out.text_embeds = x_tilde, x, t
         if cfg.coupled_branches or return_zero_shot:
-            out.template_embeds = self.encode_templates(class_names)
+            out.template_embeds = self.encode_templates(class_names, templates, adapter_name=name)
         if cfg.coupled_branches:
             out.logits, out.logits_image, out.logits_text = coupled_logits(x_tilde, x, t, out.template_embeds, s)
         else:
             out.logits = s * x_tilde @ t.t()
         if return_zero_shot:
             out.logits_zero_shot = s * x @ out.template_embeds.t()
+        bias = self.logit_bias
+        if bias is not None:  # SigLIP's logits carry its learned bias; softmax and CE are unchanged by it
+            for field in ("logits", "logits_image", "logits_text", "logits_zero_shot"):
+                if getattr(out, field) is not None:
+                    setattr(out, field, getattr(out, field) + bias)
+        if output_features:
+            out.frozen_image_features = self._image_features(pixel_values, None, normalize=False)
+            if adapter.vision_prompts is not None:
+                out.image_features = self._image_features(pixel_values, adapter.vision_prompts, normalize=False)
+            if adapter.text_prompts is not None:
+                strings = self._prompted_strings(class_names, adapter)
+                rows = self._tokenize(strings, check_placeholders=True, adapter=adapter)
+                out.text_features = self._encode_ids_chunked(rows, adapter.text_prompts, normalize=False)
         if labels is not None:
             labels = labels.to(out.logits.device)
             if cfg.coupled_branches:
@@ -415,29 +493,14 @@ class MetaPromptModel(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def preprocess(self, images: Any) -> torch.Tensor:
-        """PIL image(s), numpy arrays (a list, or any sequence such as a `datasets` column) or `pixel_values`
-        → (B, 3, H, W) with the base model's image processor."""
+        """PIL image(s), numpy arrays, file paths (a list, or any sequence such as a `datasets` column) or
+        `pixel_values` → (B, 3, H, W) with the base model's image processor; bad elements are named by index."""
         if isinstance(images, torch.Tensor):
-            if images.ndim == 3:
-                images = images.unsqueeze(0)
-            if images.ndim != 4:
-                raise ValueError(f"pixel_values: expected shape (B, 3, H, W), got {tuple(images.shape)}")
-            return images
+            return check_pixel_values(images, getattr(self.backbone.vision_config, "num_channels", None))
         image_processor = getattr(self.processor, "image_processor", None)
+        images = as_image_list(images)
         if image_processor is None:
-            raise ValueError("PIL images need a processor: pass processor= or use MetaPromptModel.from_pretrained")
-        if hasattr(images, "convert") or (hasattr(images, "ndim") and images.ndim == 3):  # one PIL image / array
-            images = [images]
-        elif not isinstance(images, (list, tuple)):
-            # any other sequence of images, e.g. a `datasets` column (`dataset["image"]`)
-            try:
-                images = list(images)
-            except TypeError:
-                kind = type(images).__name__
-                raise ValueError(f"images: expected PIL image(s), arrays or pixel_values, got {kind}") from None
-        if not images:
-            raise ValueError("images: got an empty list")
-        images = [im.convert("RGB") if hasattr(im, "convert") else im for im in images]
+            raise ValueError("images need a processor: pass processor= or use MetaPromptModel.from_pretrained")
         return image_processor(images=images, return_tensors="pt")["pixel_values"]
 
     # no_grad rather than inference_mode: cached class features must stay usable by a later training step.
@@ -449,21 +512,36 @@ class MetaPromptModel(nn.Module):
         *,
         batch_size: int = 64,
         return_zero_shot: bool = False,
+        templates: Sequence[str] | None = None,
+        adapter_name: str | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities for any class names (METHOD.md §5): softmax of z^o, shape (n_images, n_classes).
+        """Class probabilities for any class names (docs/method.md §5): softmax of z^o, shape (n_images, n_classes).
 
         Args:
-            images: a PIL image, a list of them, or `pixel_values` (B, 3, H, W).
-            class_names: C names, new ones included.
-            batch_size: images per encoder call.
-            return_zero_shot: also return frozen CLIP's zero-shot probabilities with the template(s), computed in
-                the same pass.
+            images: a PIL image, a file path, a list of them, arrays, or `pixel_values` (B, 3, H, W) of normalised
+                floats.
+            class_names: C distinct names (after `_` → space), new ones included.
+            batch_size: images per encoder call, >= 1.
+            return_zero_shot: also return the frozen base model's zero-shot probabilities with the template(s),
+                computed in the same pass.
+            templates: templates of the frozen branch for this call (default: the adapter's config).
+            adapter_name: the adapter for this call (default: the active one).
         """
-        _check_class_names(class_names)
+        check_class_names(class_names, unique=True)
+        check_batch_size(batch_size)
+        if templates is not None:
+            templates = check_templates(templates)
+        self._adapter(adapter_name)
         pixel_values = self.preprocess(images)
         probs, zs = [], []
         for start in range(0, pixel_values.shape[0], batch_size):
-            out = self(pixel_values[start : start + batch_size], class_names, return_zero_shot=return_zero_shot)
+            out = self(
+                pixel_values[start : start + batch_size],
+                class_names,
+                return_zero_shot=return_zero_shot,
+                templates=templates,
+                adapter_name=adapter_name,
+            )
             probs.append(out.logits.softmax(-1).cpu())
             if return_zero_shot:
                 zs.append(out.logits_zero_shot.softmax(-1).cpu())
@@ -471,239 +549,18 @@ class MetaPromptModel(nn.Module):
             return torch.cat(probs), torch.cat(zs)
         return torch.cat(probs)
 
-    # ------------------------------------------------------------------ state
-    def prompt_state_dict(self) -> dict[str, torch.Tensor]:
-        """The adapter's tensors only, under package-owned keys (never transformers module paths)."""
-        return {k: getattr(self, k).detach() for k in PROMPT_KEYS if getattr(self, k) is not None}
-
-    def load_prompt_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
-        """Strictly load prompt tensors: a missing, unexpected or mis-shaped key raises `ValueError` naming it."""
-        expected = {k: tuple(v.shape) for k, v in self.prompt_state_dict().items()}
-        base = self.config.base_model_name_or_path or self.clip.name_or_path or "the base model"
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ValueError(
-                f"{source}: keys do not match the adapter for {base}: missing {missing}, unexpected {unexpected} "
-                f"(expected {sorted(expected)})"
-            )
-        for key, shape in expected.items():
-            if tuple(state[key].shape) != shape:
-                raise ValueError(
-                    f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, but the adapter on base model "
-                    f"{base} expects {shape} (depth, tokens, width)"
-                )
-        with torch.no_grad():
-            for key in expected:
-                getattr(self, key).copy_(state[key].to(device=self.device, dtype=torch.float32))
-        self._feature_cache.clear()
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Write `metaprompt_config.json` and `metaprompt_model.safetensors` (prompts only, never the frozen CLIP).
-
-        Existing files are only replaced with `overwrite=True`; each file is written atomically.
-        """
-        from safetensors.torch import save_file
-
-        save_directory = os.fspath(save_directory)
-        if os.path.exists(save_directory) and not os.path.isdir(save_directory):
-            raise NotADirectoryError(f"{save_directory} exists and is not a folder")
-        if not overwrite:
-            for name in (CONFIG_NAME, WEIGHTS_NAME):
-                if os.path.exists(os.path.join(save_directory, name)):
-                    raise FileExistsError(f"{os.path.join(save_directory, name)} exists; pass overwrite=True")
-        os.makedirs(save_directory, exist_ok=True)
-        # Contiguous clones: shared or strided storage must not leak into the file.
-        tensors = {
-            k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in self.prompt_state_dict().items()
-        }
-        from . import __version__
-
-        metadata = {"format": "pt", "metaprompt_version": __version__}
-        atomic_write_with(os.path.join(save_directory, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp, metadata))
-        config = dataclasses.replace(self.config, inference_mode=True, metaprompt_version=__version__)
-        config.save_pretrained(save_directory, overwrite=True)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        base_model: str | os.PathLike | CLIPModel | None = None,
-        revision: str | None = None,
-        *,
-        processor: Any | None = None,
-        base_model_revision: str | None = None,
-        subfolder: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        token: str | bool | None = None,
-        local_files_only: bool = False,
-        force_download: bool = False,
-        dtype: torch.dtype | str | None = None,
-        device: str | torch.device | None = None,
-        is_trainable: bool = False,
-        class_chunk_size: int = 128,
-    ) -> MetaPromptModel:
-        """Load an adapter from a local folder or a Hub repo, with its base CLIP (METHOD.md §5 for inference).
-
-        Args:
-            pretrained_model_name_or_path: folder holding `metaprompt_config.json` and
-                `metaprompt_model.safetensors`, or a Hub repo id (resolved from the cache with `HF_HUB_OFFLINE=1`).
-            base_model: a `CLIPModel`, or a Hub id / path to load instead of the config's
-                `base_model_name_or_path`.
-            revision: revision of the adapter repo.
-            processor: the base model's processor; loaded from the base model when omitted.
-            base_model_revision: revision of the base model (default: the config's `revision`).
-            dtype: dtype to load the base CLIP in (e.g. torch.bfloat16).
-            device: device for CLIP and prompts.
-            is_trainable: leave the prompts trainable (default: frozen, inference mode).
-        """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        hub_kwargs = dict(
-            subfolder=subfolder,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            local_files_only=local_files_only,
-            force_download=force_download,
-        )
-        source = os.fspath(pretrained_model_name_or_path)
-        config = MetaPromptConfig.from_pretrained(source, **hub_kwargs)
-        weights_file = resolve_file(source, WEIGHTS_NAME, **hub_kwargs)
-        try:
-            state = load_file(weights_file)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{weights_file}: not a readable safetensors file ({err})") from err
-
-        if isinstance(base_model, CLIPModel):
-            clip_model = base_model
-        else:
-            base_id = os.fspath(base_model) if base_model is not None else config.base_model_name_or_path
-            if not base_id:
-                raise ValueError(f"{source}: the config names no base_model_name_or_path; pass base_model=")
-            from .embedded import resolve_base_model
-
-            base_id = resolve_base_model(base_id)  # "embedded" = the small CLIP shipped in the package
-            base_rev = base_model_revision or (config.revision if base_model is None else None)
-            clip_model = load_clip(
-                base_id,
-                revision=base_rev,
-                cache_dir=cache_dir,
-                token=token,
-                local_files_only=local_files_only,
-                dtype=dtype,
-            )
-            if processor is None:
-                processor = load_processor(
-                    base_id, revision=base_rev, cache_dir=cache_dir, token=token, local_files_only=local_files_only
-                )
-        if processor is None and getattr(clip_model, "name_or_path", None):
-            with contextlib.suppress(Exception):
-                processor = load_processor(clip_model.name_or_path, local_files_only=local_files_only)
-        if device is not None:
-            clip_model = clip_model.to(device)
-        if dtype is not None and isinstance(base_model, CLIPModel):
-            clip_model = clip_model.to(dtype=_as_dtype(dtype))
-        model = cls(clip_model, config, processor, class_chunk_size=class_chunk_size)
-        model.load_prompt_state_dict(state, source=weights_file)
-        for p in model.prompt_parameters():
-            p.requires_grad_(is_trainable)
-        model.config = dataclasses.replace(model.config, inference_mode=not is_trainable)
-        return model.train(is_trainable)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Upload the two adapter files and a generated model card in one commit; see `hub.push_to_hub`."""
-        from .hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
-
-    def _init_text_prompts_from_words(self, words: str) -> None:
-        ids = self.tokenizer(words, add_special_tokens=False)["input_ids"]
-        if len(ids) != self.config.n_ctx:
-            raise ValueError(f"ctx_init: {words!r} is {len(ids)} tokens, but n_ctx = {self.config.n_ctx}")
-        with torch.no_grad():
-            emb = self.clip.text_model.embeddings.token_embedding(torch.tensor(ids, device=self.device))
-            self.text_prompts[0].copy_(emb.float())
-
 
 def get_metaprompt_model(
-    clip_model: CLIPModel, config: MetaPromptConfig | None = None, processor: Any | None = None, **kwargs: Any
+    clip_model: nn.Module, config: MetaPromptConfig | None = None, processor: Any | None = None, **kwargs: Any
 ) -> MetaPromptModel:
-    """Wrap a `CLIPModel` in a fresh MetaPrompt adapter (like PEFT's `get_peft_model`); the base model's
+    """Wrap a base model in a fresh MetaPrompt adapter (like PEFT's `get_peft_model`); the base model's
     `name_or_path` is recorded in the config when it has none."""
     return MetaPromptModel(clip_model, config, processor, **kwargs)
 
 
-def load_clip(
-    name_or_path: str,
-    *,
-    revision: str | None = None,
-    dtype: torch.dtype | str | None = None,
-    **kwargs: Any,
-) -> CLIPModel:
-    """`CLIPModel.from_pretrained` restricted to safetensors weights (never pickle, never remote code)."""
-    extra = {"dtype": _as_dtype(dtype)} if dtype is not None else {}
-    try:
-        return CLIPModel.from_pretrained(name_or_path, revision=revision, use_safetensors=True, **kwargs, **extra)
-    except OSError as err:
-        raise OSError(f"could not load the base CLIP {name_or_path!r} (revision {revision or 'main'}): {err}") from err
-
-
-def load_processor(name_or_path: str, *, revision: str | None = None, **kwargs: Any) -> Any:
-    """The base model's `CLIPProcessor`."""
-    from transformers import CLIPProcessor
-
-    return CLIPProcessor.from_pretrained(name_or_path, revision=revision, **kwargs)
-
-
-def _fit_config_to_base(config: MetaPromptConfig, clip_model: CLIPModel) -> MetaPromptConfig:
-    """Resolve depths to the base model's layer counts and check recorded dimensions against the base model."""
-    tc, vc = clip_model.config.text_config, clip_model.config.vision_config
-    base = getattr(clip_model, "name_or_path", "") or "the given CLIPModel"
-    actual = {
-        "text_hidden_size": tc.hidden_size,
-        "vision_hidden_size": vc.hidden_size,
-        "text_num_layers": tc.num_hidden_layers,
-        "vision_num_layers": vc.num_hidden_layers,
-    }
-    for name, value in actual.items():
-        recorded = getattr(config, name)
-        if recorded is not None and recorded != value:
-            raise ValueError(
-                f"{name}: the adapter was made for a base model with {name} = {recorded}, but base model {base} has "
-                f"{value}; load it with the base model it was trained on ({config.base_model_name_or_path})"
-            )
-    for depth, layers in (("text_depth", "text_num_layers"), ("vision_depth", "vision_num_layers")):
-        value = getattr(config, depth)
-        if value is not None and value > actual[layers]:
-            raise ValueError(f"{depth}: {value} exceeds the {actual[layers]} layers of base model {base}")
-    return dataclasses.replace(
-        config,
-        text_depth=config.text_depth or tc.num_hidden_layers,
-        vision_depth=config.vision_depth or vc.num_hidden_layers,
-        base_model_name_or_path=config.base_model_name_or_path or (getattr(clip_model, "name_or_path", "") or None),
-        **actual,
-    )
-
-
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
-    # Logits and losses in fp32 even under bf16/fp16 CLIP; fp64 stays fp64 (finite-difference tests).
+    # Logits and losses in fp32 even under a bf16/fp16 base; fp64 stays fp64 (finite-difference tests).
     return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def _clean(name: str) -> str:
-    return name.replace("_", " ").strip()
-
-
-def _check_class_names(class_names: Sequence[str]) -> None:
-    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-        raise ValueError(f"class_names: expected a list of strings, got {type(class_names).__name__}")
-    if not class_names:
-        raise ValueError("class_names: got an empty list")
-    for i, name in enumerate(class_names):
-        if not isinstance(name, str) or not _clean(name):
-            raise ValueError(f"class_names[{i}]: expected a non-empty string, got {name!r}")
 
 
 def _version_of(prompts: torch.Tensor | None) -> tuple:
@@ -711,17 +568,6 @@ def _version_of(prompts: torch.Tensor | None) -> tuple:
     return (None,) if prompts is None else (prompts.data_ptr(), prompts._version, str(prompts.device))
 
 
-def _cache_put(cache: OrderedDict, key: tuple, value: Any, max_items: int) -> None:
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > max_items:
-        cache.popitem(last=False)
-
-
-def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    value = getattr(torch, str(dtype), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"dtype: unknown torch dtype {dtype!r}")
-    return value
+# The names training code and older scripts import from here.
+load_clip = load_base_model
+load_processor = load_base_processor

@@ -34,34 +34,28 @@ from .data import (
     DataError,
     FewShotBatchSampler,
     ImageDataset,
-    ProtocolData,
     TrainTransform,
     collate,
     domain_counts,
-    load_image_classification,
-    prepare_protocol,
     processor_size,
 )
 from .embedded import EMBEDDED_NAME, resolve_base_model
-from .evaluation import evaluate_set, harmonic_mean
 from .losses import asymmetric_contrastive_loss
 from .meta import (
     apply_outer_update,
-    class_split_episodes,
-    domain_split_episodes,
     faithful_meta_step,
     meta_gradient,
     text_episode_loss,
     vision_episode_loss,
 )
 from .modeling_metaprompt import MetaPromptModel, load_clip, load_processor
-from .templates import templates_for_dataset
+from .protocols import PROTOCOLS, ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
+from .protocols.run import run_templates
 from .utils import atomic_replace_dir, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("metaprompt", "metaprompt_no_meta", "ivlp", "coop", "zeroshot")
-PROTOCOL_DEFAULT_TOKENS = {"base2new": 2, "dg": 4}  # METHOD.md §4
 PAPER_LEARNING_RATE = 0.0015  # METHOD.md §4
 PAPER_CROP_SCALE_MIN = 0.08  # torchvision's RandomResizedCrop default, used by Dassl
 # The embedded default departs from the paper's two data-dependent settings, as any new dataset would:
@@ -198,7 +192,7 @@ class MetaPromptTrainingArguments:
                 raise ValueError(f"{name}: {msg}, got {getattr(self, name)!r}")
 
         need(self.method in METHODS, "method", f"expected one of {METHODS}")
-        need(self.protocol in ("base2new", "dg"), "protocol", "expected 'base2new' or 'dg'")
+        need(self.protocol in PROTOCOLS, "protocol", f"expected one of {list(PROTOCOLS)}")
         need(self.meta_mode in ("clean", "faithful"), "meta_mode", "expected 'clean' or 'faithful'")
         need(self.meta_outer_reduction in ("sum", "mean"), "meta_outer_reduction", "expected 'sum' or 'mean'")
         need(self.lr_scheduler_type in ("cosine", "constant"), "lr_scheduler_type", "expected 'cosine' or 'constant'")
@@ -234,16 +228,17 @@ class MetaPromptTrainingArguments:
             )
             need(ok, "checkpointing_steps", "expected a positive integer or 'epoch'")
             self.checkpointing_steps = str(self.checkpointing_steps)
-        if self.protocol == "dg" and self.target_domain is None:
-            raise ValueError("target_domain: required with --protocol dg")
-        tokens = PROTOCOL_DEFAULT_TOKENS[self.protocol]
+        protocol = get_protocol(self.protocol)
+        if protocol.needs_target_domain and self.target_domain is None:
+            raise ValueError(f"target_domain: required with --protocol {self.protocol}")
+        tokens = protocol.default_tokens
         if self.n_ctx is None:
             self.n_ctx = tokens
         if self.n_pro is None:
             self.n_pro = tokens
         need(self.n_ctx >= 1 or self.method == "zeroshot", "n_ctx", "expected >= 1")
-        if self.method == "metaprompt" and self.protocol == "dg":
-            need(self.n_pro >= 1, "n_pro", "DG meta-updates the vision prompts, so expected >= 1")
+        if self.method == "metaprompt" and protocol.meta_prompts == "vision":
+            need(self.n_pro >= 1, "n_pro", f"{self.protocol} meta-updates the vision prompts, so expected >= 1")
 
     @property
     def uses_meta_step(self) -> bool:
@@ -475,49 +470,8 @@ def check_output_dir(args: MetaPromptTrainingArguments) -> None:
         )
 
 
-def _parse_class_names(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    if os.path.isfile(value):
-        return [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
 def _templates(args: MetaPromptTrainingArguments, dataset_name: str) -> list[str]:
-    if args.template:
-        return [t.strip() for t in args.template.split("|") if t.strip()]
-    if dataset_name.startswith("miniworld:"):
-        from . import miniworld
-
-        name = dataset_name.split(":", 1)[1]
-        if name in miniworld.TEMPLATES:
-            return [miniworld.TEMPLATES[name]]
-    return templates_for_dataset(dataset_name)
-
-
-def load_protocol_data(args: MetaPromptTrainingArguments) -> tuple[Any, ProtocolData]:
-    """The dataset named by `args` and its few-shot / evaluation split for `args.protocol` (raises `DataError`)."""
-    data = load_image_classification(
-        args.dataset_name,
-        config_name=args.dataset_config_name,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        domain_column=args.domain_column,
-        class_names=_parse_class_names(args.class_names),
-        cache_dir=args.cache_dir,
-    )
-    proto = prepare_protocol(
-        data,
-        protocol=args.protocol,
-        shots=args.shots,
-        seed=args.seed,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        target_domain=args.target_domain,
-        allow_fewer_shots=args.allow_fewer_shots,
-        max_eval_samples=args.max_eval_samples,
-    )
-    return data, proto
+    return run_templates(args.template, dataset_name)
 
 
 def build_model(args: MetaPromptTrainingArguments, templates: Sequence[str], torch_seed: int) -> MetaPromptModel:
@@ -667,8 +621,8 @@ def _train_loop(
         len(dataset),
         args.per_device_train_batch_size,
         args.seed,
-        domains=proto.train_domains if args.protocol == "dg" else None,
-        mix_domains=args.mix_domains and args.protocol == "dg",
+        domains=proto.train_domains if get_protocol(args.protocol).mixes_domains else None,
+        mix_domains=args.mix_domains and get_protocol(args.protocol).mixes_domains,
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
@@ -704,6 +658,7 @@ def _train_loop(
         else (lambda t: t)
     )
     num_classes = len(proto.train_class_names)
+    vision_meta = get_protocol(args.protocol).meta_prompts == "vision"
     bar = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc=args.method)
     running, window = [], []
     meta_losses = (math.nan, math.nan)
@@ -737,7 +692,7 @@ def _train_loop(
                             "x": out.frozen_image_embeds.detach(),
                             "labels": batch["labels"],
                             "domains": batch.get("domains"),
-                            "pixel_values": batch["pixel_values"] if args.protocol == "dg" else None,
+                            "pixel_values": batch["pixel_values"] if vision_meta else None,
                         }
                     )
                 if accelerator.sync_gradients:
@@ -809,15 +764,15 @@ def _meta_step(
     """The domain-split step on the accumulated batch (METHOD.md §3): θ_t with CE(z^t) over class groups for
     base-to-new, θ_v with CE(z^i) leaving one source domain out for DG."""
     labels = torch.cat([w["labels"] for w in window]).cpu()
-    if args.protocol == "base2new":
-        # The split is drawn from (seed, step) alone: identical on every process and after a resume.
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + global_step)
-        episodes = class_split_episodes(labels, num_classes, generator, args.meta_num_class_groups)
+    protocol = get_protocol(args.protocol)
+    domains = torch.cat([w["domains"] for w in window]).cpu() if protocol.meta_prompts == "vision" else None
+    episodes = protocol.meta_episodes(
+        labels, domains, proto, seed=args.seed, step=global_step, num_class_groups=args.meta_num_class_groups
+    )
+    if protocol.meta_prompts == "text":
         loss_fn = text_episode_loss(model, torch.cat([w["x"] for w in window]).float(), proto.train_class_names)
         param, frozen, chunk = model.text_prompts, [model.vision_prompts], None
     else:
-        domains = torch.cat([w["domains"] for w in window]).cpu()
-        episodes = domain_split_episodes(labels, domains, proto.source_domains, num_classes)
         templates = model.encode_templates(proto.train_class_names)
         loss_fn = vision_episode_loss(model, torch.cat([w["pixel_values"] for w in window]), templates)
         param, frozen, chunk = model.vision_prompts, [model.text_prompts], args.per_device_train_batch_size
@@ -843,63 +798,6 @@ def _meta_step(
             )
             apply_outer_update(param, result, lr, args.meta_step, args.meta_outer_reduction)
     return result.meta_train_loss, result.meta_test_loss
-
-
-# ---------------------------------------------------------------------------------------------------- evaluation
-def evaluate_protocol(
-    args: MetaPromptTrainingArguments,
-    model: MetaPromptModel,
-    proto: ProtocolData,
-    data: Any,
-    processor: Any,
-    accelerator: Any | None = None,
-) -> dict[str, Any]:
-    """Base / new / HM (base-to-new) or target-domain accuracy (DG), in percent (METHOD.md §6)."""
-    kind = "logits_zero_shot" if args.method == "zeroshot" else "logits"
-    kw = dict(accelerator=accelerator, batch_size=args.per_device_eval_batch_size, logits=kind)
-    entry: dict[str, Any] = {
-        "protocol": args.protocol,
-        "method": args.method,
-        "dataset": data.name,
-        "seed": args.seed,
-        "shots": args.shots,
-        "eval_split": args.eval_split,
-    }
-    if args.protocol == "base2new":
-        base = evaluate_set(model, proto.eval_sets["base"], processor.image_processor, **kw)
-        entry |= {
-            "base": base["accuracy"],
-            "n_base_images": base["n"],
-            "n_base_classes": len(proto.eval_sets["base"].class_names),
-        }
-        if "new" in proto.eval_sets:
-            new = evaluate_set(model, proto.eval_sets["new"], processor.image_processor, **kw)
-            entry |= {
-                "new": new["accuracy"],
-                "n_new_images": new["n"],
-                "n_new_classes": len(proto.eval_sets["new"].class_names),
-                "hm": harmonic_mean(base["accuracy"], new["accuracy"]),
-            }
-            entry["skipped_images"] = base["skipped"] + new["skipped"]
-    else:
-        target = evaluate_set(model, proto.eval_sets["target"], processor.image_processor, **kw)
-        entry |= {
-            "target_domain": args.target_domain,
-            "accuracy": target["accuracy"],
-            "n_images": target["n"],
-            "source_domains": [data.domain_names[d] for d in proto.source_domains],
-            "skipped_images": target["skipped"],
-        }
-    return entry
-
-
-def format_results(entry: dict[str, Any]) -> str:
-    """One line: `Base 81.20 | New 70.10 | HM 75.24` or `Target <domain> 55.00`."""
-    if entry["protocol"] == "base2new":
-        if "new" not in entry:
-            return f"{entry['method']} on {entry['dataset']}: Base {entry['base']:.2f}"
-        return f"{entry['method']} on {entry['dataset']}: Base {entry['base']:.2f} | New {entry['new']:.2f} | HM {entry['hm']:.2f}"
-    return f"{entry['method']} on {entry['dataset']}: Target {entry['target_domain']} {entry['accuracy']:.2f}"
 
 
 def _card_training_settings(args: MetaPromptTrainingArguments, proto: ProtocolData) -> dict[str, Any]:

@@ -1,12 +1,19 @@
-"""Small shared helpers: atomic file writes and file resolution (local folder or Hub repo)."""
+"""Small shared helpers: atomic file and folder writes, consistent folder reads, and file resolution (local folder
+or Hub repo)."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from .constants import LIBRARY_NAME, TMP_FOLDER_INFIX
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -49,15 +56,129 @@ def _umask() -> int:
 
 
 def atomic_replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> None:
-    """Move a fully written `tmp_dir` to `final_dir`, replacing an older `final_dir` only once the new one is whole."""
+    """Move a fully written `tmp_dir` to `final_dir` as one unit; an older `final_dir` is swapped out atomically
+    (Linux `renameat2(RENAME_EXCHANGE)`; elsewhere two renames) and then removed."""
     tmp_dir, final_dir = os.fspath(tmp_dir), os.fspath(final_dir)
-    if os.path.exists(final_dir):
-        old = f"{final_dir}.old-{os.getpid()}"
-        os.replace(final_dir, old)
-        os.replace(tmp_dir, final_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, final_dir)
+    try:
+        os.rename(tmp_dir, final_dir)  # no folder there yet, or an empty one
+        return
+    except OSError:
+        if not os.path.isdir(final_dir):
+            raise
+    if _rename_exchange(tmp_dir, final_dir):
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # it now holds the old contents
+        return
+    old = f"{final_dir}{TMP_FOLDER_INFIX}old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.replace(final_dir, old)
+    os.replace(tmp_dir, final_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _rename_exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux >= 3.15); False where the call is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"could not swap {a} and {b}: {os.strerror(err)}")
+
+
+def temporary_sibling(final_dir: str | os.PathLike) -> str:
+    """A new empty folder next to `final_dir`, named so that loaders never take it for an adapter and
+    `remove_orphan_siblings` can tell whether its writer is still alive."""
+    final_dir = os.path.abspath(os.fspath(final_dir))
+    parent, base = os.path.split(final_dir)
+    os.makedirs(parent, exist_ok=True)
+    remove_orphan_siblings(final_dir)
+    path = os.path.join(parent, f".{base}{TMP_FOLDER_INFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    os.mkdir(path)
+    os.chmod(path, 0o777 & ~_umask())
+    return path
+
+
+def remove_orphan_siblings(final_dir: str | os.PathLike) -> list[str]:
+    """Remove temporary siblings of `final_dir` left by interrupted saves whose process is gone; returns them."""
+    final_dir = os.path.abspath(os.fspath(final_dir))
+    parent, base = os.path.split(final_dir)
+    prefix = f".{base}{TMP_FOLDER_INFIX}"
+    removed = []
+    for name in os.listdir(parent) if os.path.isdir(parent) else []:
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_folder(final_dir: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Write `files` (name → bytes) into `final_dir` so that no reader ever sees a mix of old and new files.
+
+    A folder holding nothing but these files (or no folder) is replaced as one unit: the files are written into a
+    temporary sibling which is then swapped into place. A folder that also holds other things (a training output
+    folder) keeps them: the files are then replaced one by one, in the given order, each atomically; callers
+    link the files (e.g. a digest of one recorded in the other) so that a reader can detect a mix and read again.
+    """
+    final_dir = os.fspath(final_dir)
+    if os.path.exists(final_dir) and not os.path.isdir(final_dir):
+        raise NotADirectoryError(f"{final_dir} exists and is not a folder")
+    if os.path.isdir(final_dir) and set(os.listdir(final_dir)) - set(files):
+        for name, data in files.items():
+            atomic_write_bytes(os.path.join(final_dir, name), data)
+        return
+    tmp = temporary_sibling(final_dir)
+    try:
+        for name, data in files.items():
+            path = os.path.join(tmp, name)
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        atomic_replace_dir(tmp, final_dir)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_folder_files(folder: str | os.PathLike, names: tuple[str, ...]) -> dict[str, bytes]:
+    """Read several files of one folder through one handle on the folder, so a concurrent swap of the whole folder
+    (`write_folder`) cannot give files from two versions. Raises `FileNotFoundError` naming a missing file."""
+    folder = os.fspath(folder)
+    dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        out = {}
+        for name in names:
+            try:
+                fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{os.path.join(folder, name)}: no such file") from None
+            with os.fdopen(fd, "rb") as f:
+                out[name] = f.read()
+        return out
+    finally:
+        os.close(dir_fd)
 
 
 def resolve_file(
@@ -104,7 +225,7 @@ def resolve_file(
             token=token,
             local_files_only=local_files_only,
             force_download=force_download,
-            library_name="metaprompt_hf",
+            library_name=LIBRARY_NAME,
             library_version=__version__,
         )
     except HFValidationError as err:

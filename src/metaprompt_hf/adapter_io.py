@@ -1,0 +1,177 @@
+"""Adapter folders on disk: written as one unit, read as one consistent pair, checked before anything is allocated.
+
+A folder (or Hub repo) holds `metaprompt_config.json` and `metaprompt_model.safetensors`. The weights' safetensors
+metadata records the sha256 of the config bytes written with them (`CONFIG_DIGEST_KEY`), so a reader can tell that
+the two files belong together; a folder being re-saved while it is read is read again, never paired wrongly.
+Tensor shapes are taken from the safetensors header and checked against the config before any tensor is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+import torch
+
+from .configuration_metaprompt import MetaPromptConfig
+from .constants import CONFIG_DIGEST_KEY, CONFIG_NAME, PROMPT_KEYS, WEIGHTS_NAME
+from .utils import read_folder_files, resolve_file, write_folder
+
+_READ_ATTEMPTS = 50
+_MAX_HEADER = 1 << 24
+
+
+@dataclasses.dataclass
+class AdapterFiles:
+    """One adapter as read from disk: its config, the tensor shapes of its header, and the raw weights."""
+
+    config: MetaPromptConfig
+    shapes: dict[str, tuple[int, ...]]
+    weights: bytes
+    weights_path: str
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load
+
+        return load(self.weights)
+
+
+def adapter_bytes(config: MetaPromptConfig, tensors: dict[str, torch.Tensor]) -> dict[str, bytes]:
+    """The two files of an adapter folder, weights first; the weights' metadata records the config's digest."""
+    from safetensors.torch import save
+
+    from . import __version__
+
+    config_data = config.to_json_string().encode("utf-8")
+    metadata = {
+        "format": "pt",
+        "metaprompt_version": __version__,
+        CONFIG_DIGEST_KEY: hashlib.sha256(config_data).hexdigest(),
+    }
+    # Contiguous clones: shared or strided storage must not leak into the file.
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
+    return {WEIGHTS_NAME: save(tensors, metadata), CONFIG_NAME: config_data}
+
+
+def save_adapter(folder: str | os.PathLike, config: MetaPromptConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """Write an adapter folder as one unit (see `utils.write_folder`)."""
+    write_folder(folder, adapter_bytes(config, tensors))
+
+
+def read_adapter(source: str, **hub_kwargs: Any) -> AdapterFiles:
+    """Read and cross-check an adapter from a local folder or a Hub repo (offline from the cache).
+
+    Raises `ValueError` naming the file for unreadable JSON/safetensors, for a config and weights that do not belong
+    together, and for header shapes that do not fit the config (before any tensor is allocated).
+    """
+    folder = os.path.join(source, hub_kwargs["subfolder"]) if hub_kwargs.get("subfolder") else source
+    local = os.path.isdir(folder)
+    for attempt in range(_READ_ATTEMPTS):
+        if local:
+            try:
+                data = read_folder_files(folder, (CONFIG_NAME, WEIGHTS_NAME))
+            except FileNotFoundError:
+                # A missing file is final unless a concurrent save is swapping the folder right now.
+                if attempt + 1 < _READ_ATTEMPTS and _being_replaced(folder):
+                    time.sleep(0.002)
+                    continue
+                resolve_file(folder, CONFIG_NAME)
+                resolve_file(folder, WEIGHTS_NAME)
+                raise
+            config_path, weights_path = os.path.join(folder, CONFIG_NAME), os.path.join(folder, WEIGHTS_NAME)
+        else:
+            config_path = resolve_file(source, CONFIG_NAME, **hub_kwargs)
+            weights_path = resolve_file(source, WEIGHTS_NAME, **hub_kwargs)
+            data = {CONFIG_NAME: _read(config_path), WEIGHTS_NAME: _read(weights_path)}
+        header = parse_header(data[WEIGHTS_NAME], weights_path)
+        recorded = header.get("__metadata__", {}).get(CONFIG_DIGEST_KEY)
+        actual = hashlib.sha256(data[CONFIG_NAME]).hexdigest()
+        if recorded is not None and recorded != actual:
+            if local and attempt + 1 < _READ_ATTEMPTS:
+                time.sleep(0.002)  # a save in progress replaces the files one by one; read again
+                continue
+            raise ValueError(
+                f"{weights_path}: these weights were saved with a different {CONFIG_NAME} (config sha256 {recorded}, "
+                f"found {actual}); the folder holds files from two saves; save the adapter again"
+            )
+        config = MetaPromptConfig.from_json_bytes(data[CONFIG_NAME], source=config_path)
+        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        check_shapes(shapes, config, weights_path)
+        return AdapterFiles(config, shapes, data[WEIGHTS_NAME], weights_path)
+    raise AssertionError("unreachable")
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _being_replaced(folder: str) -> bool:
+    from .constants import TMP_FOLDER_INFIX
+
+    parent, base = os.path.split(os.path.abspath(folder))
+    return any(n.startswith(f".{base}{TMP_FOLDER_INFIX}") for n in os.listdir(parent))
+
+
+def parse_header(data: bytes, source: str) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor dtypes, shapes, offsets, `__metadata__`), read without
+    touching the tensor data."""
+    try:
+        if len(data) < 8:
+            raise ValueError("shorter than the 8-byte header length")
+        n = int.from_bytes(data[:8], "little")
+        if n > min(_MAX_HEADER, len(data) - 8):
+            raise ValueError(f"header length {n} exceeds the file")
+        header = json.loads(data[8 : 8 + n])
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        for key, value in header.items():
+            if key == "__metadata__":
+                continue
+            shape = value.get("shape") if isinstance(value, dict) else None
+            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise ValueError(f"tensor {key!r} has no valid shape")
+            begin, end = value.get("data_offsets", (None, None))
+            if not isinstance(begin, int) or not isinstance(end, int) or end > len(data) - 8 - n:
+                raise ValueError(f"tensor {key!r} lies outside the file")
+    except (ValueError, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"{source}: not a readable safetensors file ({err})") from err
+    return header
+
+
+def expected_shapes(config: MetaPromptConfig) -> dict[str, tuple[int | None, int, int | None]]:
+    """Shapes the config implies, (depth, tokens, width) per prompt key; None where the config does not say."""
+    out: dict[str, tuple[int | None, int, int | None]] = {}
+    if config.n_ctx:
+        out["text_prompts"] = (config.text_depth or config.text_num_layers, config.n_ctx, config.text_hidden_size)
+    if config.n_pro:
+        out["vision_prompts"] = (
+            config.vision_depth or config.vision_num_layers,
+            config.n_pro,
+            config.vision_hidden_size,
+        )
+    return out
+
+
+def check_shapes(shapes: dict[str, tuple[int, ...]], config: MetaPromptConfig, source: str) -> None:
+    """Keys and shapes of the weights (from the header) against the config; a clear error naming the tensor."""
+    expected = expected_shapes(config)
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: keys do not match the adapter's config: missing {missing}, unexpected {unexpected} "
+            f"(expected {sorted(expected)} of {list(PROMPT_KEYS)})"
+        )
+    for key, want in expected.items():
+        got = shapes[key]
+        if len(got) != 3 or any(w is not None and w != g for w, g in zip(want, got)):
+            shown = tuple("?" if w is None else w for w in want)
+            raise ValueError(
+                f"{source}: tensor {key!r} has shape {got}, but the adapter's config expects {shown} "
+                f"(depth, tokens, width)"
+            )

@@ -1,0 +1,87 @@
+"""Registry of dual-encoder backbones, keyed by the base model's `config.model_type`.
+
+Adding a backbone family is one module with a `DualEncoderBackbone` subclass and one line in `BACKBONES`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..constants import EMBEDDED_CLIP, EMBEDDED_NAME
+from .base import DualEncoderBackbone
+from .clip import CLIPBackbone
+from .siglip import SiglipBackbone
+
+BACKBONES: dict[str, type[DualEncoderBackbone]] = {
+    CLIPBackbone.model_type: CLIPBackbone,
+    SiglipBackbone.model_type: SiglipBackbone,
+}
+
+
+def backbone_class(model_type: str | None, source: str = "base model") -> type[DualEncoderBackbone]:
+    """The registered backbone for a transformers `model_type`; a clear error for any other."""
+    cls = BACKBONES.get(model_type or "")
+    if cls is None:
+        raise ValueError(
+            f"{source}: model_type {model_type!r} has no MetaPrompt backbone; supported: {sorted(BACKBONES)}"
+        )
+    return cls
+
+
+def get_backbone(model: nn.Module) -> DualEncoderBackbone:
+    """Wrap a stock transformers dual encoder (e.g. `CLIPModel`, `SiglipModel`) in its registered backbone."""
+    if isinstance(model, DualEncoderBackbone):
+        return model
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type is None:
+        raise TypeError(
+            f"base model: expected a transformers dual encoder (CLIPModel, ...), got {type(model).__name__}"
+        )
+    return backbone_class(model_type, source=type(model).__name__)(model)
+
+
+def resolve_base_model(name_or_path: str) -> str:
+    """Map `"embedded"` to the small CLIP shipped inside the package; anything else is returned unchanged."""
+    if name_or_path != EMBEDDED_NAME:
+        return name_or_path
+    if not (EMBEDDED_CLIP / "config.json").is_file():
+        raise FileNotFoundError(f"the embedded CLIP is missing: {EMBEDDED_CLIP} has no config.json")
+    return str(EMBEDDED_CLIP)
+
+
+def load_base_model(name_or_path: str, *, revision: str | None = None, **kwargs: Any) -> nn.Module:
+    """Load a base model of any registered type from a folder or Hub id (safetensors only, no remote code)."""
+    from transformers import AutoConfig
+
+    hub = {k: kwargs[k] for k in ("cache_dir", "token", "local_files_only") if k in kwargs}
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, **hub)
+        return backbone_class(config.model_type, name_or_path).load_model(name_or_path, revision=revision, **kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load the base model {name_or_path!r} (revision {revision or 'main'}): {err}"
+        ) from err
+
+
+def load_base_processor(name_or_path: str, *, revision: str | None = None, **kwargs: Any) -> Any:
+    """The processor (tokenizer + image processor) of a base model of any registered type."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision, **kwargs)
+    return backbone_class(config.model_type, name_or_path).load_processor(name_or_path, revision=revision, **kwargs)
+
+
+__all__ = [
+    "BACKBONES",
+    "CLIPBackbone",
+    "DualEncoderBackbone",
+    "SiglipBackbone",
+    "backbone_class",
+    "get_backbone",
+    "load_base_model",
+    "load_base_processor",
+    "resolve_base_model",
+]

@@ -1,0 +1,35 @@
+"""Names shared across the package: file names, prefixes and default words, in one place (no module needs to import
+another one just for a constant)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LIBRARY_NAME = "metaprompt_hf"
+METHOD_NAME = "METAPROMPT"
+
+# An adapter folder (or Hub repo) holds exactly these two files. The namespaced names keep transformers and PEFT
+# from mistaking the folder for theirs.
+CONFIG_NAME = "metaprompt_config.json"
+WEIGHTS_NAME = "metaprompt_model.safetensors"
+# safetensors metadata key holding the sha256 of the config file written with the weights, so a loader can tell
+# that the two files belong together.
+CONFIG_DIGEST_KEY = "metaprompt_config_sha256"
+
+# Package-owned tensor keys of the adapter (never transformers module paths).
+PROMPT_KEYS = ("text_prompts", "vision_prompts")
+
+# The word repeated n_ctx times before the class name; its rows are replaced by the text prompts.
+PLACEHOLDER_TOKEN = "X"
+DEFAULT_ADAPTER_NAME = "default"
+
+# `base_model="embedded"` means the small CLIP shipped inside the package, next to an adapter trained on it.
+EMBEDDED_NAME = "embedded"
+ASSETS = Path(__file__).resolve().parent / "assets"
+EMBEDDED_CLIP = ASSETS / "mini-clip"
+EMBEDDED_ADAPTER = ASSETS / "metaprompt-mini"
+
+CHECKPOINT_PREFIX = "checkpoint-"
+# Temporary sibling folders written by an interrupted save carry this infix; loaders never read them and the next
+# save removes those whose writer process is gone.
+TMP_FOLDER_INFIX = ".metaprompt-tmp-"

@@ -1,0 +1,204 @@
+"""The protocol interface and what every protocol shares: the few-shot sample, the evaluation rows, the result
+containers (docs/method.md §6).
+
+A protocol turns a loaded dataset (`data.ImageClassificationData`) into a few-shot training set and evaluation
+sets (`prepare`), says which meta-learning episodes its training uses (`meta_episodes`, built by `meta.py`),
+scores a model on its evaluation sets (`evaluate`) and names the metrics it reports (`metric_keys`). Everything
+protocol-specific lives in one module per protocol; `protocols/__init__.py` holds the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..data import DataError, ImageClassificationData, _describe
+from ..images import try_decode
+
+if TYPE_CHECKING:
+    from ..meta import Episode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSet:
+    """Rows of one split to evaluate, classified among `class_names` (labels remapped to 0..len-1)."""
+
+    rows: Any
+    class_names: list[str]
+    labels: list[int]
+    domains: list[int] | None = None
+
+
+@dataclass
+class ProtocolData:
+    """Few-shot training set and evaluation sets of one protocol run.
+
+    Attributes:
+        train_rows: `datasets.Dataset` of the few-shot training images.
+        train_labels: their labels remapped to 0..len(train_class_names)-1.
+        train_domains: their domain ids (DG) or None.
+        train_class_names: the classes trained on (base classes, or all classes for DG).
+        eval_sets: "base" and "new" (base-to-new), "target" (DG) or "all" (transfer) → `EvalSet`.
+        source_domains: domain ids trained on (DG), else None.
+        fewshot: the chosen row indices, by split and class (and domain), for the run folder.
+        skipped_corrupt: candidate training images that could not be decoded.
+    """
+
+    train_rows: Any
+    train_labels: list[int]
+    train_domains: list[int] | None
+    train_class_names: list[str]
+    eval_sets: dict[str, EvalSet]
+    source_domains: list[int] | None = None
+    fewshot: dict[str, Any] = field(default_factory=dict)
+    skipped_corrupt: list[str] = field(default_factory=list)
+
+
+class Protocol(ABC):
+    """One evaluation protocol of the paper (docs/method.md §6).
+
+    Class attributes:
+        name: the `--protocol` value.
+        metric_keys: the metrics (percent) its result entries carry; the model card and `hub.load_results` check them.
+        default_tokens: text and vision prompt tokens when `--n_ctx` / `--n_pro` are not given (docs/method.md §4).
+        meta_prompts: which prompts the meta step updates, "text" (θ_t over class splits) or "vision" (θ_v over
+            domain splits) (docs/method.md §3.1).
+        needs_target_domain: whether `--target_domain` is required.
+        target_templates: evaluate with the templates of the evaluated dataset rather than the adapter's own
+            (transfer protocols, where an adapter trained on one dataset is scored on another).
+    """
+
+    name: ClassVar[str]
+    metric_keys: ClassVar[tuple[str, ...]]
+    default_tokens: ClassVar[int] = 2
+    meta_prompts: ClassVar[str] = "text"
+    needs_target_domain: ClassVar[bool] = False
+    target_templates: ClassVar[bool] = False
+
+    @property
+    def mixes_domains(self) -> bool:
+        """Whether training batches interleave source domains (the vision meta step needs two per batch)."""
+        return self.meta_prompts == "vision"
+
+    @abstractmethod
+    def prepare(
+        self,
+        data: ImageClassificationData,
+        *,
+        shots: int,
+        seed: int,
+        train_split: str = "train",
+        eval_split: str = "test",
+        target_domain: str | None = None,
+        allow_fewer_shots: bool = False,
+        max_eval_samples: int | None = None,
+    ) -> ProtocolData:
+        """The few-shot training rows and the evaluation sets (raises `DataError` naming the bad input)."""
+
+    @abstractmethod
+    def meta_episodes(
+        self,
+        labels: torch.Tensor,
+        domains: torch.Tensor | None,
+        proto: ProtocolData,
+        *,
+        seed: int,
+        step: int,
+        num_class_groups: int = 2,
+    ) -> list[Episode]:
+        """The meta step's episodes for one accumulated batch: `labels` (B,) and `domains` (B,) or None, CPU."""
+
+    @abstractmethod
+    def evaluate(
+        self, model: Any, proto: ProtocolData, data: ImageClassificationData, image_processor: Any, **kw: Any
+    ) -> dict[str, Any]:
+        """The protocol's metrics (percent) and counts; `kw` goes to `evaluation.evaluate_set`."""
+
+    @abstractmethod
+    def describe(self, entry: Mapping[str, Any]) -> str:
+        """One line of a result entry, e.g. `Base 81.20 | New 70.10 | HM 75.24`."""
+
+
+# ---------------------------------------------------------------------------------------------------- shared steps
+def check_common(data: ImageClassificationData, shots: int, train_split: str) -> None:
+    if shots < 1:
+        raise DataError(f"shots: expected >= 1, got {shots}")
+    if train_split not in data.splits:
+        raise DataError(f"train_split: {data.name} has no split {train_split!r}; it has {sorted(data.splits)}")
+
+
+def sample_shots(
+    split: Any,
+    groups: dict[tuple, list[int]],
+    shots: int,
+    seed: int,
+    allow_fewer: bool,
+    describe_group: Callable[[tuple], str],
+) -> tuple[list[int], list[str]]:
+    """Pick `shots` decodable rows per group, seeded; corrupt candidates are skipped and reported."""
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    corrupt: list[str] = []
+    images = split.select_columns(["image"])
+    for key in sorted(groups):
+        candidates = list(groups[key])
+        rng.shuffle(candidates)
+        picked: list[int] = []
+        for row in candidates:
+            if len(picked) == shots:
+                break
+            value = images[int(row)]["image"]
+            if try_decode(value) is None:
+                corrupt.append(_describe(value))
+                continue
+            picked.append(int(row))
+        if len(picked) < shots:
+            msg = f"shots: {describe_group(key)} has {len(picked)} readable images, fewer than the {shots} asked"
+            if not allow_fewer:
+                raise DataError(msg + " (pass --allow_fewer_shots to train on what there is)")
+            logger.warning("%s; using %d", msg, len(picked))
+        chosen.extend(sorted(picked))
+    return chosen, corrupt
+
+
+def eval_rows(data: ImageClassificationData, eval_split: str, train_split: str, chosen: list[int]) -> tuple[Any, str]:
+    """The rows to evaluate: `eval_split`, or when it is missing the `train_split` rows not sampled for training."""
+    if eval_split in data.splits and eval_split != train_split:
+        return data.splits[eval_split], eval_split
+    if eval_split != train_split:
+        logger.warning(
+            "split %r not found in %s; evaluating on the %r rows not used for training",
+            eval_split,
+            data.name,
+            train_split,
+        )
+    taken = set(chosen)
+    train = data.splits[train_split]
+    rest = [i for i in range(len(train)) if i not in taken]
+    return train.select(rest), f"{train_split} minus training rows"
+
+
+def cap(indices: list[int], limit: int | None, seed: int) -> list[int]:
+    """At most `limit` of `indices`, a seeded subsample kept in order."""
+    if limit is None or len(indices) <= limit:
+        return indices
+    rng = np.random.default_rng(seed + 7919)
+    return sorted(rng.choice(indices, size=limit, replace=False).tolist())
+
+
+def class_groups(labels: Sequence[int], classes: Sequence[int]) -> dict[tuple, list[int]]:
+    """{(class,): rows} for the rows whose label is in `classes`."""
+    wanted = {int(c) for c in classes}
+    groups: dict[tuple, list[int]] = {}
+    for row, lab in enumerate(labels):
+        if int(lab) in wanted:
+            groups.setdefault((int(lab),), []).append(row)
+    return groups

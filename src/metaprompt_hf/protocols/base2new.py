@@ -1,0 +1,131 @@
+"""Base-to-new generalisation (docs/method.md §6.1): train on the first half of the classes, report accuracy on
+base classes among base classes, on new classes among new classes, and their harmonic mean."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import DataError, ImageClassificationData
+from ..evaluation import evaluate_set, harmonic_mean
+from ..meta import Episode, class_split_episodes
+from .base import EvalSet, Protocol, ProtocolData, cap, check_common, class_groups, eval_rows, sample_shots
+
+
+def base_new_split(num_classes: int) -> tuple[list[int], list[int]]:
+    """The paper's split rule (docs/method.md §6.1, `subsample_classes`): sorted label ids, the first ceil(C/2) are
+    base, the rest new."""
+    m = math.ceil(num_classes / 2)
+    return list(range(m)), list(range(m, num_classes))
+
+
+def class_split_meta_episodes(
+    labels: torch.Tensor, proto: ProtocolData, *, seed: int, step: int, num_class_groups: int
+) -> list[Episode]:
+    """Class-group episodes over the training classes (docs/method.md §3.1); the split is drawn from (seed, step)
+    alone, so it is identical on every process and after a resume."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return class_split_episodes(labels, len(proto.train_class_names), generator, num_class_groups)
+
+
+class Base2NewProtocol(Protocol):
+    name = "base2new"
+    metric_keys = ("base", "new", "hm")
+    default_tokens = 2
+    meta_prompts = "text"
+
+    def prepare(
+        self,
+        data: ImageClassificationData,
+        *,
+        shots: int,
+        seed: int,
+        train_split: str = "train",
+        eval_split: str = "test",
+        target_domain: str | None = None,
+        allow_fewer_shots: bool = False,
+        max_eval_samples: int | None = None,
+    ) -> ProtocolData:
+        """`shots` images per base class from `train_split`; base and new evaluation sets from `eval_split`."""
+        check_common(data, shots, train_split)
+        train = data.splits[train_split]
+        labels = np.asarray(train["label"])
+        domains = np.asarray(train["domain"]) if "domain" in train.column_names else None
+        names = data.class_names
+        base, new = base_new_split(len(names))
+        groups = class_groups(labels, base)
+        absent = [names[c] for c in base if (c,) not in groups]
+        if absent:
+            raise DataError(f"shots: base class(es) {absent} have no images in split {train_split!r}")
+        chosen, corrupt = sample_shots(
+            train, groups, shots, seed, allow_fewer_shots, lambda k: f"class {names[k[0]]!r}"
+        )
+        rows_all, eval_indices = eval_rows(data, eval_split, train_split, chosen)
+        eval_labels = np.asarray(rows_all["label"])
+        eval_sets = {}
+        for part, ids in (("base", base), ("new", new)):
+            if not ids:
+                continue
+            idx = cap([int(i) for i in np.nonzero(np.isin(eval_labels, ids))[0]], max_eval_samples, seed)
+            rows = rows_all.select(idx)
+            remap = {c: i for i, c in enumerate(ids)}
+            eval_sets[part] = EvalSet(rows, [names[c] for c in ids], [remap[int(x)] for x in rows["label"]])
+        return ProtocolData(
+            train_rows=train.select(chosen),
+            train_labels=[int(labels[i]) for i in chosen],
+            train_domains=[int(domains[i]) for i in chosen] if domains is not None else None,
+            train_class_names=[names[c] for c in base],
+            eval_sets=eval_sets,
+            fewshot={
+                "split": train_split,
+                "protocol": self.name,
+                "seed": seed,
+                "shots": shots,
+                "rows": chosen,
+                "base_classes": [names[c] for c in base],
+                "new_classes": [names[c] for c in new],
+                "eval_split": eval_indices,
+            },
+            skipped_corrupt=corrupt,
+        )
+
+    def meta_episodes(
+        self,
+        labels: torch.Tensor,
+        domains: torch.Tensor | None,
+        proto: ProtocolData,
+        *,
+        seed: int,
+        step: int,
+        num_class_groups: int = 2,
+    ) -> list[Episode]:
+        return class_split_meta_episodes(labels, proto, seed=seed, step=step, num_class_groups=num_class_groups)
+
+    def evaluate(
+        self, model: Any, proto: ProtocolData, data: ImageClassificationData, image_processor: Any, **kw: Any
+    ) -> dict[str, Any]:
+        base = evaluate_set(model, proto.eval_sets["base"], image_processor, **kw)
+        entry: dict[str, Any] = {
+            "base": base["accuracy"],
+            "n_base_images": base["n"],
+            "n_base_classes": len(proto.eval_sets["base"].class_names),
+        }
+        if "new" in proto.eval_sets:
+            new = evaluate_set(model, proto.eval_sets["new"], image_processor, **kw)
+            entry |= {
+                "new": new["accuracy"],
+                "n_new_images": new["n"],
+                "n_new_classes": len(proto.eval_sets["new"].class_names),
+                "hm": harmonic_mean(base["accuracy"], new["accuracy"]),
+            }
+            entry["skipped_images"] = base["skipped"] + new["skipped"]
+        return entry
+
+    def describe(self, entry: Mapping[str, Any]) -> str:
+        if "new" not in entry:
+            return f"Base {entry['base']:.2f}"
+        return f"Base {entry['base']:.2f} | New {entry['new']:.2f} | HM {entry['hm']:.2f}"

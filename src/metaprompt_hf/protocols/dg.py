@@ -1,0 +1,131 @@
+"""Domain generalisation, leave one domain out (docs/method.md §6.2): train on every class of the source domains,
+report accuracy on the held-out target domain among all classes."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import DataError, ImageClassificationData
+from ..evaluation import evaluate_set
+from ..meta import Episode, domain_split_episodes
+from .base import EvalSet, Protocol, ProtocolData, cap, check_common, eval_rows, sample_shots
+
+logger = logging.getLogger(__name__)
+
+
+class DGProtocol(Protocol):
+    name = "dg"
+    metric_keys = ("accuracy",)
+    default_tokens = 4
+    meta_prompts = "vision"
+    needs_target_domain = True
+
+    def prepare(
+        self,
+        data: ImageClassificationData,
+        *,
+        shots: int,
+        seed: int,
+        train_split: str = "train",
+        eval_split: str = "test",
+        target_domain: str | None = None,
+        allow_fewer_shots: bool = False,
+        max_eval_samples: int | None = None,
+    ) -> ProtocolData:
+        """`shots` images per class PER SOURCE DOMAIN from `train_split`; every `eval_split` image of
+        `target_domain`, among all classes, is evaluated."""
+        check_common(data, shots, train_split)
+        train = data.splits[train_split]
+        labels = np.asarray(train["label"])
+        domains = np.asarray(train["domain"]) if "domain" in train.column_names else None
+        names = data.class_names
+        if domains is None or not data.domain_names:
+            raise DataError(f"protocol dg: {data.name} has no domain column; DG needs several domains")
+        if target_domain is None:
+            raise DataError(f"target_domain: required for protocol dg; domains are {data.domain_names}")
+        if target_domain not in data.domain_names:
+            raise DataError(
+                f"target_domain: {target_domain!r} is not a domain of {data.name}; domains are {data.domain_names}"
+            )
+        target = data.domain_names.index(target_domain)
+        sources = sorted({int(d) for d in domains if d != target})
+        if len(sources) < 2:
+            raise DataError(
+                f"protocol dg: leaving {target_domain!r} out leaves {len(sources)} source domain(s) in {train_split!r}; "
+                "DG needs at least two"
+            )
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for row, (lab, dom) in enumerate(zip(labels, domains)):
+            if dom != target:
+                groups[(int(dom), int(lab))].append(row)
+        missing = [
+            (data.domain_names[d], names[c]) for d in sources for c in range(len(names)) if (d, c) not in groups
+        ]
+        if missing:
+            logger.info("DG: %d (domain, class) pairs have no images and are skipped: %s", len(missing), missing[:10])
+        chosen, corrupt = sample_shots(
+            train,
+            groups,
+            shots,
+            seed,
+            allow_fewer_shots,
+            lambda k: f"class {names[k[1]]!r} in domain {data.domain_names[k[0]]!r}",
+        )
+        rows_all, eval_indices = eval_rows(data, eval_split, train_split, chosen)
+        eval_dom = np.asarray(rows_all["domain"])
+        target_idx = cap([int(i) for i in np.nonzero(eval_dom == target)[0]], max_eval_samples, seed)
+        target_rows = rows_all.select(target_idx)
+        return ProtocolData(
+            train_rows=train.select(chosen),
+            train_labels=[int(labels[i]) for i in chosen],
+            train_domains=[int(domains[i]) for i in chosen],
+            train_class_names=list(names),
+            eval_sets={"target": EvalSet(target_rows, list(names), [int(x) for x in target_rows["label"]])},
+            source_domains=sources,
+            fewshot={
+                "split": train_split,
+                "protocol": self.name,
+                "target_domain": target_domain,
+                "seed": seed,
+                "shots": shots,
+                "rows": chosen,
+                "eval_split": eval_indices,
+            },
+            skipped_corrupt=corrupt,
+        )
+
+    def meta_episodes(
+        self,
+        labels: torch.Tensor,
+        domains: torch.Tensor | None,
+        proto: ProtocolData,
+        *,
+        seed: int,
+        step: int,
+        num_class_groups: int = 2,
+    ) -> list[Episode]:
+        """Leave-one-source-domain-out episodes over all training classes (docs/method.md §3.1)."""
+        if domains is None:
+            raise ValueError("domains: the DG meta step needs the batch's domain ids")
+        return domain_split_episodes(labels, domains, proto.source_domains, len(proto.train_class_names))
+
+    def evaluate(
+        self, model: Any, proto: ProtocolData, data: ImageClassificationData, image_processor: Any, **kw: Any
+    ) -> dict[str, Any]:
+        target = evaluate_set(model, proto.eval_sets["target"], image_processor, **kw)
+        return {
+            "target_domain": proto.fewshot.get("target_domain"),
+            "accuracy": target["accuracy"],
+            "n_images": target["n"],
+            "source_domains": [data.domain_names[d] for d in proto.source_domains],
+            "skipped_images": target["skipped"],
+        }
+
+    def describe(self, entry: Mapping[str, Any]) -> str:
+        return f"Target {entry['target_domain']} {entry['accuracy']:.2f}"

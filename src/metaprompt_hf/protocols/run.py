@@ -1,0 +1,145 @@
+"""Running a protocol from training arguments: load the data, prepare the few-shot split, evaluate a model and
+build the result entry (docs/method.md §6). `args` is any object with the fields of the training arguments."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..data import DataError, ImageClassificationData, load_image_classification
+from ..templates import templates_for_dataset
+from .base import ProtocolData
+from .registry import PROTOCOLS, get_protocol
+
+
+def prepare_protocol(
+    data: ImageClassificationData,
+    *,
+    protocol: str,
+    shots: int,
+    seed: int,
+    train_split: str = "train",
+    eval_split: str = "test",
+    target_domain: str | None = None,
+    allow_fewer_shots: bool = False,
+    max_eval_samples: int | None = None,
+) -> ProtocolData:
+    """Few-shot training rows and evaluation sets of the registered `protocol` (see each protocol's `prepare`).
+
+    When `eval_split` is missing (e.g. an image folder without split folders), evaluation uses the rows of
+    `train_split` that were not sampled for training.
+    """
+    if protocol not in PROTOCOLS:
+        raise DataError(f"protocol: expected one of {list(PROTOCOLS)}, got {protocol!r}")
+    return PROTOCOLS[protocol].prepare(
+        data,
+        shots=shots,
+        seed=seed,
+        train_split=train_split,
+        eval_split=eval_split,
+        target_domain=target_domain,
+        allow_fewer_shots=allow_fewer_shots,
+        max_eval_samples=max_eval_samples,
+    )
+
+
+def parse_class_names(value: str | None) -> list[str] | None:
+    """`--class_names`: comma-separated, or a .txt file with one name per line."""
+    if not value:
+        return None
+    if os.path.isfile(value):
+        return [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def run_templates(template: str | None, dataset_name: str) -> list[str]:
+    """The frozen branch's templates: `--template` ('|'-separated) or the dataset's preset (docs/method.md §8)."""
+    if template:
+        return [t.strip() for t in template.split("|") if t.strip()]
+    if dataset_name.startswith("miniworld:"):
+        from .. import miniworld
+
+        name = dataset_name.split(":", 1)[1]
+        if name in miniworld.TEMPLATES:
+            return [miniworld.TEMPLATES[name]]
+    return templates_for_dataset(dataset_name)
+
+
+def load_dataset_for(args: Any) -> ImageClassificationData:
+    """The dataset named by `args` (`--dataset_name`, with `--data_dir` for the standard layouts)."""
+    return load_image_classification(
+        args.dataset_name,
+        config_name=args.dataset_config_name,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        domain_column=args.domain_column,
+        class_names=parse_class_names(args.class_names),
+        cache_dir=args.cache_dir,
+    )
+
+
+def load_protocol_data(args: Any) -> tuple[ImageClassificationData, ProtocolData]:
+    """The dataset named by `args` and its few-shot / evaluation split for `args.protocol` (raises `DataError`)."""
+    data = load_dataset_for(args)
+    proto = prepare_protocol(
+        data,
+        protocol=args.protocol,
+        shots=args.shots,
+        seed=args.seed,
+        train_split=args.train_split,
+        eval_split=args.eval_split,
+        target_domain=args.target_domain,
+        allow_fewer_shots=args.allow_fewer_shots,
+        max_eval_samples=args.max_eval_samples,
+    )
+    return data, proto
+
+
+@contextlib.contextmanager
+def templates_swapped(model: Any, templates: Sequence[str] | None) -> Iterator[None]:
+    """Score with `templates` in the frozen branch, restoring the adapter's own afterwards (transfer protocols
+    evaluate an adapter on a dataset with that dataset's templates, docs/method.md §8)."""
+    if templates is None or list(templates) == list(model.config.templates):
+        yield
+        return
+    own = model.config.templates
+    model.config.templates = list(templates)
+    try:
+        yield
+    finally:
+        model.config.templates = own
+
+
+def evaluate_protocol(
+    args: Any,
+    model: Any,
+    proto: ProtocolData,
+    data: ImageClassificationData,
+    processor: Any,
+    accelerator: Any | None = None,
+) -> dict[str, Any]:
+    """The result entry of one run: its identity (protocol, method, dataset, seed, shots, split) and the
+    protocol's metrics in percent (base / new / HM, target-domain accuracy, ...)."""
+    protocol = get_protocol(args.protocol)
+    kind = "logits_zero_shot" if args.method == "zeroshot" else "logits"
+    kw = dict(accelerator=accelerator, batch_size=args.per_device_eval_batch_size, logits=kind)
+    entry: dict[str, Any] = {
+        "protocol": args.protocol,
+        "method": args.method,
+        "dataset": data.name,
+        "seed": args.seed,
+        "shots": args.shots,
+        "eval_split": args.eval_split,
+    }
+    templates = run_templates(args.template, data.name) if protocol.target_templates else None
+    with templates_swapped(model, templates):
+        entry |= protocol.evaluate(model, proto, data, processor.image_processor, **kw)
+    return entry
+
+
+def format_results(entry: Mapping[str, Any]) -> str:
+    """One line: `<method> on <dataset>: Base 81.20 | New 70.10 | HM 75.24` or `...: Target <domain> 55.00`."""
+    return f"{entry['method']} on {entry['dataset']}: {get_protocol(entry['protocol']).describe(entry)}"

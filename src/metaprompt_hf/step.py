@@ -1,0 +1,337 @@
+"""One MetaPrompt training step as a callable: the in-domain update, then the meta step (docs/method.md §3).
+
+    step = TrainingStep(model, optimizer, class_names, meta=MetaSettings(target="text"))
+    result = step(batch)                                       # draws its own seeded episodes
+    result = step(batch, episodes=class_group_episodes(labels, [[2, 3, 5], [0, 4, 1]]), record=True)
+
+The training loop, the benchmarks and the fidelity tests all drive training through this class, so what they
+measure is what the loop runs. Under gradient accumulation the loop calls `forward_backward` once per
+micro-batch and `update` once per optimizer step; `__call__` does both for one batch.
+
+The learning rate η has one source: the optimizer's `param_groups[0]["lr"]` (set by the schedule), used by the
+in-domain step, the faithful inner steps and the outer update alike, as the reference's `get_current_lr()`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from .meta import (
+    Episode,
+    MetaStepResult,
+    apply_outer_update,
+    class_split_episodes,
+    domain_split_episodes,
+    faithful_meta_step,
+    meta_gradient,
+    text_episode_loss,
+    vision_episode_loss,
+)
+
+PROMPT_NAMES = ("text_prompts", "vision_prompts")
+
+
+@dataclass(frozen=True)
+class MetaSettings:
+    """How the meta step runs (docs/method.md §3).
+
+    Attributes:
+        target: "text" (base-to-new: θ_t with CE(z^t) over class groups) or "vision" (DG: θ_v with CE(z^i),
+            leaving one source domain out).
+        mode: "clean" (exact reset, plain-SGD inner step, §3.2) or "faithful" (the reference's quirks 1-3, §3.3).
+        beta: β of the outer update θ ← θ0 − β·η·g.
+        reduction: "sum" (reference) or "mean" of the held-out gradients over episodes.
+        second_order: exact second-order meta-gradient (clean mode only).
+        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3).
+        num_class_groups: class groups of the base-to-new split.
+        chunk_size: samples per encoder call in the vision episodes (bounds memory).
+    """
+
+    target: Literal["text", "vision"] = "text"
+    mode: Literal["clean", "faithful"] = "clean"
+    beta: float = 0.2
+    reduction: Literal["sum", "mean"] = "sum"
+    second_order: bool = False
+    zero_grad_drift: bool = False
+    num_class_groups: int = 2
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("target", ("text", "vision")),
+            ("mode", ("clean", "faithful")),
+            ("reduction", ("sum", "mean")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        if self.second_order and self.mode == "faithful":
+            raise ValueError("second_order: the second-order option exists in clean mode only")
+
+
+@dataclass
+class UpdateRecord:
+    """The optimiser state right after one optimiser update (with `record=True`).
+
+    Attributes:
+        phase: "in_domain" (phase 1) or "meta_train" (a faithful inner step).
+        loss: the loss that update descended.
+        prompts, grads, momentum: per prompt name ("text_prompts", "vision_prompts"), (depth, tokens, width)
+            clones; a grad or momentum buffer the optimiser did not have is None.
+    """
+
+    phase: str
+    loss: float
+    prompts: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor | None]
+    momentum: dict[str, torch.Tensor | None]
+
+
+@dataclass
+class StepResult:
+    """What one training step did.
+
+    Attributes:
+        loss: the in-domain loss (L_AC, or CE for the baselines), mean over micro-batches.
+        lr: η used by every update of the step.
+        meta: the meta step's result (episodes that ran with rows, classes, local targets, losses and, with
+            `keep_grads`, per-episode gradients; the summed g), or None without a meta step.
+        outer_update: the tensor subtracted from the meta-updated prompt by the outer update (β·η·g).
+        updates: every optimiser update with `record=True`: phase 1 first, then each faithful inner step.
+    """
+
+    loss: float
+    lr: float
+    meta: MetaStepResult | None = None
+    outer_update: torch.Tensor | None = None
+    updates: list[UpdateRecord] = field(default_factory=list)
+
+    @property
+    def meta_train_loss(self) -> float:
+        return self.meta.meta_train_loss if self.meta is not None else math.nan
+
+    @property
+    def meta_test_loss(self) -> float:
+        return self.meta.meta_test_loss if self.meta is not None else math.nan
+
+
+def split_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of the base-to-new class split of optimizer step `step`: drawn from (seed, step) alone, so it
+    is identical on every process and after a resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+class TrainingStep:
+    """The in-domain step and the meta step of one batch (docs/method.md §2, §3).
+
+    Args:
+        model: the (unwrapped) `MetaPromptModel`; the meta step reads and updates its prompts.
+        optimizer: the SGD over `model.prompt_parameters()` (an Accelerate-prepared one is fine).
+        class_names: the K training classes; batch labels index them.
+        meta: how the meta step runs, or None for no meta step (the baselines, `metaprompt_no_meta`).
+        source_domains: DG: the run's source domain ids, so every process walks the same episodes.
+        seed: seed of the drawn class splits.
+        accelerator: an `accelerate.Accelerator` (backward, autocast, cross-process reduction), or None.
+        module: what the forward goes through (the DDP-wrapped model); default `model`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: torch.optim.Optimizer,
+        class_names: Sequence[str],
+        *,
+        meta: MetaSettings | None = None,
+        source_domains: Sequence[int] | None = None,
+        seed: int = 0,
+        accelerator: Any | None = None,
+        module: torch.nn.Module | None = None,
+    ) -> None:
+        self.model = model
+        self.module = module if module is not None else model
+        self.optimizer = optimizer
+        self.raw_optimizer = getattr(optimizer, "optimizer", optimizer)
+        self.class_names = list(class_names)
+        self.meta = meta
+        self.source_domains = list(source_domains) if source_domains is not None else None
+        self.seed = seed
+        self.accelerator = accelerator
+        if meta is not None and meta.target == "vision" and self.source_domains is None:
+            raise ValueError("source_domains: the DG meta step (target='vision') needs the run's source domain ids")
+        self._window: list[dict[str, Any]] = []
+        self._losses: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def lr(self) -> float:
+        return float(self.raw_optimizer.param_groups[0]["lr"])
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        return self.accelerator.autocast() if self.accelerator is not None else contextlib.nullcontext()
+
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        acc = self.accelerator
+        if acc is None or acc.num_processes == 1:
+            return t
+        return acc.reduce(t.to(acc.device), "sum").to(t.device)
+
+    def forward_backward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Phase 1's forward and backward on one (micro-)batch with the model's own loss; keeps what the meta step
+        needs. `batch`: pixel_values (B, 3, H, W), labels (B,), domains (B,) for DG. Returns the detached loss."""
+        with self._autocast():
+            out = self.module(batch["pixel_values"], self.class_names, labels=batch["labels"])
+        if self.accelerator is not None:
+            self.accelerator.backward(out.loss)
+        else:
+            out.loss.backward()
+        loss = out.loss.detach().float()
+        self._losses.append(loss)
+        if self.meta is not None:
+            self._window.append(
+                {
+                    "x": out.frozen_image_embeds.detach(),
+                    "labels": batch["labels"],
+                    "domains": batch.get("domains"),
+                    "pixel_values": batch["pixel_values"] if self.meta.target == "vision" else None,
+                }
+            )
+        return loss
+
+    def episodes_for(self, labels: torch.Tensor, domains: torch.Tensor | None, step: int) -> list[Episode]:
+        """The loop's own episodes: a class split drawn from (seed, step) for base-to-new, one episode per source
+        domain for DG (docs/method.md §3.1)."""
+        assert self.meta is not None
+        if self.meta.target == "text":
+            generator = split_generator(self.seed, step)
+            return class_split_episodes(labels, len(self.class_names), generator, self.meta.num_class_groups)
+        if domains is None:
+            raise ValueError("domains: the DG meta step needs the batch's domain ids")
+        return domain_split_episodes(labels, domains, self.source_domains, len(self.class_names))
+
+    def update(
+        self,
+        *,
+        step: int = 0,
+        episodes: Sequence[Episode] | None = None,
+        record: bool = False,
+        keep_grads: bool = False,
+    ) -> StepResult:
+        """The optimiser step of phase 1, then the meta step on everything `forward_backward` saw since the last
+        update. `episodes` replaces the drawn ones (an injected class split or domain list); `record` keeps every
+        optimiser update, `keep_grads` every episode's gradients."""
+        lr = self.lr
+        self.optimizer.step()
+        losses, window = self._losses, self._window
+        self._losses, self._window = [], []
+        loss = float(torch.stack(losses).mean()) if losses else math.nan
+        result = StepResult(loss=loss, lr=lr)
+        if record:
+            result.updates.append(self._snapshot("in_domain", loss))
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.meta is None or not window:
+            return result
+        labels = torch.cat([w["labels"] for w in window]).cpu()
+        domains = None
+        if window[0]["domains"] is not None:
+            domains = torch.cat([w["domains"] for w in window]).cpu()
+        if episodes is None:
+            episodes = self.episodes_for(labels, domains, step)
+        result.meta, result.outer_update = self._meta_step(window, episodes, lr, record, keep_grads, result)
+        return result
+
+    def __call__(
+        self,
+        batch: dict[str, torch.Tensor],
+        *,
+        step: int = 0,
+        episodes: Sequence[Episode] | None = None,
+        record: bool = False,
+        keep_grads: bool = False,
+    ) -> StepResult:
+        """`forward_backward(batch)` then `update(...)`: one whole training step on one batch."""
+        self.forward_backward(batch)
+        return self.update(step=step, episodes=episodes, record=record, keep_grads=keep_grads)
+
+    # ------------------------------------------------------------------ internals
+    def _meta_step(
+        self,
+        window: list[dict[str, Any]],
+        episodes: Sequence[Episode],
+        lr: float,
+        record: bool,
+        keep_grads: bool,
+        result: StepResult,
+    ) -> tuple[MetaStepResult, torch.Tensor]:
+        meta, model = self.meta, self.model
+        assert meta is not None
+        if meta.target == "text":
+            x = torch.cat([w["x"] for w in window]).float()
+            loss_fn = text_episode_loss(model, x, self.class_names)
+            param, frozen, chunk = model.text_prompts, [model.vision_prompts], None
+        else:
+            templates = model.encode_templates(self.class_names)
+            pixel_values = torch.cat([w["pixel_values"] for w in window])
+            loss_fn = vision_episode_loss(model, pixel_values, templates)
+            param, frozen, chunk = model.vision_prompts, [model.text_prompts], meta.chunk_size
+        if param is None:
+            raise ValueError(
+                f"meta: the {meta.target} prompts are disabled (0 tokens), so they cannot be meta-updated"
+            )
+        frozen = [p for p in frozen if p is not None]
+        before = param.detach().clone()
+        on_update: Callable[[float], None] | None = None
+        if record:
+
+            def on_update(loss: float) -> None:
+                result.updates.append(self._snapshot("meta_train", loss))
+
+        with self._autocast():
+            if meta.mode == "faithful":
+                out = faithful_meta_step(
+                    param,
+                    loss_fn,
+                    episodes,
+                    self.raw_optimizer,
+                    lr,
+                    meta.beta,
+                    frozen_params=frozen,
+                    zero_grad_drift=meta.zero_grad_drift,
+                    reduction=meta.reduction,
+                    reduce=self._reduce,
+                    chunk_size=chunk,
+                    keep_grads=keep_grads,
+                    on_update=on_update,
+                )
+                outer = meta.beta * lr * (out.grad / max(out.episodes, 1) if meta.reduction == "mean" else out.grad)
+            else:
+                out = meta_gradient(
+                    loss_fn,
+                    param,
+                    episodes,
+                    lr,
+                    second_order=meta.second_order,
+                    reduce=self._reduce,
+                    chunk_size=chunk,
+                    keep_grads=keep_grads,
+                )
+                apply_outer_update(param, out, lr, meta.beta, meta.reduction)
+                outer = before - param.detach()
+        return out, outer
+
+    def _snapshot(self, phase: str, loss: float) -> UpdateRecord:
+        prompts, grads, momentum = {}, {}, {}
+        for name in PROMPT_NAMES:
+            p = getattr(self.model, name)
+            if p is None:
+                continue
+            prompts[name] = p.detach().clone()
+            grads[name] = None if p.grad is None else p.grad.detach().clone()
+            buf = self.raw_optimizer.state.get(p, {}).get("momentum_buffer")
+            momentum[name] = None if buf is None else buf.detach().clone()
+        return UpdateRecord(phase, loss, prompts, grads, momentum)
