@@ -5,7 +5,7 @@ Protocols (docs/method.md §6), sized so that the meta step has something to do 
 90 minutes on 2 CPU cores:
 
 - base-to-new: the four mini datasets (16 shots, batch 16, 8 epochs: the paper's schedule) and `union`
-  (`metaprompt_hf.miniworld_union`: 52 classes, 26 base; 8 shots, batch 32, 8 epochs), so that the class-split
+  (`miniworld:union`, `metaprompt_hf.miniworld.union`: 52 classes, 26 base; 8 shots, batch 32, 8 epochs), so that the class-split
   episodes hold 13-way problems instead of 2-4-way ones;
 - domain generalisation on `styles`, leave one domain out, 5 shots per class and source domain, batch 16, at
   least `MIN_DG_STEPS` optimizer steps (more epochs when needed): at batch 32 the paper's schedule gives 24 steps
@@ -118,14 +118,11 @@ def run_spec(
 
 
 def _training_args(spec: dict[str, Any], out: Path, cache_dir: str) -> Any:
-    from metaprompt_hf.miniworld_union import UNION_TEMPLATE, union_path
     from metaprompt_hf.training import MetaPromptTrainingArguments
 
-    union = spec["dataset"] == UNION
     return MetaPromptTrainingArguments(
         base_model="embedded",
-        dataset_name=union_path(cache_dir) if union else f"miniworld:{spec['dataset']}",
-        template=UNION_TEMPLATE if union else None,
+        dataset_name=f"miniworld:{spec['dataset']}",
         protocol=spec["protocol"],
         target_domain=spec["target_domain"],
         shots=spec["shots"],
@@ -234,10 +231,10 @@ def run_specs(specs: list[dict[str, Any]], opts: argparse.Namespace) -> list[dic
     start = time.perf_counter()
     if todo:
         # the union dataset is built once here, not by several workers at a time
-        from metaprompt_hf.miniworld_union import union_path
+        from metaprompt_hf.miniworld import load_union
 
         if any(s["dataset"] == UNION for s in todo):
-            union_path(str(opts.cache_dir))
+            load_union(cache_dir=str(opts.cache_dir))
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
             futures = [pool.submit(execute, s, str(opts.output_dir), str(opts.cache_dir)) for s in todo]

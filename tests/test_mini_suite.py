@@ -69,7 +69,7 @@ def test_existing_results_are_not_overwritten(quick_run):
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import mini_ablation  # noqa: E402
 
-from metaprompt_hf import miniworld_union  # noqa: E402
+from metaprompt_hf.miniworld import union as miniworld_union  # noqa: E402
 
 
 def test_t_quantiles_and_paired_stats():

@@ -1,4 +1,4 @@
-"""`union`: one base-to-new mini dataset with many classes, the union of the four base-to-new mini datasets.
+"""`union` (`miniworld:union`): one base-to-new mini dataset with many classes, the union of the four base-to-new mini datasets.
 
 The four mini datasets have 5-8 base classes each, so the class-split episodes of MetaPrompt's meta step
 (docs/method.md §3.1: two groups of the base classes, 2-4 classes each) are near-solved 2-4-way problems. Their
@@ -20,9 +20,10 @@ import tempfile
 
 import datasets
 
-from . import miniworld
+from .benchmark import load_miniworld
+from .catalog import B2N_DATASETS, CLASS_NAMES, MINIWORLD_VERSION, TEMPLATES
 
-UNION_NAME = "union"
+UNION = "union"
 UNION_TEMPLATE = "a photo of {}"
 _PREFIX = "a photo of "
 UNION_VERSION = "1"
@@ -31,11 +32,11 @@ UNION_VERSION = "1"
 def _source_names() -> list[tuple[str, int, str]]:
     """(source dataset, source label id, union class name) in union label-id order."""
     halves: list[list[tuple[str, int, str]]] = [[], []]
-    for name in miniworld.B2N_DATASETS:
-        template = miniworld.TEMPLATES[name]
+    for name in B2N_DATASETS:
+        template = TEMPLATES[name]
         if not template.startswith(_PREFIX):
             raise ValueError(f"union: template of {name!r} does not start with {_PREFIX!r}: {template!r}")
-        names = miniworld.CLASS_NAMES[name]
+        names = CLASS_NAMES[name]
         k = math.ceil(len(names) / 2)
         for i, cls in enumerate(names):
             halves[i >= k].append((name, i, template.format(cls)[len(_PREFIX) :]))
@@ -52,7 +53,7 @@ def load_union(cache_dir: str | os.PathLike[str] | None = None) -> datasets.Data
     `label` (`ClassLabel` named by `union_class_names`). Saved under `cache_dir` and reloaded when given."""
     target = None
     if cache_dir is not None:
-        target = os.path.join(os.fspath(cache_dir), f"union-v{UNION_VERSION}-mw{miniworld.MINIWORLD_VERSION}")
+        target = os.path.join(os.fspath(cache_dir), f"union-v{UNION_VERSION}-mw{MINIWORLD_VERSION}")
         if os.path.isfile(os.path.join(target, "dataset_dict.json")):
             return datasets.load_from_disk(target)
     order = _source_names()
@@ -62,8 +63,8 @@ def load_union(cache_dir: str | os.PathLike[str] | None = None) -> datasets.Data
     splits = {}
     for split in ("train", "validation", "test"):
         parts = []
-        for src in miniworld.B2N_DATASETS:
-            ds = miniworld.load_miniworld(src, cache_dir=cache_dir)[split].select_columns(["image", "label"])
+        for src in B2N_DATASETS:
+            ds = load_miniworld(src, cache_dir=cache_dir)[split].select_columns(["image", "label"])
             ds = ds.cast_column("label", datasets.Value("int64"))
             ds = ds.map(lambda row, s=src: {"label": remap[(s, row["label"])]})
             parts.append(ds.cast(features))
@@ -79,9 +80,3 @@ def load_union(cache_dir: str | os.PathLike[str] | None = None) -> datasets.Data
             shutil.rmtree(tmp, ignore_errors=True)
         dd = datasets.load_from_disk(target) if os.path.isdir(target) else dd
     return dd
-
-
-def union_path(cache_dir: str | os.PathLike[str]) -> str:
-    """The folder `load_union(cache_dir)` saves to (built on first use): a `dataset_name` the trainer loads."""
-    load_union(cache_dir)
-    return os.path.join(os.fspath(cache_dir), f"union-v{UNION_VERSION}-mw{miniworld.MINIWORLD_VERSION}")
