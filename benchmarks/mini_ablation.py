@@ -63,8 +63,8 @@ DG_SHOTS = 5
 
 
 # ---------------------------------------------------------------------------------------------------- runs
-def protocol_runs(quick: bool) -> list[dict[str, Any]]:
-    """The (protocol, dataset or target) cells of the ablation with their schedule."""
+def protocol_runs(quick: bool, cells: list[str] | None = None) -> list[dict[str, Any]]:
+    """The (protocol, dataset or target) cells of the ablation with their schedule (only `cells` when given)."""
     b2n = [{"protocol": "base2new", "dataset": d, "shots": 16, "batch": 16, "epochs": 8} for d in B2N_SMALL]
     b2n.append({"protocol": "base2new", "dataset": UNION, "shots": 8, "batch": 32, "epochs": 8})
     dg_steps_per_epoch = (len(DG_TARGETS) - 1) * 10 * DG_SHOTS // 16  # 3 source domains x 10 classes
@@ -80,9 +80,13 @@ def protocol_runs(quick: bool) -> list[dict[str, Any]]:
         }
         for t in DG_TARGETS
     ]
-    if quick:
-        return [b2n[-1], dg[-1]]
-    return b2n + dg
+    runs = [b2n[-1], dg[-1]] if quick else b2n + dg
+    if cells:
+        unknown = sorted(set(cells) - {cell_name(r) for r in b2n + dg})
+        if unknown:
+            raise ValueError(f"--cells: unknown cell(s) {unknown}; choose from {[cell_name(r) for r in b2n + dg]}")
+        runs = [r for r in b2n + dg if cell_name(r) in cells]
+    return runs
 
 
 def cell_name(run: dict[str, Any]) -> str:
@@ -198,7 +202,7 @@ def execute(spec: dict[str, Any], out_root: str, cache_dir: str) -> dict[str, An
     GradientState._reset_state()
     work = Path(out_root) / "work" / spec["tag"]
     args = _training_args(spec, work, cache_dir)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = training.train(args)
     entry = out.results[0] | {
         "variant": spec["variant"],
@@ -208,6 +212,7 @@ def execute(spec: dict[str, Any], out_root: str, cache_dir: str) -> dict[str, An
         "optimizer_steps": out.global_step,
         "train_seconds": round(out.train_seconds, 2),
         "run_seconds": round(time.perf_counter() - start, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
         "dataset": spec["dataset"],
     }
     if out.model is not None and args.method != "zeroshot":
@@ -227,6 +232,9 @@ def run_specs(specs: list[dict[str, Any]], opts: argparse.Namespace) -> list[dic
     runs_dir = opts.output_dir / "runs"
     done = {p.stem: p for p in runs_dir.glob("*.json")} if runs_dir.is_dir() else {}
     todo = [s for s in specs if s["tag"] not in done]
+    if getattr(opts, "summarise_only", False):
+        print(f"{len(specs) - len(todo)} of {len(specs)} runs on disk; summarising those", flush=True)
+        return [json.loads(done[s["tag"]].read_text()) for s in specs if s["tag"] in done]
     print(f"{len(specs) - len(todo)} of {len(specs)} runs already done; {len(todo)} to go", flush=True)
     start = time.perf_counter()
     if todo:
@@ -426,7 +434,7 @@ def _validation_score(entries: list[dict[str, Any]], protocol: str) -> float:
 
 def tune(opts: argparse.Namespace) -> dict[str, Any]:
     """Learning rate (reference, per protocol), then β per variant, then the default variant: validation only."""
-    runs = protocol_runs(opts.quick)
+    runs = protocol_runs(opts.quick, opts.cells)
     seeds = opts.seeds or list(TUNE_SEEDS)
     split = "validation"
     lr_grid = LR_GRID[1:3] if opts.quick else LR_GRID
@@ -518,17 +526,20 @@ def ablation(opts: argparse.Namespace) -> int:
             return 2
         variants = {v: variants[v] for v in _selected_variants(opts)}
     specs = []
+    runs = protocol_runs(opts.quick, opts.cells)
     for seed in seeds:  # seed-major: an interrupted run leaves complete pairs
-        for run in protocol_runs(opts.quick):
+        for run in runs:
             for variant, config in variants.items():
                 args = dict(config) | {"learning_rate": hparams["learning_rate"][run["protocol"]]}
-                specs.append(run_spec(run, variant, args, seed, "test", opts))
+                specs.append(run_spec(run, variant, args, seed, opts.eval_split, opts))
     entries = run_specs(specs, opts)
     summary = summarise(entries, {v: c | {"learning_rate": hparams["learning_rate"]} for v, c in variants.items()})
     summary["settings"] = {
         "seeds": seeds,
         "quick": opts.quick,
-        "runs": [dict(r) for r in protocol_runs(opts.quick)],
+        "runs": [dict(r) for r in runs],
+        "eval_split": opts.eval_split,
+        "cpu_seconds_total": round(sum(e.get("cpu_seconds", 0.0) for e in entries), 1),
         "learning_rate": hparams["learning_rate"],
         "default_variant": hparams.get("default_variant"),
         "hparams": str(hparams_path) if not opts.quick or opts.hparams else "quick defaults",

@@ -302,6 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants", nargs="+", default=None, help="ablation: variants to run (default: see mini_ablation)"
     )
+    parser.add_argument("--cells", nargs="+", default=None, help="ablation: only these datasets / DG targets")
+    parser.add_argument(
+        "--ablation_split",
+        choices=["test", "validation"],
+        default="test",
+        help="ablation: split of the paired runs (validation: selection evidence; test: the final table)",
+    )
+    parser.add_argument("--summarise_only", action="store_true", help="ablation: summarise the runs on disk")
     parser.add_argument("--cache_dir", default=None, help="dataset cache (default <output_dir>/cache)")
     parser.add_argument("--base_model", default="embedded")
     parser.add_argument("--protocol", choices=["base2new", "dg"], default=None, help="run one protocol only")
@@ -320,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(HERE))
         import mini_ablation
 
+        opts.eval_split = opts.ablation_split
         return mini_ablation.ablation(opts)
     opts.seeds = opts.seeds or [1, 2, 3]
     if (opts.output_dir / "results.json").exists() and not opts.overwrite:

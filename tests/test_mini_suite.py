@@ -134,7 +134,7 @@ def test_tune_uses_validation_only_and_picks_the_best(monkeypatch, tmp_path):
 
     monkeypatch.setattr(mini_ablation, "run_specs", fake_run_specs)
     opts = argparse.Namespace(
-        quick=False, seeds=None, output_dir=tmp_path, max_steps=-1, max_eval_samples=None, variants=None
+        quick=False, seeds=None, output_dir=tmp_path, max_steps=-1, max_eval_samples=None, variants=None, cells=None
     )
     record = mini_ablation.tune(opts)
     assert {s["eval_split"] for s in seen} == {"validation"}
