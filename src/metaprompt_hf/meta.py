@@ -346,6 +346,60 @@ def apply_outer_update(param: torch.Tensor, result: MetaStepResult, lr: float, b
     param.sub_(beta * lr * g.to(param.dtype))
 
 
+def mldg_gradient(
+    loss_fn: LossFn,
+    theta: torch.Tensor,
+    episodes: Sequence[Episode],
+    inner_lr: float,
+    beta: float,
+    *,
+    second_order: bool = False,
+    reduction: str = "sum",
+    reduce: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    chunk_size: int | None = None,
+    keep_grads: bool = False,
+) -> MetaStepResult:
+    """∇F of MLDG's objective on the episodes (docs/method.md §3.2, `mldg`), for the main optimizer to apply:
+
+        F(θ) = Σ_e [ ℓ_tr^e(θ) + β · ℓ_te^e(θ − α ∇ℓ_tr^e(θ)) ]
+        first order:   ∇F ≈ Σ_e [ ∇ℓ_tr^e(θ) + β · ∇ℓ_te^e(θ'_e) ],  θ'_e = θ − α ∇ℓ_tr^e(θ)
+        second order:  ∇F = Σ_e [ ∇ℓ_tr^e(θ) + β · (I − α H_tr^e(θ)) ∇ℓ_te^e(θ'_e) ]
+
+    `reduction="mean"` divides by the number of episodes used. The episode gradients are those of
+    `meta_gradient` (same sides, same global reduction), so the two variants differ only in how they combine them.
+
+    Args:
+        theta: (depth, tokens, width) the meta-updated prompt, BEFORE this step's optimizer update; not modified.
+        inner_lr: α.
+
+    Returns:
+        `MetaStepResult` whose `grad` is ∇F (same shape as θ).
+    """
+    inner = meta_gradient(
+        loss_fn,
+        theta,
+        episodes,
+        inner_lr,
+        second_order=second_order,
+        reduce=reduce,
+        chunk_size=chunk_size,
+        keep_grads=True,
+    )
+    grad_tr = torch.zeros_like(inner.grad)
+    for outcome in inner.outcomes:
+        assert outcome.meta_train_grad is not None
+        grad_tr = grad_tr + outcome.meta_train_grad
+    if second_order:  # the meta-train gradients of the second-order path are local, as its g before reduction
+        grad_tr = reduce(grad_tr) / reduce(torch.ones((), device=grad_tr.device))
+    grad = grad_tr + beta * inner.grad
+    if reduction == "mean" and inner.episodes:
+        grad = grad / inner.episodes
+    outcomes = inner.outcomes
+    if not keep_grads:
+        outcomes = [EpisodeOutcome(o.episode, o.meta_train_loss, o.meta_test_loss) for o in outcomes]
+    return MetaStepResult(grad, inner.episodes, inner.meta_train_loss, inner.meta_test_loss, outcomes)
+
+
 def faithful_meta_step(
     param: torch.nn.Parameter,
     loss_fn: LossFn,

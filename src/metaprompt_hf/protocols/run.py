@@ -67,6 +67,8 @@ def run_templates(template: str | None, dataset_name: str) -> list[str]:
         name = dataset_name.split(":", 1)[1]
         if name in miniworld.TEMPLATES:
             return [miniworld.TEMPLATES[name]]
+        if name == miniworld.UNION:
+            return [miniworld.UNION_TEMPLATE]
     return templates_for_dataset(dataset_name)
 
 
