@@ -26,6 +26,7 @@ from metaprompt_hf.protocols import load_protocol_data
 from metaprompt_hf.protocols.run import run_templates
 from metaprompt_hf.training import (
     build_model,
+    check_trainable,
     evaluate_run,
     parse_args,
     push_adapter,
@@ -49,6 +50,7 @@ def main() -> int:
         # 3. Data: the protocol's few-shot training set and evaluation sets (bad input fails here, before training).
         with run.accelerator.main_process_first():
             data, proto = load_protocol_data(args)
+        check_trainable(args, proto, data)
         write_run_files(args, run, proto, data)
         # 4. Model: the base CLIP and a fresh adapter of --method, with the dataset's hand-crafted templates.
         model = build_model(args, run_templates(args.template, args.dataset_name))

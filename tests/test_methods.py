@@ -21,11 +21,18 @@ def test_presets_decide_prompts_and_loss():
     assert (cfg["zeroshot"].n_ctx, cfg["zeroshot"].n_pro) == (0, 0) and not get_method("zeroshot").trains
     assert (cfg["coop"].n_ctx, cfg["coop"].n_pro, cfg["coop"].text_depth) == (3, 0, 1)
     assert not cfg["coop"].coupled_branches and not cfg["ivlp"].coupled_branches
-    for name in ("metaprompt_no_meta", "metaprompt", "metaprompt_faithful", "metaprompt_second_order"):
+    for name in (
+        "metaprompt_no_meta",
+        "metaprompt",
+        "metaprompt_faithful",
+        "metaprompt_second_order",
+        "metaprompt_mldg",
+    ):
         assert (cfg[name].n_ctx, cfg[name].n_pro, cfg[name].coupled_branches) == (3, 2, True), name
     assert [n for n, p in METHODS.items() if p.uses_meta_step] == [
         "metaprompt",
         "metaprompt_second_order",
+        "metaprompt_mldg",
         "metaprompt_faithful",
     ]
     assert get_method("zeroshot").eval_logits == "logits_zero_shot"

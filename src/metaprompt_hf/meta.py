@@ -69,35 +69,48 @@ class MetaSettings:
     Attributes:
         target: "text" (base-to-new: θ_t with CE(z^t) over class groups) or "vision" (DG: θ_v with CE(z^i),
             leaving one source domain out).
-        mode: "clean" (exact reset, plain-SGD inner step, §3.2) or "faithful" (the reference's quirks 1-3, §3.3).
-        beta: β of the outer update θ ← θ0 − β·η·g.
+        mode: the meta-update variant (§3.2): "clean" (exact reset, plain-SGD inner step, outer update by hand),
+            "faithful" (the reference's quirks 1-3, §3.3) or "mldg" (∇ of MLDG's objective through the main
+            optimizer).
+        beta: β: the outer update θ ← θ0 − β·η·g (clean, faithful), the held-out term's weight (mldg).
         reduction: "sum" (reference) or "mean" of the held-out gradients over episodes.
-        second_order: exact second-order meta-gradient (clean mode only).
+        second_order: exact second-order meta-gradient (clean and mldg).
         zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3,
             departure D3 of docs/method.md §3.3).
         num_class_groups: class groups of the base-to-new split.
         chunk_size: samples per encoder call in the vision episodes (bounds memory).
+        inner_lr_scale: the inner step α = inner_lr_scale·η (clean and mldg; faithful steps the optimizer at η).
+        mldg_in_domain: mldg: one optimizer step on ∇L_AC + ∇F (True) or on ∇F alone for the meta-updated prompt
+            (False, "instead of" the in-domain step; the other prompt keeps ∇L_AC).
     """
 
     target: Literal["text", "vision"] = "text"
-    mode: Literal["clean", "faithful"] = "clean"
+    mode: Literal["clean", "faithful", "mldg"] = "clean"
     beta: float = 0.2
     reduction: Literal["sum", "mean"] = "sum"
     second_order: bool = False
     zero_grad_drift: bool = False
     num_class_groups: int = 2
     chunk_size: int | None = None
+    inner_lr_scale: float = 1.0
+    mldg_in_domain: bool = True
 
     def __post_init__(self) -> None:
         for name, allowed in (
             ("target", ("text", "vision")),
-            ("mode", ("clean", "faithful")),
+            ("mode", ("clean", "faithful", "mldg")),
             ("reduction", ("sum", "mean")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
         if self.second_order and self.mode == "faithful":
-            raise ValueError("second_order: the second-order option exists in clean mode only")
+            raise ValueError("second_order: the second-order option exists in clean and mldg modes only")
+        if not self.inner_lr_scale > 0:
+            raise ValueError(f"inner_lr_scale: expected > 0, got {self.inner_lr_scale!r}")
+        if self.inner_lr_scale != 1.0 and self.mode == "faithful":
+            raise ValueError("inner_lr_scale: faithful mode's inner step is the optimizer's own step at η")
+        if self.beta < 0:
+            raise ValueError(f"beta: expected >= 0, got {self.beta!r}")
 
 
 def _side(labels: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor) -> Side:
@@ -383,6 +396,60 @@ def apply_outer_update(param: torch.Tensor, result: MetaStepResult, lr: float, b
         return
     g = result.grad / result.episodes if reduction == "mean" else result.grad
     param.sub_(beta * lr * g.to(param.dtype))
+
+
+def mldg_gradient(
+    loss_fn: LossFn,
+    theta: torch.Tensor,
+    episodes: Sequence[Episode],
+    inner_lr: float,
+    beta: float,
+    *,
+    second_order: bool = False,
+    reduction: str = "sum",
+    reduce: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    chunk_size: int | None = None,
+    keep_grads: bool = False,
+) -> MetaStepResult:
+    """∇F of MLDG's objective on the episodes (docs/method.md §3.2, `mldg`), for the main optimizer to apply:
+
+        F(θ) = Σ_e [ ℓ_tr^e(θ) + β · ℓ_te^e(θ − α ∇ℓ_tr^e(θ)) ]
+        first order:   ∇F ≈ Σ_e [ ∇ℓ_tr^e(θ) + β · ∇ℓ_te^e(θ'_e) ],  θ'_e = θ − α ∇ℓ_tr^e(θ)
+        second order:  ∇F = Σ_e [ ∇ℓ_tr^e(θ) + β · (I − α H_tr^e(θ)) ∇ℓ_te^e(θ'_e) ]
+
+    `reduction="mean"` divides by the number of episodes used. The episode gradients are those of
+    `meta_gradient` (same sides, same global reduction), so the two variants differ only in how they combine them.
+
+    Args:
+        theta: (depth, tokens, width) the meta-updated prompt, BEFORE this step's optimizer update; not modified.
+        inner_lr: α.
+
+    Returns:
+        `MetaStepResult` whose `grad` is ∇F (same shape as θ).
+    """
+    inner = meta_gradient(
+        loss_fn,
+        theta,
+        episodes,
+        inner_lr,
+        second_order=second_order,
+        reduce=reduce,
+        chunk_size=chunk_size,
+        keep_grads=True,
+    )
+    grad_tr = torch.zeros_like(inner.grad)
+    for outcome in inner.outcomes:
+        assert outcome.meta_train_grad is not None
+        grad_tr = grad_tr + outcome.meta_train_grad
+    if second_order:  # the meta-train gradients of the second-order path are local, as its g before reduction
+        grad_tr = reduce(grad_tr) / reduce(torch.ones((), device=grad_tr.device))
+    grad = grad_tr + beta * inner.grad
+    if reduction == "mean" and inner.episodes:
+        grad = grad / inner.episodes
+    outcomes = inner.outcomes
+    if not keep_grads:
+        outcomes = [EpisodeOutcome(o.episode, o.meta_train_loss, o.meta_test_loss) for o in outcomes]
+    return MetaStepResult(grad, inner.episodes, inner.meta_train_loss, inner.meta_test_loss, outcomes)
 
 
 def faithful_meta_step(

@@ -106,6 +106,11 @@ METHODS: dict[str, MethodPreset] = {
             meta={"mode": "clean", "second_order": True},
         ),
         MethodPreset(
+            "metaprompt_mldg",
+            "L_AC + MLDG's objective on the same episodes, applied by the main optimizer",
+            meta={"mode": "mldg", "zero_grad_drift": False},
+        ),
+        MethodPreset(
             "metaprompt_faithful",
             "L_AC + the reference's meta step as it ran (quirks 1-3 incl. torch 1.10's drift, docs/method.md §3.3)",
             meta={"mode": "faithful", "second_order": False, "zero_grad_drift": True},

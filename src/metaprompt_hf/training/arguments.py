@@ -79,6 +79,11 @@ class DataArguments:
         "A Hub dataset id, a saved `datasets` folder, an image folder (<class>/<img> or <domain>/<class>/<img>), or miniworld:<name>.",
         default="miniworld:objects",
     )
+    data_dir: str | None = _help(
+        "A DATA/ folder in the CoOp / Dassl layouts; --dataset_name is then one of metaprompt_hf.readers.READERS "
+        "(imagenet, caltech101, ..., pacs, vlcs, office_home, domainnet).",
+        default=None,
+    )
     dataset_config_name: str | None = _help("Config name of a Hub dataset.", default=None)
     train_split: str = _help("Split the few-shot training images are sampled from.", default="train")
     eval_split: str = _help(
@@ -91,7 +96,9 @@ class DataArguments:
         "Class names for label ids without names: comma-separated, or a .txt file with one per line.", default=None
     )
     protocol: str = _help(
-        "'base2new' (train on base classes, test on base and new) or 'dg' (leave one domain out).", default="base2new"
+        "'base2new' (train on base classes, test on base and new), 'dg' (leave one domain out), 'cross_dataset' or "
+        "'imagenet_shift' (all classes; evaluate a saved adapter on other datasets).",
+        default="base2new",
     )
     target_domain: str | None = _help("Held-out domain for --protocol dg.", default=None)
     shots: int = _help("Training images per class (base2new) or per class and source domain (dg).", default=16)
@@ -121,7 +128,8 @@ class TrainingArguments:
 
     meta_step: float = _help("β: the meta update is θ ← θ0 − β·lr·g (reference META_STEP = 0.2).", default=0.2)
     meta_mode: str = _help(
-        "'clean' (exact reset, plain-SGD inner step) or 'faithful' (the reference code's quirks 1-3, docs/method.md §3.3).",
+        "The meta-update variant (docs/method.md §3.2): 'clean' (exact reset, plain-SGD inner step), 'faithful' (the "
+        "reference code's quirks 1-3, §3.3) or 'mldg' (MLDG's objective through the main optimizer).",
         default="clean",
     )
     meta_outer_reduction: str = _help(
@@ -186,7 +194,7 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
 
         need(self.method in METHODS, "method", f"expected one of {list(METHODS)}")
         need(self.protocol in PROTOCOLS, "protocol", f"expected one of {list(PROTOCOLS)}")
-        need(self.meta_mode in ("clean", "faithful"), "meta_mode", "expected 'clean' or 'faithful'")
+        need(self.meta_mode in ("clean", "faithful", "mldg"), "meta_mode", "expected 'clean', 'faithful' or 'mldg'")
         need(self.meta_outer_reduction in ("sum", "mean"), "meta_outer_reduction", "expected 'sum' or 'mean'")
         need(self.lr_scheduler_type in ("cosine", "constant"), "lr_scheduler_type", "expected 'cosine' or 'constant'")
         need(self.mixed_precision in (None, "no", "fp16", "bf16"), "mixed_precision", "expected no, fp16 or bf16")
@@ -205,7 +213,7 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         need(
             not (self.meta_second_order and self.meta_mode == "faithful"),
             "meta_second_order",
-            "the second-order option exists in clean mode only",
+            "the second-order option exists in clean and mldg modes only",
         )
         if self.checkpointing_steps is not None:
             ok = (

@@ -136,6 +136,12 @@ def build_model(
     return model
 
 
+def check_trainable(args: MetaPromptTrainingArguments, proto: ProtocolData, data: Any) -> None:
+    """Refuse to train a method with prompts on a dataset that has no training split (evaluation-only data)."""
+    if proto.train_rows is None and args.method_preset.trains:
+        raise DataError(f"dataset_name: {data.name} has no {args.train_split!r} split to train on (evaluation only)")
+
+
 def write_run_files(args: MetaPromptTrainingArguments, run: Run, proto: ProtocolData, data: Any) -> None:
     """`fewshot_indices.json` and `training_args.json` in the output folder (main process), after checking that a
     resumed run samples the same few-shot rows."""
@@ -220,6 +226,7 @@ def train(
     run = start_run(args)
     with run.accelerator.main_process_first():  # fails fast on bad input
         data, proto = load_protocol_data(args)
+    check_trainable(args, proto, data)
     model = build_model(args, run_templates(args.template, args.dataset_name))
     write_run_files(args, run, proto, data)
     start = time.perf_counter()

@@ -35,6 +35,7 @@ from ..meta import (
     domain_split_episodes,
     faithful_meta_step,
     meta_gradient,
+    mldg_gradient,
     text_episode_loss,
     vision_episode_loss,
 )
@@ -71,6 +72,10 @@ class StepResult:
             `keep_grads`, per-episode gradients; the summed g), or None without a meta step.
         outer_update: the tensor subtracted from the meta-updated prompt by the outer update (β·η·g).
         updates: every optimiser update with `record=True`: phase 1 first, then each faithful inner step.
+        in_domain_update: Δ_in-domain of the meta-updated prompt, what the step would change without its meta
+            phase (θ after the in-domain update − θ before the step); None without a meta step.
+        meta_update: Δ_meta, what the meta phase adds: θ after the whole step − θ after the in-domain update alone
+            (for mldg, whose phases are one optimizer update, the in-domain-only update is replayed on copies).
     """
 
     loss: float
@@ -78,6 +83,25 @@ class StepResult:
     meta: MetaStepResult | None = None
     outer_update: torch.Tensor | None = None
     updates: list[UpdateRecord] = field(default_factory=list)
+    in_domain_update: torch.Tensor | None = None
+    meta_update: torch.Tensor | None = None
+
+    @property
+    def meta_update_ratio(self) -> float:
+        """‖Δ_meta‖ / ‖Δ_in-domain‖ of the meta-updated prompt (nan without a meta step or an in-domain move)."""
+        if self.meta_update is None or self.in_domain_update is None:
+            return math.nan
+        denominator = float(torch.linalg.vector_norm(self.in_domain_update.float()))
+        if denominator == 0.0:
+            return math.nan
+        return float(torch.linalg.vector_norm(self.meta_update.float())) / denominator
+
+    @property
+    def side_sizes(self) -> list[tuple[int, int]]:
+        """(meta-train, meta-test) samples of every episode that ran, on this process."""
+        if self.meta is None:
+            return []
+        return [(int(o.episode.train.index.numel()), int(o.episode.test.index.numel())) for o in self.meta.outcomes]
 
     @property
     def meta_train_loss(self) -> float:
@@ -203,25 +227,32 @@ class TrainingStep:
         update. `episodes` replaces the drawn ones (an injected class split or domain list); `record` keeps every
         optimiser update, `keep_grads` every episode's gradients."""
         learning_rate = self.learning_rate
-        self.optimizer.step()
         losses, window = self._losses, self._window
         self._losses, self._window = [], []
         loss = float(torch.stack(losses).mean()) if losses else math.nan
         result = StepResult(loss=loss, learning_rate=learning_rate)
+        run_meta = self.meta is not None and bool(window)
+        if run_meta and self.meta.mode == "mldg":
+            self._mldg_update(window, step, episodes, learning_rate, keep_grads, result)
+            if record:
+                result.updates.append(self._snapshot("in_domain", loss))
+            self.optimizer.zero_grad(set_to_none=True)
+            return result
+        param = self._meta_param() if run_meta else None
+        before = param.detach().clone() if param is not None else None
+        self.optimizer.step()
         if record:
             result.updates.append(self._snapshot("in_domain", loss))
         self.optimizer.zero_grad(set_to_none=True)
-        if self.meta is None or not window:
+        if not run_meta:
             return result
-        labels = torch.cat([w["labels"] for w in window]).cpu()
-        domains = None
-        if window[0]["domains"] is not None:
-            domains = torch.cat([w["domains"] for w in window]).cpu()
-        if episodes is None:
-            episodes = self.episodes_for(labels, domains, step)
+        after_in_domain = param.detach().clone()
+        episodes = self._episodes(window, step, episodes)
         result.meta, result.outer_update = self._meta_update(
             window, episodes, learning_rate, record, keep_grads, result
         )
+        result.in_domain_update = after_in_domain - before
+        result.meta_update = param.detach() - after_in_domain
         return result
 
     def __call__(
@@ -238,6 +269,102 @@ class TrainingStep:
         return self.update(step=step, episodes=episodes, record=record, keep_grads=keep_grads)
 
     # ------------------------------------------------------------------ internals
+    def _meta_param(self) -> torch.nn.Parameter:
+        assert self.meta is not None
+        param = self.model.text_prompts if self.meta.target == "text" else self.model.vision_prompts
+        if param is None:
+            raise ValueError(
+                f"meta: the {self.meta.target} prompts are disabled (0 tokens), so they cannot be meta-updated"
+            )
+        return param
+
+    def _episodes(
+        self, window: list[dict[str, Any]], step: int, episodes: Sequence[Episode] | None
+    ) -> Sequence[Episode]:
+        if episodes is not None:
+            return episodes
+        labels = torch.cat([w["labels"] for w in window]).cpu()
+        domains = None
+        if window[0]["domains"] is not None:
+            domains = torch.cat([w["domains"] for w in window]).cpu()
+        return self.episodes_for(labels, domains, step)
+
+    def _loss_fn(self, window: list[dict[str, Any]]) -> tuple[Any, int | None]:
+        """The episode loss of the meta-updated prompt on the window (docs/method.md §3) and its chunk size."""
+        meta, model = self.meta, self.model
+        assert meta is not None
+        if meta.target == "text":
+            x = torch.cat([w["x"] for w in window])
+            x = x if x.dtype == torch.float64 else x.float()  # fp32 at least, fp64 kept (exactness tests)
+            return text_episode_loss(model, x, self.class_names), None
+        templates = model.encode_templates(self.class_names)
+        pixel_values = torch.cat([w["pixel_values"] for w in window])
+        return vision_episode_loss(model, pixel_values, templates), meta.chunk_size
+
+    def _mldg_update(
+        self,
+        window: list[dict[str, Any]],
+        step: int,
+        episodes: Sequence[Episode] | None,
+        learning_rate: float,
+        keep_grads: bool,
+        result: StepResult,
+    ) -> None:
+        """`mldg` (docs/method.md §3.2): ∇F at the prompts before the update, added to (or, without the
+        in-domain step, put in place of) the meta-updated prompt's ∇L_AC, then ONE main-optimizer step. The
+        in-domain-only update is first replayed on the same state and undone, for the diagnostics."""
+        meta = self.meta
+        assert meta is not None
+        if getattr(self.optimizer, "scaler", None) is not None:
+            raise ValueError("meta_mode: mldg adds an unscaled gradient, so it cannot run under fp16 loss scaling")
+        param = self._meta_param()
+        before = param.detach().clone()
+        after_in_domain = self._replay_in_domain_step(param)
+        episodes = self._episodes(window, step, episodes)
+        loss_fn, chunk = self._loss_fn(window)
+        with self._autocast():
+            out = mldg_gradient(
+                loss_fn,
+                param,
+                episodes,
+                meta.inner_lr_scale * learning_rate,
+                meta.beta,
+                second_order=meta.second_order,
+                reduction=meta.reduction,
+                reduce=self._reduce,
+                chunk_size=chunk,
+                keep_grads=keep_grads,
+            )
+        grad = out.grad.to(param.dtype)
+        if meta.mldg_in_domain and param.grad is not None:
+            grad = param.grad + grad
+        param.grad = grad
+        self.optimizer.step()
+        result.meta = out
+        result.in_domain_update = after_in_domain - before
+        result.meta_update = param.detach() - after_in_domain
+
+    @torch.no_grad()
+    def _replay_in_domain_step(self, param: torch.nn.Parameter) -> torch.Tensor:
+        """`param` after an optimizer step on the in-domain gradients alone; every prompt and the optimizer's
+        state are restored afterwards, so the real step starts from the same state."""
+        params = [p for group in self.raw_optimizer.param_groups for p in group["params"]]
+        saved_params = [p.detach().clone() for p in params]
+        saved_state = {
+            p: {k: v.clone() if torch.is_tensor(v) else v for k, v in self.raw_optimizer.state[p].items()}
+            for p in params
+            if p in self.raw_optimizer.state
+        }
+        self.raw_optimizer.step()
+        moved = param.detach().clone()
+        for p, value in zip(params, saved_params):
+            p.copy_(value)
+            if p in saved_state:
+                self.raw_optimizer.state[p] = saved_state[p]
+            else:
+                self.raw_optimizer.state.pop(p, None)
+        return moved
+
     def _meta_update(
         self,
         window: list[dict[str, Any]],
@@ -249,19 +376,9 @@ class TrainingStep:
     ) -> tuple[MetaStepResult, torch.Tensor]:
         meta, model = self.meta, self.model
         assert meta is not None
-        if meta.target == "text":
-            x = torch.cat([w["x"] for w in window]).float()
-            loss_fn = text_episode_loss(model, x, self.class_names)
-            param, frozen, chunk = model.text_prompts, [model.vision_prompts], None
-        else:
-            templates = model.encode_templates(self.class_names)
-            pixel_values = torch.cat([w["pixel_values"] for w in window])
-            loss_fn = vision_episode_loss(model, pixel_values, templates)
-            param, frozen, chunk = model.vision_prompts, [model.text_prompts], meta.chunk_size
-        if param is None:
-            raise ValueError(
-                f"meta: the {meta.target} prompts are disabled (0 tokens), so they cannot be meta-updated"
-            )
+        param = self._meta_param()
+        loss_fn, chunk = self._loss_fn(window)
+        frozen = [model.vision_prompts] if meta.target == "text" else [model.text_prompts]
         frozen = [p for p in frozen if p is not None]
         before = param.detach().clone()
         on_update: Callable[[float], None] | None = None
@@ -297,7 +414,7 @@ class TrainingStep:
                     loss_fn,
                     param,
                     episodes,
-                    learning_rate,
+                    meta.inner_lr_scale * learning_rate,
                     second_order=meta.second_order,
                     reduce=self._reduce,
                     chunk_size=chunk,
