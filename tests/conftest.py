@@ -1,7 +1,7 @@
 """Test environment: no network, a private Hugging Face cache, tiny random CLIPs built in code.
 
 The Hub variables are read when huggingface_hub is imported, so they are set here, before any test module
-imports transformers (OFFLINE.md §8).
+imports transformers.
 """
 
 from __future__ import annotations

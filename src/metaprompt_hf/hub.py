@@ -1,13 +1,15 @@
-"""Hub I/O: the generated model card and `push_to_hub` (CONVENTIONS.md §1.4, §3).
+"""Hub I/O: the generated model card and `push_to_hub`.
 
 An adapter repo holds exactly `metaprompt_config.json`, `metaprompt_model.safetensors` and a `README.md` model card
 rendered from the repo's `model_card.md` template, uploaded in one commit. Namespaced file names keep
-transformers and PEFT from mistaking the repo for theirs (CONVENTIONS.md §1.4).
+transformers and PEFT from mistaking the repo for theirs (`constants.py`): transformers probes every model repo
+for `adapter_config.json` and hands it to PEFT, and reads `config.json` as its own.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -61,15 +63,15 @@ def _check_results(items: Sequence[Any], source: str) -> None:
     """Each entry: a dict with a known `protocol` and at least one of its metrics, all numbers."""
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or item.get("protocol") not in _METRIC_KEYS:
-            raise ValueError(f"{source}: entry {i} needs a 'protocol' of 'base2new' or 'dg'")
+            raise ValueError(f"{source}: entry {i} needs a 'protocol', one of {sorted(_METRIC_KEYS)}")
         expected = _METRIC_KEYS[item["protocol"]]
         metrics = [k for k in expected if k in item]
         if not metrics:
             raise ValueError(f"{source}: entry {i} ({item['protocol']}) has none of the metrics {expected}")
         for key in metrics:
             value = item[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{source}: entry {i}: {key!r} must be a number (percent), got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{source}: entry {i}: {key!r} must be a finite number (percent), got {value!r}")
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -165,6 +167,9 @@ def _eval_results(results: Sequence[Mapping[str, Any]], repo_id: str | None) -> 
         suffix = f" (%, mean of {s['n_runs']} runs)" if s["n_runs"] > 1 else " (%)"
         if s["protocol"] == "base2new":
             metrics = [(key, kind, config, name) for key, kind, config, name in _B2N_METRICS if key in s]
+        elif "accuracy" in s and s.get("target_domain") is None:  # transfer protocols: a whole other dataset
+            protocol = s["protocol"]
+            metrics = [("accuracy", "accuracy", protocol, f"Accuracy ({protocol})")]
         elif "accuracy" in s:
             domain = s["target_domain"]
             metrics = [("accuracy", "accuracy", f"target-domain-{domain}", f"Accuracy on unseen domain {domain}")]
