@@ -118,3 +118,19 @@ def test_mixed_parquet_and_arrow_is_refused(tmp_path):
 def test_a_class_folder_tree_still_uses_the_scanner(domain_folder):
     data = load_image_classification(domain_folder)
     assert data.domain_names == ["cartoon", "photo", "sketch"] and len(data.class_names) == 8
+
+
+def test_train_dir_reaches_the_loader_from_the_arguments(tmp_path):
+    from types import SimpleNamespace
+
+    from metaprompt_hf.protocols.run import load_dataset_for
+
+    for name in CLASSES:
+        _write_images(tmp_path / "train" / name, range(2))
+    args = SimpleNamespace(
+        data_dir=None, dataset_name="pets", dataset_config_name=None, image_column="image", label_column="label",
+        domain_column="domain", class_names=None, cache_dir=None, train_dir=str(tmp_path / "train"),
+        validation_dir=None,
+    )  # fmt: skip
+    data = load_dataset_for(args)
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 6} and data.class_names == CLASSES
