@@ -3,8 +3,9 @@ always stays in eval mode), activation checkpointing of the base model's layers,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from .backbones import DualEncoderBackbone
@@ -14,7 +15,12 @@ if TYPE_CHECKING:
 
 
 class FrozenBaseMixin:
-    """Mode, checkpointing and counts of a module holding a frozen base (`clip`, `backbone`) and adapters."""
+    """Mode, dtype, checkpointing and counts of a module holding a frozen base (`clip`, `backbone`) and adapters.
+
+    The dtype rule: the prompts are fp32 master copies whatever the base model's dtype, cast to the hidden states'
+    dtype where they are injected, whether the base was loaded with `from_pretrained(dtype=...)` or cast with
+    `.to(dtype)`; `.to(device)` moves both.
+    """
 
     clip: nn.Module
     backbone: DualEncoderBackbone
@@ -29,6 +35,15 @@ class FrozenBaseMixin:
             adapter.train(mode)
         self.clip.eval()
         self._sync_checkpointing_flags()
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> Self:
+        """`nn.Module.to` for the base model; the prompts follow the device but stay fp32 (see the class doc)."""
+        device, _dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+        self.clip.to(*args, **kwargs)
+        if device is not None:
+            for adapter in self.adapters.values():
+                adapter.to(device=device, non_blocking=non_blocking)
         return self
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
