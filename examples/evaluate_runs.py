@@ -12,17 +12,45 @@ Or re-evaluate saved adapters on a dataset (any argument of train.py selects the
         --protocol base2new --base_model openai/clip-vit-base-patch16 --report_dir runs/report
 
 Writes `per_seed.json` (every run), `aggregate.json` and `results.md` into --report_dir. Base-to-new rows give
-mean base, mean new and HM(mean B, mean N), plus the mean of per-seed HMs (METHOD.md §6.1).
+mean base, mean new and HM(mean B, mean N), plus the mean of per-seed HMs (docs/method.md §6.1).
 """
 
 import argparse
-import json
 import os
 import sys
 
 from metaprompt_hf.evaluation import aggregate, markdown_table
+from metaprompt_hf.hub import load_results
+from metaprompt_hf.protocols import METRIC_KEYS
 from metaprompt_hf.training import evaluate_adapter, parse_args
-from metaprompt_hf.utils import atomic_write_text
+from metaprompt_hf.utils import atomic_write_json, atomic_write_text
+
+
+def read_runs(runs: list[str]) -> tuple[list[dict], list[str]]:
+    """The entries of every run's results.json, and one message per run folder that cannot be used (naming it):
+    missing, not standard JSON, not a list of result entries, or with a missing or non-finite metric."""
+    results, problems = [], []
+    for run in runs:
+        path = os.path.join(run, "results.json")
+        if not os.path.isdir(run):
+            problems.append(f"{run}: no such run folder")
+            continue
+        if not os.path.isfile(path):
+            problems.append(f"{run}: no results.json (was the run finished?)")
+            continue
+        try:
+            entries = load_results(path)
+        except (OSError, ValueError) as err:  # unreadable, not JSON, not UTF-8, NaN, or not result entries
+            problems.append(str(err) if path in str(err) else f"{path}: {err}")
+            continue
+        if not entries:
+            problems.append(f"{path}: holds no result entries")
+        for i, entry in enumerate(entries):
+            missing = [k for k in METRIC_KEYS[entry["protocol"]] if k not in entry]
+            if missing:
+                problems.append(f"{path}: entry {i} ({entry['protocol']}) lacks {missing}")
+        results.extend(entries)
+    return results, problems
 
 
 def main(argv=None) -> int:
@@ -38,14 +66,12 @@ def main(argv=None) -> int:
     if not own.overwrite and any(os.path.exists(p) for p in report):
         print(f"error: {own.report_dir} already holds a report; pass --overwrite", file=sys.stderr)
         return 2
-    results = []
-    for run in own.runs:
-        path = os.path.join(run, "results.json")
-        if not os.path.isfile(path):
-            print(f"error: {run} has no results.json", file=sys.stderr)
-            return 2
-        with open(path, encoding="utf-8") as f:
-            results.extend(json.load(f))
+    results, problems = read_runs(own.runs)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {len(problems)} run folder(s) refused; nothing was written", file=sys.stderr)
+        return 2
     if own.adapters:
         args = parse_args([*rest, "--output_dir", own.report_dir])
         for adapter in own.adapters:
@@ -54,8 +80,8 @@ def main(argv=None) -> int:
             results.append(entry)
     rows = aggregate(results)
     os.makedirs(own.report_dir, exist_ok=True)
-    atomic_write_text(report[0], json.dumps(results, indent=2))
-    atomic_write_text(report[1], json.dumps(rows, indent=2))
+    atomic_write_json(report[0], results)
+    atomic_write_json(report[1], rows)
     table = markdown_table(rows)
     atomic_write_text(report[2], table)
     print(table)

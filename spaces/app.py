@@ -26,6 +26,8 @@ characters; images of at most `MAX_IMAGE_PIXELS` pixels and `MAX_UPLOAD_SIZE`; t
 from __future__ import annotations
 
 import argparse
+import html
+import logging
 import os
 import re
 import sys
@@ -59,8 +61,15 @@ NUM_TOP_CLASSES = 5
 if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_IMAGE_PIXELS:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
-LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_UPLOAD_SIZE}
+MAX_ECHO_CHARS = 60  # user text quoted back in an error message is cut to this many characters
+
+# show_error: errors raised by gradio itself before the event function runs (e.g. a raw API call naming a server file
+# that was never uploaded) reach the client with their message instead of `{"error": null}`. Everything raised while
+# the event runs is a `gr.Error` we wrote (see `build_demo.run`), so no internal message is shown.
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_UPLOAD_SIZE, "show_error": True}
 """Keyword arguments every launch of the demo should use (the tests use them too)."""
+
+logger = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 STYLE_CLASSES = "house, tree, car, fish, flower, umbrella, boat, star, heart, sun"
@@ -81,6 +90,20 @@ MSG_NO_IMAGE = "Please upload an image (or pick one of the examples)."
 MSG_TOO_FEW_CLASSES = "Please enter at least two class names, separated by commas (e.g. 'cat, dog')."
 MSG_NOT_AN_IMAGE = "This file is not an image that can be read; please upload a PNG, JPEG, WebP, BMP or GIF file."
 MSG_CORRUPT_IMAGE = "This image file is damaged or truncated and cannot be decoded; please upload another one."
+MSG_NOT_UPLOADED = (
+    "The image must be uploaded with the request (gradio_client: handle_file(path)); files on the server are not read."
+)
+MSG_INTERNAL = "Something went wrong on the server while classifying this image; the error has been logged."
+
+
+def echo(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """User text for an error message: quoted, cut to `limit` characters and HTML-escaped, since gradio renders
+    `gr.Error` messages as HTML (a class name like `<img src=x>` would otherwise show an image or a link)."""
+    return html.escape(repr(_cut(text, limit)), quote=False)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _too_large_message(width: int | None = None, height: int | None = None) -> str:
@@ -101,25 +124,27 @@ def parse_class_names(text: str | None) -> list[str]:
         gr.Error: fewer than two names, more than `MAX_CLASSES`, a name longer than `MAX_CLASS_NAME_CHARS`, or
             duplicates (compared ignoring case, repeated spaces and underscores).
     """
+    if text is not None and not isinstance(text, str):
+        raise gr.Error(f"The class names must be text, got {type(text).__name__}.")
     parts = re.split(r"[,\n]", text or "")
     names = [" ".join(part.split()) for part in parts]
     names = [name for name in names if name]
     if len(names) < 2:
-        got = f" Got only {names[0]!r}." if names else ""
+        got = f" Got only {echo(names[0])}." if names else ""
         raise gr.Error(MSG_TOO_FEW_CLASSES + got)
     if len(names) > MAX_CLASSES:
         raise gr.Error(f"Too many class names: {len(names)}; the maximum is {MAX_CLASSES}.")
     for name in names:
         if len(name) > MAX_CLASS_NAME_CHARS:
             raise gr.Error(
-                f"Class name {name[:30]!r}... is {len(name)} characters long; the maximum is {MAX_CLASS_NAME_CHARS}."
+                f"Class name {echo(name, 30)} is {len(name)} characters long; the maximum is {MAX_CLASS_NAME_CHARS}."
             )
     seen: dict[str, str] = {}
     for name in names:
         key = _name_key(name)
         if key in seen:
             raise gr.Error(
-                f"Duplicate class name: {seen[key]!r} and {name!r} (names are compared ignoring case, spaces "
+                f"Duplicate class name: {echo(seen[key])} and {echo(name)} (names are compared ignoring case, spaces "
                 "and underscores)."
             )
         seen[key] = name
@@ -132,13 +157,15 @@ def parse_template(text: str | None) -> str | None:
     Raises:
         gr.Error: a template without `{}`, with other braces, or longer than `MAX_TEMPLATE_CHARS`.
     """
+    if text is not None and not isinstance(text, str):
+        raise gr.Error(f"The template must be text, got {type(text).__name__}.")
     template = " ".join((text or "").split())
     if not template:
         return None
     if len(template) > MAX_TEMPLATE_CHARS:
         raise gr.Error(f"The template is {len(template)} characters long; the maximum is {MAX_TEMPLATE_CHARS}.")
     bad = (
-        f"The template {template!r} must contain '{{}}' exactly once, where the class name goes "
+        f"The template {echo(template)} must contain '{{}}' exactly once, where the class name goes "
         "(e.g. 'a sketch of a {}')."
     )
     if template.count("{}") != 1:
@@ -325,7 +352,7 @@ def classify(
     except gr.Error:
         raise
     except ValueError as err:  # the model's own input checks (e.g. a tokenizer problem): say what, not where
-        raise gr.Error(f"Could not classify: {err}") from err
+        raise gr.Error(f"Could not classify: {html.escape(_cut(str(err), 300), quote=False)}") from err
     return dict(zip(names, probs)), dict(zip(names, zero_shot))
 
 
@@ -336,12 +363,25 @@ def uploaded_path(payload: Any) -> str | None:
     The classify event runs with `preprocess=False`: gradio's own preprocessing opens every upload with Pillow
     before the event function runs, so a file that is not an image, or a decompression bomb, would fail there with
     a generic error instead of our message. With the raw payload, `load_image` is the only code that reads it.
+
+    Gradio checks that a `FileData` payload was uploaded, but a raw API call can send any dict or string, so the
+    path must lie in gradio's upload folder (or be one of the bundled examples): the server reads no other file.
+
+    Raises:
+        gr.Error: a path outside those folders (`MSG_NOT_UPLOADED`).
     """
     if payload is None:
         return None
-    if isinstance(payload, dict):
-        return payload.get("path")
-    return str(payload)
+    path = payload.get("path") if isinstance(payload, dict) else payload
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)):
+        raise gr.Error(MSG_NOT_UPLOADED)
+    resolved = Path(path).resolve()
+    allowed = (Path(gr.utils.get_upload_folder()).resolve(), EXAMPLES_DIR.resolve())
+    if not any(resolved.is_relative_to(folder) for folder in allowed):
+        raise gr.Error(MSG_NOT_UPLOADED)
+    return str(resolved)
 
 
 def describe_model(model: MetaPromptModel | None, name: str | None = None) -> str:
@@ -364,7 +404,13 @@ def build_demo(model: MetaPromptModel | None = None, *, model_name: str | None =
     def run(
         image: dict[str, Any] | None, class_text: str | None, template: str | None = ""
     ) -> tuple[dict[str, float], dict[str, float]]:
-        return classify(uploaded_path(image), class_text, template, model=model)
+        try:
+            return classify(uploaded_path(image), class_text, template, model=model)
+        except gr.Error:
+            raise
+        except Exception as err:  # show_error is on: never send an internal message (it may echo user text)
+            logger.exception("classify failed")
+            raise gr.Error(MSG_INTERNAL) from err
 
     with gr.Blocks(title="MetaPrompt vs zero-shot CLIP") as demo:
         gr.Markdown(

@@ -155,11 +155,22 @@ def test_dg_needs_two_source_domains(tmp_path):
         prepare_protocol(load_image_classification(str(single)), protocol="dg", shots=1, seed=1, target_domain="x")
 
 
-def test_fewer_shots_fallback_is_logged(domain_folder, caplog):
-    data = load_image_classification(domain_folder)
+def test_fewer_shots_fallback_is_logged(tmp_path, caplog):
+    make_image_folder(tmp_path / "train", domains=None, per_class=3)
+    make_image_folder(tmp_path / "test", domains=None, per_class=1)
+    data = load_image_classification(str(tmp_path))
     p = prepare_protocol(data, protocol="base2new", shots=20, seed=1, allow_fewer_shots=True)
-    assert len(p.train_labels) == 4 * 18
+    assert len(p.train_labels) == 4 * 3
     assert "fewer than the 20" in caplog.text
+    # Without a test split the same sample would leave no base image to evaluate: refused, not NaN.
+    with pytest.raises(DataError, match="'base' evaluation set .* has no images"):
+        prepare_protocol(
+            load_image_classification(str(tmp_path / "train")),
+            protocol="base2new",
+            shots=20,
+            seed=1,
+            allow_fewer_shots=True,
+        )
 
 
 def test_corrupt_images_are_skipped_and_counted(tmp_path):

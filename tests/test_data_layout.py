@@ -99,3 +99,49 @@ def test_layout(tmp_path, files, expected):
             for row in split:
                 *_, domain, cls, _ = row["image"]["path"].split(os.sep)
                 assert data.class_names[row["label"]] == cls and data.domain_names[row["domain"]] == domain
+
+
+# ------------------------------------------------------------------ evaluation sets of a protocol
+@dataclass(frozen=True)
+class Evaluates:
+    """Correct result: the evaluation sets and their sizes."""
+
+    sizes: dict[str, int]
+
+
+def classes(names: str, n: int = 2, prefix: str = "") -> list[str]:
+    return [p for name in names for p in imgs(f"{prefix}{name}", n)]
+
+
+DOMAINS3 = [f"{d}/{p}" for d in ("art", "photo", "sketch") for p in classes("ab")]
+
+# (case, tree, prepare_protocol keywords, expected): NaN or a meaningless 100% would otherwise come out after training
+EVAL_CASES: list[tuple[str, list[str], dict, Evaluates | Refused]] = [
+    ("4 classes: 2 base, 2 new", classes("abcd", 3), {}, Evaluates({"base": 4, "new": 6})),
+    ("1 class", classes("a", 3), {}, Refused((r"'base' evaluation set .* single class \['a'\]",))),
+    ("2 classes", classes("ab", 3), {}, Refused((r"'base' evaluation set .* single class \['a'\]",))),
+    ("3 classes: 1 new", classes("abc", 3), {}, Refused((r"'new' evaluation set .* single class \['c'\]",))),
+    ("shots take every base image", classes("abcd", 2), {"shots": 2}, Refused((r"'base' evaluation set .* no images \(from 'train minus training rows'\)",))),
+    ("fewer shots take every base image", classes("abcd", 2), {"shots": 5, "allow_fewer_shots": True}, Refused((r"'base' evaluation set .* no images",))),
+    ("test split lacks the new classes", [f"train/{p}" for p in classes("abcd")] + [f"test/{p}" for p in classes("ab")], {}, Refused((r"'new' evaluation set .* no images \(from 'test'\)",))),
+    ("DG", DOMAINS3, {"protocol": "dg", "target_domain": "art"}, Evaluates({"target": 4})),
+    ("DG target missing from the test split", [f"train/{p}" for p in DOMAINS3] + [f"test/photo/{p}" for p in classes("ab")], {"protocol": "dg", "target_domain": "art"}, Refused((r"'target' evaluation set .* no images \(from 'test'\)",))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("files, kwargs, expected", [r[1:] for r in EVAL_CASES], ids=[r[0] for r in EVAL_CASES])
+def test_evaluation_sets_checked_before_training(tmp_path, files, kwargs, expected):
+    from metaprompt_hf.protocols import prepare_protocol
+
+    root = str(tmp_path / "data")
+    build(root, files)
+    data = load_image_classification(root)
+    kwargs = {"protocol": "base2new", "shots": 1, "seed": 0} | kwargs
+    if isinstance(expected, Refused):
+        with pytest.raises(DataError) as info:
+            prepare_protocol(data, **kwargs)
+        for pattern in expected.patterns:
+            assert re.search(pattern, str(info.value)), str(info.value)
+        return
+    proto = prepare_protocol(data, **kwargs)
+    assert {k: len(v.rows) for k, v in proto.eval_sets.items()} == expected.sizes

@@ -62,7 +62,7 @@ def test_evaluate_set_still_reports_percent(model, clip_and_processor, tmp_path)
     import datasets
     from PIL import Image
 
-    from metaprompt_hf.data import EvalSet
+    from metaprompt_hf.protocols import EvalSet
 
     paths = []
     for i, colour in enumerate(("red", "blue", "red", "blue")):

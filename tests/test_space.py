@@ -7,6 +7,8 @@ plumbing: probabilities, labels, error messages, concurrency, and that the app k
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import socket
 import sys
 import threading
@@ -167,6 +169,37 @@ def test_load_image(files):
         app.load_image(None)
 
 
+# (case, class text, template, expected): expected is the class list of a correct result, or ("error", pattern).
+# Every error must be plain text: user text HTML-escaped (gr.Error renders HTML) and echoes cut short.
+HOSTILE = "<img src=x onerror=alert(1)><a href=https://evil.example>Session expired: log in</a>"
+ECHO_CASES: list[tuple[str, object, object, list[str] | tuple[str, str]]] = [
+    ("HTML in a result label is fine", "<b>cat</b>, dog", "", ["<b>cat</b>", "dog"]),
+    ("ampersands and quotes", "salt & pepper, \"quoted\" dog", "", ["salt & pepper", '"quoted" dog']),
+    ("HTML as the only class", HOSTILE, "", ("error", r"Got only '&lt;img src=x onerror=alert\(1\)&gt;&lt;a href")),
+    ("HTML duplicates", "<b>cat</b>, <B>CAT</B>", "", ("error", r"Duplicate class name: '&lt;b&gt;cat&lt;/b&gt;' and '&lt;B&gt;CAT&lt;/B&gt;'")),
+    ("HTML in a long name", "cat, " + HOSTILE, "", ("error", r"Class name '&lt;img src=x onerror=alert\(1\)&gt;&lt;…' is 84 characters")),
+    ("1 MB single class", "x" * 1_000_000, "", ("error", r"Got only 'x{59}…'\.$")),
+    ("1 MB of classes", "cat, " + "y" * 1_000_000, "", ("error", r"Class name 'y{29}…' is 1000000 characters long")),
+    ("HTML template", "cat, dog", "<script>alert(1)</script>", ("error", r"The template '&lt;script&gt;alert\(1\)&lt;/script&gt;' must")),
+    ("long HTML template", "cat, dog", "<i>" * 60, ("error", r"The template '(&lt;i&gt;){19}&lt;i…' must contain")),
+    ("class text not text", ["cat", "dog"], "", ("error", r"The class names must be text, got list")),
+    ("template not text", "cat, dog", 3, ("error", r"The template must be text, got int")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("class_text, template, expected", [r[1:] for r in ECHO_CASES], ids=[r[0] for r in ECHO_CASES])
+def test_user_text_is_escaped_and_cut_in_errors(tiny_model, class_text, template, expected):
+    if isinstance(expected, list):
+        probs, _ = app.classify(str(EXAMPLE), class_text, template, model=tiny_model)
+        assert list(probs) == expected
+        return
+    with pytest.raises(gr.Error) as info:
+        app.classify(str(EXAMPLE), class_text, template, model=tiny_model)
+    message = info.value.message
+    assert re.search(expected[1], message), message
+    assert "<" not in message and ">" not in message and len(message) < 300, message
+
+
 def test_classify(tiny_model):
     probs, zero_shot = app.classify(str(EXAMPLE), "house, tree, fish", model=tiny_model)
     for p in (probs, zero_shot):
@@ -288,6 +321,44 @@ def test_api_bad_input(client, files, image_key, class_text, template, message):
     with pytest.raises(AppError, match=message) as info:
         client.predict(image, class_text, template, api_name="/classify")
     assert "Traceback" not in str(info.value)
+
+
+def _raw_call(client: Client, data: list) -> tuple[str, dict]:
+    """POST /gradio_api/call/classify as any HTTP client can (no gradio_client file handling): (event, payload)."""
+    import httpx
+
+    base = client.src.rstrip("/")
+    event_id = httpx.post(f"{base}/gradio_api/call/classify", json={"data": data}, timeout=30).json()["event_id"]
+    text = httpx.get(f"{base}/gradio_api/call/classify/{event_id}", timeout=60).text
+    event = re.search(r"^event: (\w+)", text, re.M).group(1)
+    payload = json.loads(re.search(r"^data: (.*)$", text, re.M).group(1))
+    return event, payload
+
+
+FILE_DATA = {"meta": {"_type": "gradio.FileData"}}
+# (case, image payload of a raw API call, expected): a server path is never read, and the client is told why.
+RAW_IMAGE_CASES: list[tuple[str, object, str]] = [
+    ("server file as FileData", {"path": "/etc/hostname", **FILE_DATA}, r"not uploaded by a user"),
+    ("server file as a plain dict", {"path": "/etc/hostname"}, r"must be uploaded with the request"),
+    ("traversal out of the upload folder", {"path": gr.utils.get_upload_folder() + "/../../etc/hostname"}, r"must be uploaded with the request"),
+    ("missing file as FileData", {"path": "/nonexistent/x.png", **FILE_DATA}, r"not uploaded by a user"),
+    ("a bare path string", "/etc/hostname", r"valid dictionary"),
+    ("path of the wrong type", {"path": 42}, r"path\s+Input should be a valid string"),
+    ("no image", None, r"Please upload an image"),
+    ("a bundled example", {"path": str(EXAMPLE)}, "ok"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("image, expected", [r[1:] for r in RAW_IMAGE_CASES], ids=[r[0] for r in RAW_IMAGE_CASES])
+def test_raw_api_calls_get_a_message(client, image, expected):
+    event, payload = _raw_call(client, [image, "cat, dog", ""])
+    if expected == "ok":
+        assert event == "complete", payload
+        assert {c["label"] for c in payload[0]["confidences"]} == {"cat", "dog"}
+        return
+    assert event == "error" and payload["error"], payload  # a message, not {"error": null}
+    assert re.search(expected, payload["error"]), payload
+    assert "Traceback" not in payload["error"]
 
 
 def test_api_keeps_serving_after_errors(client, files):

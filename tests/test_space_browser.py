@@ -174,3 +174,33 @@ def test_upload_classify_and_read_result(app_url, screenshot_dir):
     assert "MetaPrompt" in metaprompt and "Zero-shot CLIP" in zero_shot
     digits = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     assert sum(d in example_text.split() for d in digits) == 5, example_text  # top 5 of the ten digit classes
+
+
+# (class text typed, literal text the toast must show): user text is shown as text, never as HTML.
+HOSTILE_TOASTS = [
+    ("<img src=x id=injected><a id=injected-link href=https://evil.example>Session expired: log in</a>", "<img src=x"),
+    ("<b id=injected>cat</b>, <B ID=INJECTED>CAT</B>", "Duplicate class name: '<b id=injected>cat</b>'"),
+]
+
+
+def test_error_toasts_show_user_text_as_text(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(app_url, wait_until="networkidle")
+            page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLE))
+            page.locator("#input-image img").first.wait_for(state="visible")
+            for class_text, literal in HOSTILE_TOASTS:
+                page.locator("#class-names textarea").fill(class_text)
+                page.locator("#classify-button").click()
+                message = page.get_by_text(literal).first
+                message.wait_for(state="visible")
+                assert page.locator("#injected, #injected-link").count() == 0  # no element made from user text
+                page.locator(".toast-close").first.click()
+                message.wait_for(state="detached")
+        finally:
+            browser.close()

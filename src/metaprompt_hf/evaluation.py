@@ -1,8 +1,8 @@
-"""Evaluation of the paper's protocols (METHOD.md §6): base / new accuracy and their harmonic mean, DG
+"""Evaluation of the paper's protocols (docs/method.md §6): base / new accuracy and their harmonic mean, DG
 target-domain accuracy, per-seed results and their aggregate (mean ± std) as JSON and Markdown.
 
 Metrics go through `evaluate` modules shipped in the package (`metaprompt_hf/metrics/*`) and loaded by path,
-since Hub metrics cannot be fetched offline (CONVENTIONS.md §6).
+since Hub metrics cannot be fetched offline.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .data import ImageDataset, collate
+from .data import DataError, ImageDataset, collate
 
 if TYPE_CHECKING:
     from .protocols import EvalSet
@@ -41,7 +41,7 @@ def load_metric(name: str) -> Any:
 
 
 def harmonic_mean(base: float, new: float) -> float:
-    """HM = 2·B·N / (B + N) (METHOD.md §6.1)."""
+    """HM = 2·B·N / (B + N) (docs/method.md §6.1)."""
     return float(load_metric("harmonic_mean").compute(base=[base], new=[new])["harmonic_mean"])
 
 
@@ -55,12 +55,14 @@ def evaluate_set(
     batch_size: int = 100,
     logits: str = "logits",
     num_workers: int = 0,
+    templates: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Top-1 accuracy (percent) of `model` on `eval_set` among its classes.
 
     Args:
         model: a `MetaPromptModel` (unwrapped).
         logits: which output to score: "logits" (z^o for MetaPrompt, s<x̃,t> for IVLP/CoOp) or "logits_zero_shot".
+        templates: templates of the frozen branch for this evaluation (default: the adapter's own).
         accelerator: when given, the images are sharded over processes and gathered (`gather_for_metrics`).
 
     Returns:
@@ -85,7 +87,10 @@ def evaluate_set(
             else:
                 with autocast():
                     out = model(
-                        batch["pixel_values"], eval_set.class_names, return_zero_shot=logits == "logits_zero_shot"
+                        batch["pixel_values"],
+                        eval_set.class_names,
+                        return_zero_shot=logits == "logits_zero_shot",
+                        templates=templates,
                     )
                 pred = getattr(out, logits).argmax(-1)
             labels = batch["labels"].to(pred.device)
@@ -101,6 +106,8 @@ def evaluate_set(
     refs = torch.cat(references).tolist() if references else []
     if skipped:
         logger.warning("evaluation skipped %d unreadable image(s)", skipped)
+    if not refs:  # an accuracy over nothing is NaN: say why instead
+        raise DataError(f"evaluation: none of the {len(eval_set.labels)} images of the set could be read")
     # The shipped metric returns a fraction (evaluate's convention); results are in percent, as in the paper.
     accuracy = 100.0 * load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
     return {"accuracy": accuracy, "n": len(preds), "skipped": skipped}
@@ -110,7 +117,7 @@ def aggregate(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± sample std over seeds, per (method, protocol, dataset, target domain).
 
     Base-to-new rows report mean base, mean new and HM(mean B, mean N) — the README convention of the reference
-    (METHOD.md §6.1) — plus the mean of per-seed HMs.
+    (docs/method.md §6.1) — plus the mean of per-seed HMs.
     """
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
     for r in results:
@@ -154,7 +161,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Aggregated rows (from `aggregate`) as Markdown tables, one per protocol."""
     lines: list[str] = []
     b2n = [r for r in rows if r["protocol"] == "base2new"]
-    dg = [r for r in rows if r["protocol"] == "dg"]
+    dg = [r for r in rows if r["protocol"] != "base2new"]  # accuracy protocols: DG and the transfer protocols
     if b2n:
         lines += ["| method | dataset | seeds | base | new | HM |", "|---|---|---|---|---|---|"]
         for r in b2n:
@@ -169,7 +176,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
         lines += ["| method | dataset | target domain | seeds | accuracy |", "|---|---|---|---|---|"]
         for r in dg:
             lines.append(
-                f"| {r['method']} | {r['dataset']} | {r['target_domain']} | {r['n_runs']} | "
+                f"| {r['method']} | {r['dataset']} | {r['target_domain'] or '—'} | {r['n_runs']} | "
                 f"{r['accuracy']:.2f} ± {r['std']['accuracy']:.2f} |"
             )
     return "\n".join(lines) + "\n"

@@ -1,10 +1,12 @@
-"""Small shared helpers: atomic file and folder writes, consistent folder reads, and file resolution (local folder
-or Hub repo)."""
+"""Small shared helpers: atomic file and folder writes, consistent folder reads, standard JSON, and file resolution
+(local folder or Hub repo)."""
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
+import math
 import os
 import shutil
 import sys
@@ -12,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .constants import LIBRARY_NAME, TMP_FOLDER_INFIX
 
@@ -47,6 +50,42 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], object]) 
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def to_json(obj: Any, *, what: str, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """`obj` as standard JSON text (RFC 8259: no NaN or Infinity, which `json.dumps` writes by default and strict
+    readers refuse).
+
+    Raises:
+        ValueError: `obj` holds a non-finite float; the message names `what` (e.g. the file) and the key path,
+            such as `results.json: [0].base is nan`.
+    """
+    bad = _non_finite(obj, "")
+    if bad is not None:
+        path, value = bad
+        raise ValueError(f"{what}: {path or 'the value'} is {value}, which standard JSON cannot hold")
+    return json.dumps(obj, indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
+def _non_finite(obj: Any, path: str) -> tuple[str, float] | None:
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (path, obj)
+    if isinstance(obj, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    for sub_path, value in items:
+        found = _non_finite(value, sub_path)
+        if found is not None:
+            return found
+    return None
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """`to_json(obj)` written atomically to `path` (errors name the file's base name)."""
+    atomic_write_text(path, to_json(obj, what=os.path.basename(os.fspath(path)), indent=indent, sort_keys=sort_keys))
 
 
 def _umask() -> int:

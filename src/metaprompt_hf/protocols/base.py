@@ -135,6 +135,23 @@ def check_common(data: ImageClassificationData, shots: int, train_split: str) ->
         raise DataError(f"train_split: {data.name} has no split {train_split!r}; it has {sorted(data.splits)}")
 
 
+def check_eval_sets(proto: ProtocolData, source: str) -> None:
+    """Refuse, before training, evaluation sets whose accuracy would mean nothing: no images (NaN) or a single
+    class to choose from (always 100%). Raises `DataError` naming the set, its split and its classes."""
+    split = proto.fewshot.get("eval_split", "the evaluation split")
+    for part, eval_set in proto.eval_sets.items():
+        if len(eval_set.rows) == 0:
+            raise DataError(
+                f"eval_split: the {part!r} evaluation set of {source} has no images (from {split!r}); give the "
+                "dataset a test split, or leave images beside the few-shot sample (fewer --shots)"
+            )
+        if len(eval_set.class_names) < 2:
+            raise DataError(
+                f"eval_split: the {part!r} evaluation set of {source} has a single class {eval_set.class_names}, so "
+                "its accuracy would be 100% whatever the model does; the protocol needs at least two classes there"
+            )
+
+
 def sample_shots(
     split: Any,
     groups: dict[tuple, list[int]],
