@@ -76,6 +76,11 @@ class AdapterMixin:
         return list(self.adapters)
 
     @property
+    def peft_config(self) -> dict[str, MetaPromptConfig]:
+        """Every adapter's config by name, as PEFT's `peft_config`."""
+        return {name: adapter.config for name, adapter in self.adapters.items()}
+
+    @property
     def config(self) -> MetaPromptConfig:
         """The active adapter's config."""
         return self._adapter(None).config
@@ -102,7 +107,9 @@ class AdapterMixin:
         if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
             raise ValueError(f"adapter_name: expected a non-empty name without '.', got {adapter_name!r}")
         if hasattr(nn.ModuleDict, adapter_name):
-            raise ValueError(f"adapter_name: {adapter_name!r} is reserved (a torch ModuleDict attribute); pick another")
+            raise ValueError(
+                f"adapter_name: {adapter_name!r} is reserved (a torch ModuleDict attribute); pick another"
+            )
         if adapter_name in self.adapters:
             raise ValueError(f"adapter_name: an adapter named {adapter_name!r} is already loaded; delete it first")
         if not isinstance(config, MetaPromptConfig):
@@ -190,15 +197,26 @@ class AdapterMixin:
         self.clear_cache()
 
     def save_pretrained(
-        self, save_directory: str | os.PathLike, *, overwrite: bool = False, adapter_name: str | None = None
-    ) -> None:
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        adapter_name: str | None = None,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **push_kwargs: Any,
+    ) -> Any:
         """Write one adapter (default: the active one) as `metaprompt_config.json` + `metaprompt_model.safetensors`,
         prompts only, never the frozen base model.
 
         The folder's adapter files are replaced as one unit (`utils.write_folder`), and only with
-        `overwrite=True`; the weights record the digest of the config written with them."""
+        `overwrite=True`; the weights record the digest of the config written with them. With `push_to_hub=True` the
+        adapter is then uploaded to `repo_id` (default: the folder's name) with `push_to_hub(**push_kwargs)`, whose
+        commit info is returned."""
         from . import __version__
 
+        if not push_to_hub and (repo_id is not None or push_kwargs):
+            raise ValueError(f"save_pretrained: {sorted(push_kwargs) or ['repo_id']} apply only with push_to_hub=True")
         save_directory = os.fspath(save_directory)
         if os.path.exists(save_directory) and not os.path.isdir(save_directory):
             raise NotADirectoryError(f"{save_directory} exists and is not a folder")
@@ -209,6 +227,10 @@ class AdapterMixin:
         adapter = self._adapter(adapter_name)
         config = dataclasses.replace(adapter.config, inference_mode=True, metaprompt_version=__version__)
         save_adapter(save_directory, config, self.prompt_state_dict(adapter_name))
+        if push_to_hub:
+            repo = repo_id or os.path.basename(os.path.abspath(save_directory))
+            return self.push_to_hub(repo, adapter_name=adapter_name, **push_kwargs)
+        return None
 
     @classmethod
     def from_pretrained(
