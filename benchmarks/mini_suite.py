@@ -12,6 +12,11 @@ and the small CLIP pretrained on it (`src/metaprompt_hf/assets/mini-clip`):
     python benchmarks/mini_suite.py --output_dir benchmarks/results        # full suite (3 seeds)
     python benchmarks/mini_suite.py --quick --output_dir /tmp/mini-quick   # smoke test: 1 seed, 2 steps
     python benchmarks/mini_suite.py --tune --output_dir /tmp/mini-tune     # learning-rate selection (validation)
+    python benchmarks/mini_suite.py --ablation --tune --output_dir D       # meta-step ablation: selection (validation)
+    python benchmarks/mini_suite.py --ablation --output_dir D              # meta-step ablation: paired test runs
+
+The `--ablation` mode (issue 12, `benchmarks/mini_ablation.py`) compares every meta-update variant with
+`metaprompt_no_meta` over 10 paired seeds and writes `ablation.json` / `ablation.md`; see that module.
 
 Hyperparameters come from `benchmarks/mini_hparams.json`, written by `--tune`: for every trained method the same
 grid of learning rates is scored on the VALIDATION split (mean base-to-new HM and mean DG accuracy, seed 1), and
@@ -288,19 +293,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 steps, 5-shot DG only, 32 eval images")
     parser.add_argument("--tune", action="store_true", help="select learning rates on the validation split")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 1-3 (suite), 1-10 (ablation)")
+    parser.add_argument("--ablation", action="store_true", help="meta-step ablation, paired by seed (issue 12)")
+    parser.add_argument("--jobs", type=int, default=2, help="ablation: runs in parallel (one thread each)")
+    parser.add_argument(
+        "--hparams", default=None, help="ablation: the --tune output (default results/ablation_hparams.json)"
+    )
+    parser.add_argument(
+        "--variants", nargs="+", default=None, help="ablation: variants to run (default: see mini_ablation)"
+    )
+    parser.add_argument("--cells", nargs="+", default=None, help="ablation: only these datasets / DG targets")
+    parser.add_argument(
+        "--ablation_split",
+        choices=["test", "validation"],
+        default="test",
+        help="ablation: split of the paired runs (validation: selection evidence; test: the final table)",
+    )
+    parser.add_argument("--summarise_only", action="store_true", help="ablation: summarise the runs on disk")
+    parser.add_argument("--cache_dir", default=None, help="dataset cache (default <output_dir>/cache)")
     parser.add_argument("--base_model", default="embedded")
     parser.add_argument("--protocol", choices=["base2new", "dg"], default=None, help="run one protocol only")
     parser.add_argument("--max_steps", type=int, default=-1)
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output_dir")
     opts = parser.parse_args(argv)
+    opts.argv = list(argv if argv is not None else sys.argv[1:])
     opts.eval_split = "test"
     opts.output_dir.mkdir(parents=True, exist_ok=True)
+    if opts.jobs < 1:
+        parser.error(f"--jobs: expected >= 1, got {opts.jobs}")
+    if opts.ablation:
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        sys.path.insert(0, str(HERE))
+        import mini_ablation
+
+        opts.eval_split = opts.ablation_split
+        return mini_ablation.ablation(opts)
+    opts.seeds = opts.seeds or [1, 2, 3]
     if (opts.output_dir / "results.json").exists() and not opts.overwrite:
         print(f"error: {opts.output_dir}/results.json exists; pass --overwrite", file=sys.stderr)
         return 2
-    opts.cache_dir = opts.output_dir / "cache"
+    opts.cache_dir = Path(opts.cache_dir) if opts.cache_dir else opts.output_dir / "cache"
     logging.getLogger("metaprompt_hf").setLevel(logging.WARNING)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

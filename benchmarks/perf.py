@@ -4,11 +4,9 @@ Cost does not depend on the weights, so a randomly initialised `CLIPModel` with 
 (`metaprompt_hf.testing.VIT_B16`) measures it honestly, offline. Every timed step is the library's own code path:
 
     MetaPromptTrainingArguments(method=...) → args.adapter_config(templates) → MetaPromptModel
-    per step, as `training._train_loop` does it:
-        with accelerator.autocast(): out = model(pixel_values, class_names)
-        loss = training._in_domain_loss(args, out, labels); accelerator.backward(loss)
-        optimizer.step(); optimizer.zero_grad(set_to_none=True)
-        metaprompt only: training._meta_step(args, accelerator, model, optimizer, window, proto, ...)
+    per step, as the training loop does it, through the step API (`metaprompt_hf.step.TrainingStep`):
+        with accelerator.accumulate(model): step.forward_backward(batch)    # model(..., labels=) → its own loss
+        step.update(step=global_step)     # optimizer.step(), then the meta step for `metaprompt`
 
 Measured, each comparison inside one run and reported as a ratio (absolute times on a shared machine are noise):
 
@@ -59,6 +57,7 @@ import torch  # noqa: E402
 
 from metaprompt_hf import MetaPromptModel  # noqa: E402
 from metaprompt_hf import training as T  # noqa: E402
+from metaprompt_hf.step import TrainingStep  # noqa: E402
 from metaprompt_hf.testing import VIT_B16, byte_level_tokenizer, image_processor, tiny_clip_config  # noqa: E402
 
 TEMPLATES = ["a photo of a {}"]
@@ -223,48 +222,25 @@ class TrainStep:
         )
         self.ddp_model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.model = self.accelerator.unwrap_model(self.ddp_model)
-        self.raw_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
         self.class_names = list(class_names)
-        self.proto = SimpleNamespace(
-            train_class_names=self.class_names,
-            source_domains=sorted(set(domains.tolist())) if domains is not None else None,
-        )
         self.batch = {"pixel_values": pixel_values, "labels": labels, "domains": domains}
+        self.step = TrainingStep(
+            self.model,
+            self.optimizer,
+            self.class_names,
+            meta=self.args.meta_settings(),
+            source_domains=sorted(set(domains.tolist())) if domains is not None else None,
+            seed=self.args.seed,
+            accelerator=self.accelerator,
+            module=self.ddp_model,
+        )
         self.global_step = 0
         self.ddp_model.train()
 
     def __call__(self) -> None:
-        args, accelerator, batch = self.args, self.accelerator, self.batch
-        with accelerator.accumulate(self.ddp_model):
-            with accelerator.autocast():
-                out = self.ddp_model(batch["pixel_values"], self.class_names)
-            loss = T._in_domain_loss(args, out, batch["labels"])
-            accelerator.backward(loss)
-            window = []
-            if args.uses_meta_step:
-                window.append(
-                    {
-                        "x": out.frozen_image_embeds.detach(),
-                        "labels": batch["labels"],
-                        "domains": batch["domains"],
-                        "pixel_values": batch["pixel_values"] if args.protocol == "dg" else None,
-                    }
-                )
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if args.uses_meta_step:
-            T._meta_step(
-                args,
-                accelerator,
-                self.model,
-                self.raw_optimizer,
-                window,
-                self.proto,
-                len(self.class_names),
-                LEARNING_RATE,
-                self.global_step,
-                lambda t: t,
-            )
+        with self.accelerator.accumulate(self.ddp_model):
+            self.step.forward_backward(self.batch)
+        self.step.update(step=self.global_step)
         self.global_step += 1
 
 

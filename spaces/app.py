@@ -26,8 +26,6 @@ characters; images of at most `MAX_IMAGE_PIXELS` pixels and `MAX_UPLOAD_SIZE`; t
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import html
 import logging
 import os
@@ -35,7 +33,6 @@ import re
 import sys
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,7 +55,6 @@ MAX_UPLOAD_SIZE = "20mb"  # gradio's upload limit (launch(max_file_size=...)); b
 CONCURRENCY_LIMIT = 4  # requests decoded/validated at once; model calls themselves are serialised (see _Predictor)
 QUEUE_SIZE = 256
 NUM_TOP_CLASSES = 5
-TEMPLATE_VIEWS = 8  # custom templates whose frozen-branch features stay cached
 
 # `load_image` checks the exact limit from the header. Pillow's own guard (a warning above its limit, an error above
 # twice it) is lowered to the same value as a second line of defence for any other decode in this process.
@@ -285,44 +281,29 @@ def get_model() -> MetaPromptModel:
 
 # ------------------------------------------------------------------ prediction
 class _Predictor:
-    """Runs one model, with one cached "view" of it per custom frozen-branch template.
+    """Runs one model; a custom frozen-branch template is passed per call (`predict(..., templates=...)`), and the
+    model caches its class features per class list and templates, so a custom template costs one text pass per
+    class list, like the default one.
 
-    A view is a shallow copy of the model that differs only in `config.templates`: it shares the frozen CLIP, the
-    prompts, the hook lock and the feature caches, whose frozen-template entries are keyed by the templates, so a
-    custom template's class features are computed once per class list, like the default ones.
-
-    Calls are serialised: the model's caches are plain dicts and its prompt hooks are module-global, and on a CPU
-    torch already spreads one call over all cores, so running two at once would gain little.
+    Calls are serialised: on a CPU torch already spreads one call over all cores, so running two at once would gain
+    little. (The model itself is safe to call from several threads.)
     """
 
     def __init__(self, model: MetaPromptModel) -> None:
         # A weak reference: predictors live in a WeakKeyDictionary keyed by the model, which a strong reference
-        # from the value would keep alive forever. (Views are copies and do not reference the model object.)
+        # from the value would keep alive forever.
         self._model = weakref.ref(model)
-        self._views: OrderedDict[str, MetaPromptModel] = OrderedDict()
         self._lock = threading.Lock()
-
-    def _view(self, template: str | None) -> MetaPromptModel:
-        model = self._model()
-        if model is None:  # pragma: no cover - callers hold the model while they predict
-            raise RuntimeError("the model of this predictor was garbage-collected")
-        if template is None or [template] == list(model.config.templates):
-            return model
-        view = self._views.get(template)
-        if view is None:
-            view = copy.copy(model)
-            view.config = dataclasses.replace(model.config, templates=[template])
-            self._views[template] = view
-        self._views.move_to_end(template)
-        while len(self._views) > TEMPLATE_VIEWS:
-            self._views.popitem(last=False)
-        return view
 
     def predict(
         self, image: Image.Image, class_names: Sequence[str], template: str | None
     ) -> tuple[list[float], list[float]]:
+        model = self._model()
+        if model is None:  # pragma: no cover - callers hold the model while they predict
+            raise RuntimeError("the model of this predictor was garbage-collected")
+        templates = None if template is None else [template]
         with self._lock:
-            probs, zero_shot = self._view(template).predict(image, list(class_names), return_zero_shot=True)
+            probs, zero_shot = model.predict(image, list(class_names), return_zero_shot=True, templates=templates)
         return probs[0].tolist(), zero_shot[0].tolist()
 
 

@@ -1,7 +1,7 @@
 """Test environment: no network, a private Hugging Face cache, tiny random CLIPs built in code.
 
 The Hub variables are read when huggingface_hub is imported, so they are set here, before any test module
-imports transformers (OFFLINE.md §8).
+imports transformers.
 """
 
 from __future__ import annotations
@@ -120,3 +120,12 @@ def tiny_siglip_dir(tmp_path_factory) -> str:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def lean_install(tmp_path_factory):
+    """A fresh venv holding the package without extras (tests/_venv.py), checked at once so that later users of the
+    venv (the Space build test installs into it) cannot change what the lean-install test sees."""
+    from _venv import lean_install as _lean_install
+
+    return _lean_install(tmp_path_factory.mktemp("lean-install"))

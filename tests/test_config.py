@@ -43,6 +43,22 @@ def test_every_field_has_help_text():
         ({"ctx_init": "a photo", "n_ctx": 0}, "ctx_init"),
         ({"base_model_name_or_path": 3}, "base_model_name_or_path"),
         ({"text_hidden_size": 0}, "text_hidden_size"),
+        ({"coupled_branches": "false"}, "coupled_branches"),
+        ({"coupled_branches": 0}, "coupled_branches"),
+        ({"inference_mode": "no"}, "inference_mode"),
+        ({"templates": ["a {} {x}"]}, "templates[0]"),
+        ({"templates": ["a {0}"]}, "templates[0]"),
+        ({"templates": ["a {:>9}"]}, "templates[0]"),
+        ({"templates": ["a {!r}"]}, "templates[0]"),
+        ({"templates": ["a {"]}, "templates[0]"),
+        ({"templates": ["a {}", 3]}, "templates[1]"),
+        ({"templates": 7}, "templates"),
+        ({"init_std": float("nan")}, "init_std"),
+        ({"init_std": float("inf")}, "init_std"),
+        ({"placeholder_token": " X"}, "placeholder_token"),
+        ({"placeholder_token": "X\tY"}, "placeholder_token"),
+        ({"metaprompt_version": 1}, "metaprompt_version"),
+        ({"revision": 3}, "revision"),
     ],
 )
 def test_invalid_values_raise_naming_the_field(kwargs, field_name):
@@ -101,3 +117,23 @@ def test_template_presets():
     assert len(templates_for_dataset("timm/imagenet-1k-wds")) == 8
     assert templates_for_dataset("my-own-data") == ["a photo of a {}"]
     assert templates_for_dataset(None) == ["a photo of a {}"]
+
+
+@pytest.mark.parametrize(
+    "template, ok",
+    [("a photo of a {}", True), ("{} texture", True), ("a {{braced}} {}", True), ("a {} {}", False)],
+)
+def test_templates_accept_exactly_one_field_and_escaped_braces(template, ok):
+    if ok:
+        assert MetaPromptConfig(templates=[template]).templates == [template]
+        assert "{" not in template.format("cat").replace("{braced}", "")
+    else:
+        with pytest.raises(ValueError, match=r"templates\[0\]"):
+            MetaPromptConfig(templates=[template])
+
+
+def test_a_config_file_with_a_string_boolean_names_the_file_and_the_field(tmp_path):
+    data = MetaPromptConfig().to_dict() | {"coupled_branches": "false"}
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"{CONFIG_NAME}: coupled_branches: expected true or false"):
+        MetaPromptConfig.from_pretrained(tmp_path)

@@ -27,7 +27,7 @@ def _trained(clip, processor, **config) -> MetaPromptModel:
 
 
 def _put_in_hub_cache(hf_home: str, repo_id: str, folder: str, commit: str = COMMIT) -> None:
-    """Lay out `folder` as the Hugging Face cache would after a download (OFFLINE.md §8)."""
+    """Lay out `folder` as the Hugging Face cache would after a download (`huggingface_hub` cache layout)."""
     repo_dir = os.path.join(hf_home, "hub", f"models--{repo_id.replace('/', '--')}")
     snapshot = os.path.join(repo_dir, "snapshots", commit)
     shutil.copytree(folder, snapshot, dirs_exist_ok=True)

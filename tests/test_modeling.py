@@ -134,7 +134,7 @@ def test_only_prompts_get_gradients_and_clip_is_bit_identical_after_a_step(model
 
 
 def test_gradient_routing_of_the_three_logits(model, pixel_values):
-    """CE(z^i) reaches only θ_v, CE(z^t) only θ_t, CE(z^o) both (METHOD.md §2)."""
+    """CE(z^i) reaches only θ_v, CE(z^t) only θ_t, CE(z^o) both (docs/method.md §2)."""
     labels = torch.tensor([0, 1, 2, 3])
     for attr, reaches in (("logits_image", (False, True)), ("logits_text", (True, False)), ("logits", (True, True))):
         model.zero_grad(set_to_none=True)

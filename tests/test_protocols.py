@@ -53,3 +53,38 @@ def test_format_results_per_protocol():
     assert format_results(b2n) == "m on d: Base 80.00 | New 60.00 | HM 68.57"
     dg = {"protocol": "dg", "method": "m", "dataset": "d", "target_domain": "sketch", "accuracy": 55.0}
     assert format_results(dg) == "m on d: Target sketch 55.00"
+
+
+def test_transfer_results_reach_the_report_and_the_model_card():
+    from metaprompt_hf.evaluation import aggregate, markdown_table
+
+    entries = [
+        {"protocol": "cross_dataset", "method": "metaprompt", "dataset": "dtd", "seed": s, "accuracy": a}
+        for s, a in ((1, 40.0), (2, 50.0))
+    ]
+    hub._check_results(entries, "results.json")
+    assert "| metaprompt | dtd | — | 2 | 45.00 ± 7.07 |" in markdown_table(aggregate(entries))
+    (card,) = hub._eval_results(entries, None)
+    assert card.metric_value == 45.0 and card.dataset_config == "cross_dataset"
+
+
+def test_transfer_evaluation_uses_the_target_datasets_templates(monkeypatch):
+    from types import SimpleNamespace
+
+    from metaprompt_hf.protocols import EvalSet, evaluate_protocol, transfer
+
+    seen = {}
+
+    def fake_evaluate_set(model, eval_set, image_processor, **kw):
+        seen.update(kw)
+        return {"accuracy": 50.0, "n": 2, "skipped": 0}
+
+    monkeypatch.setattr(transfer, "evaluate_set", fake_evaluate_set)
+    args = SimpleNamespace(
+        protocol="cross_dataset", method="metaprompt", seed=1, shots=16, eval_split="test", template=None,
+        per_device_eval_batch_size=8,
+    )  # fmt: skip
+    proto = ProtocolData(None, [], None, ["a", "b"], {"all": EvalSet(None, ["a", "b"], [0, 1])})
+    data = SimpleNamespace(name="dtd", domain_names=None)
+    entry = evaluate_protocol(args, None, proto, data, SimpleNamespace(image_processor=None))
+    assert seen["templates"] == ["{} texture"] and entry["accuracy"] == 50.0 and entry["n_classes"] == 2

@@ -186,10 +186,19 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
     cfg.write_text("shotz: 5\n")
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['shotz'\]"):
         parse_args(["--config", str(cfg)])
-    for name in ("b2n_vitb16", "dg_vitb16_1shot", "dg_vitb16_5shot", "b2n_vitb16_faithful"):
+    for name in (
+        "b2n_vitb16",
+        "dg_vitb16_1shot",
+        "dg_vitb16_5shot",
+        "b2n_vitb16_faithful",
+        "dg_vitb16_5shot_faithful",
+    ):
         extra = ["--target_domain", "sketch"] if name.startswith("dg") else []
         args = parse_args(["--config", f"examples/configs/{name}.yaml", *extra])
         assert args.learning_rate == 0.0015 and args.momentum == 0.9 and args.weight_decay == 5e-4
+        # paper parity runs the reference's step as it ran under its pinned torch 1.10 (zero-filled grads)
+        faithful = name.endswith("faithful")
+        assert (args.meta_mode == "faithful", args.meta_zero_grad_drift) == (faithful, faithful), name
 
 
 @pytest.mark.parametrize(

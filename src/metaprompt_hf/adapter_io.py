@@ -76,7 +76,7 @@ def read_adapter(source: str, **hub_kwargs: Any) -> AdapterFiles:
                 data = read_folder_files(folder, (CONFIG_NAME, WEIGHTS_NAME))
             except FileNotFoundError:
                 # A missing file is final unless a concurrent save is swapping the folder right now.
-                if attempt + 1 < _READ_ATTEMPTS and _being_replaced(folder):
+                if attempt + 1 < _READ_ATTEMPTS and (_being_replaced(folder) or _complete(folder)):
                     time.sleep(0.002)
                     continue
                 resolve_file(folder, CONFIG_NAME)
@@ -108,6 +108,11 @@ def read_adapter(source: str, **hub_kwargs: Any) -> AdapterFiles:
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _complete(folder: str) -> bool:
+    # Both files are there now: the miss was an older version of the folder removed while it was being read.
+    return all(os.path.isfile(os.path.join(folder, n)) for n in (CONFIG_NAME, WEIGHTS_NAME))
 
 
 def _being_replaced(folder: str) -> bool:

@@ -101,6 +101,8 @@ class AdapterMixin:
         """Add a freshly initialised adapter (it does not become active; see `set_adapter`)."""
         if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
             raise ValueError(f"adapter_name: expected a non-empty name without '.', got {adapter_name!r}")
+        if hasattr(nn.ModuleDict, adapter_name):
+            raise ValueError(f"adapter_name: {adapter_name!r} is reserved (a torch ModuleDict attribute); pick another")
         if adapter_name in self.adapters:
             raise ValueError(f"adapter_name: an adapter named {adapter_name!r} is already loaded; delete it first")
         if not isinstance(config, MetaPromptConfig):

@@ -76,11 +76,13 @@ def load_image_classification(
         from . import miniworld
 
         sub = name_or_path[len(MINIWORLD_PREFIX) :]
-        if sub not in miniworld.DATASETS:
-            raise DataError(
-                f"dataset_name: unknown mini-world dataset {sub!r}; choose from {list(miniworld.DATASETS)}"
-            )
-        raw = miniworld.load_miniworld(sub, cache_dir=cache_dir)
+        known = [*miniworld.DATASETS, miniworld.UNION]
+        if sub not in known:
+            raise DataError(f"dataset_name: unknown mini-world dataset {sub!r}; choose from {known}")
+        if sub == miniworld.UNION:
+            raw = miniworld.load_union(cache_dir=cache_dir)
+        else:
+            raw = miniworld.load_miniworld(sub, cache_dir=cache_dir)
     elif os.path.isdir(name_or_path):
         if _is_saved_dataset(name_or_path):
             raw = datasets.load_from_disk(name_or_path)

@@ -55,12 +55,14 @@ def evaluate_set(
     batch_size: int = 100,
     logits: str = "logits",
     num_workers: int = 0,
+    templates: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Top-1 accuracy (percent) of `model` on `eval_set` among its classes.
 
     Args:
         model: a `MetaPromptModel` (unwrapped).
         logits: which output to score: "logits" (z^o for MetaPrompt, s<x̃,t> for IVLP/CoOp) or "logits_zero_shot".
+        templates: templates of the frozen branch for this evaluation (default: the adapter's own).
         accelerator: when given, the images are sharded over processes and gathered (`gather_for_metrics`).
 
     Returns:
@@ -85,7 +87,10 @@ def evaluate_set(
             else:
                 with autocast():
                     out = model(
-                        batch["pixel_values"], eval_set.class_names, return_zero_shot=logits == "logits_zero_shot"
+                        batch["pixel_values"],
+                        eval_set.class_names,
+                        return_zero_shot=logits == "logits_zero_shot",
+                        templates=templates,
                     )
                 pred = getattr(out, logits).argmax(-1)
             labels = batch["labels"].to(pred.device)
@@ -156,7 +161,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Aggregated rows (from `aggregate`) as Markdown tables, one per protocol."""
     lines: list[str] = []
     b2n = [r for r in rows if r["protocol"] == "base2new"]
-    dg = [r for r in rows if r["protocol"] == "dg"]
+    dg = [r for r in rows if r["protocol"] != "base2new"]  # accuracy protocols: DG and the transfer protocols
     if b2n:
         lines += ["| method | dataset | seeds | base | new | HM |", "|---|---|---|---|---|---|"]
         for r in b2n:
@@ -171,7 +176,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
         lines += ["| method | dataset | target domain | seeds | accuracy |", "|---|---|---|---|---|"]
         for r in dg:
             lines.append(
-                f"| {r['method']} | {r['dataset']} | {r['target_domain']} | {r['n_runs']} | "
+                f"| {r['method']} | {r['dataset']} | {r['target_domain'] or '—'} | {r['n_runs']} | "
                 f"{r['accuracy']:.2f} ± {r['std']['accuracy']:.2f} |"
             )
     return "\n".join(lines) + "\n"

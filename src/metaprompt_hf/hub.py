@@ -2,8 +2,8 @@
 
 An adapter repo holds exactly `metaprompt_config.json`, `metaprompt_model.safetensors` and a `README.md` model card
 rendered from the repo's `model_card.md` template, uploaded in one commit. Namespaced file names keep
-transformers and PEFT from mistaking the repo for theirs: transformers probes every model repo for
-`adapter_config.json` and hands it to PEFT, and reads `config.json` as its own.
+transformers and PEFT from mistaking the repo for theirs (`constants.py`): transformers probes every model repo
+for `adapter_config.json` and hands it to PEFT, and reads `config.json` as its own.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .configuration_metaprompt import MetaPromptConfig
-from .constants import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME
+from .constants import CONFIG_NAME, EMBEDDED_NAME, LIBRARY_NAME, WEIGHTS_NAME
 from .protocols.registry import METRIC_KEYS
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _check_results(items: Sequence[Any], source: str) -> None:
     """Each entry: a dict with a known `protocol` and at least one of its metrics, all numbers."""
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or item.get("protocol") not in _METRIC_KEYS:
-            raise ValueError(f"{source}: entry {i} needs a 'protocol' of 'base2new' or 'dg'")
+            raise ValueError(f"{source}: entry {i} needs a 'protocol', one of {sorted(_METRIC_KEYS)}")
         expected = _METRIC_KEYS[item["protocol"]]
         metrics = [k for k in expected if k in item]
         if not metrics:
@@ -73,22 +74,51 @@ def _check_results(items: Sequence[Any], source: str) -> None:
                 raise ValueError(f"{source}: entry {i}: {key!r} must be a finite number (percent), got {value!r}")
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def is_hub_id(name: str | None) -> bool:
+    """Whether `name` reads as a Hub repo id (`name` or `owner/name`) rather than a local folder, the embedded
+    model or a `miniworld:*` dataset: only Hub ids may go into a card's `base_model`, `datasets` and
+    `dataset.type`, which the Hub links to repos."""
+    if not name or name == EMBEDDED_NAME or ":" in name or name.startswith((".", "/", "~")):
+        return False
+    if "--" in name or ".." in name or name.endswith((".", "-")) or len(name) > 96:
+        return False
+    return _HUB_ID.fullmatch(name) is not None and not os.path.exists(name)
+
+
+def _dataset_config(r: Mapping[str, Any]) -> str | None:
+    value = r.get("dataset_config") or r.get("dataset_config_name")
+    return str(value) if value else None
+
+
 def _summarize_results(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (method, protocol, dataset, target domain), in first-seen order.
+    """One row per (method, protocol, dataset, dataset config, split, target domain), in first-seen order.
 
     A single run keeps its numbers exactly; several runs (seeds) are averaged, and base-to-new HM is then the HM of
     the mean base and new accuracies, as the paper's tables report it (also `evaluation.aggregate`'s convention).
     """
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in results:
-        key = (r.get("method"), r["protocol"], str(r.get("dataset", "unknown")), r.get("target_domain"))
+        key = (
+            r.get("method"),
+            r["protocol"],
+            str(r.get("dataset", "unknown")),
+            _dataset_config(r),
+            str(r.get("eval_split") or "test"),
+            r.get("target_domain"),
+        )
         groups.setdefault(key, []).append(r)
     out = []
-    for (method, protocol, dataset, target), rows in groups.items():
+    for (method, protocol, dataset, config, split, target), rows in groups.items():
         entry: dict[str, Any] = {
             "method": method,
             "protocol": protocol,
             "dataset": dataset,
+            "dataset_config": config,
+            "split": split,
+            "on_hub": is_hub_id(dataset),
             "n_runs": len(rows),
             "seeds": [r["seed"] for r in rows if r.get("seed") is not None],
         }
@@ -105,47 +135,54 @@ def _summarize_results(results: Sequence[Mapping[str, Any]]) -> list[dict[str, A
     return out
 
 
+# (summary key, metric type, metric config, name): base/new live in the metric's config and name, so the dataset
+# keeps its conventional split name (what `load_dataset` calls it).
+_B2N_METRICS = (
+    ("base", "accuracy", "base-classes", "Base accuracy"),
+    ("new", "accuracy", "new-classes", "New accuracy"),
+    ("hm", "harmonic_mean", "base-new", "Harmonic mean of base and new accuracy"),
+)
+
+
 def _eval_results(results: Sequence[Mapping[str, Any]], repo_id: str | None) -> list[Any]:
-    """model-index entries: Base / New / HM per base-to-new dataset, accuracy per DG target domain (averaged over
-    runs when the results hold several seeds)."""
+    """model-index entries for the results on Hub datasets (`dataset.type` must be a Hub dataset id; results on
+    local folders and the mini world stay in the card's tables): Base / New / HM per base-to-new dataset, accuracy
+    per DG target domain, in percent (averaged over runs when the results hold several seeds)."""
     from huggingface_hub import EvalResult
 
     source = {"source_name": repo_id, "source_url": f"https://huggingface.co/{repo_id}"} if repo_id else {}
-    summary = _summarize_results(results)
+    summary = [s for s in _summarize_results(results) if s["on_hub"]]
     several_methods = len({s["method"] for s in summary if s["method"]}) > 1
     out = []
     for s in summary:
-        dataset = s["dataset"]
-        common = dict(task_type=TASK, dataset_type=dataset, dataset_name=dataset, **source)
+        common = dict(
+            task_type=TASK,
+            dataset_type=s["dataset"],
+            dataset_name=s["dataset"] + (f" ({s['dataset_config']})" if s["dataset_config"] else ""),
+            dataset_config=s["dataset_config"],
+            dataset_split=s["split"],
+            **source,
+        )
         prefix = f"{s['method']}: " if several_methods and s["method"] else ""
-        suffix = f" (mean of {s['n_runs']} runs)" if s["n_runs"] > 1 else ""
+        suffix = f" (%, mean of {s['n_runs']} runs)" if s["n_runs"] > 1 else " (%)"
         if s["protocol"] == "base2new":
-            for key, name, split, metric in (
-                ("base", "Base accuracy", "test (base classes)", "accuracy"),
-                ("new", "New accuracy", "test (new classes)", "accuracy"),
-                ("hm", "Harmonic mean", "test", "harmonic_mean"),
-            ):
-                if key in s:
-                    out.append(
-                        EvalResult(
-                            **common,
-                            dataset_config="base2new",
-                            dataset_split=split,
-                            metric_type=metric,
-                            metric_name=prefix + name + suffix,
-                            metric_value=round(float(s[key]), 2),
-                        )
-                    )
+            metrics = [(key, kind, config, name) for key, kind, config, name in _B2N_METRICS if key in s]
+        elif "accuracy" in s and s.get("target_domain") is None:  # transfer protocols: a whole other dataset
+            protocol = s["protocol"]
+            metrics = [("accuracy", "accuracy", protocol, f"Accuracy ({protocol})")]
         elif "accuracy" in s:
             domain = s["target_domain"]
+            metrics = [("accuracy", "accuracy", f"target-domain-{domain}", f"Accuracy on unseen domain {domain}")]
+        else:
+            metrics = []
+        for key, kind, config, name in metrics:
             out.append(
                 EvalResult(
                     **common,
-                    dataset_config=f"dg-target-{domain}",
-                    dataset_split=f"{domain} (unseen)",
-                    metric_type="accuracy",
-                    metric_name=f"{prefix}Accuracy on unseen domain {domain}{suffix}",
-                    metric_value=round(float(s["accuracy"]), 2),
+                    metric_type=kind,
+                    metric_config=config,
+                    metric_name=prefix + name + suffix,
+                    metric_value=round(float(s[key]), 2),
                 )
             )
     return out
@@ -164,8 +201,9 @@ def build_model_card(
     pipeline_tag, tags, datasets, metrics, model-index from `results`).
 
     `results` are the run's entries (as in `results.json`); the card body lists every entry, and the model-index
-    carries one value per metric and dataset / target domain: the entry's own number, or the mean over the runs
-    (seeds) of that dataset when there are several.
+    carries one value per metric and Hub dataset / target domain: the entry's own number, or the mean over the
+    runs (seeds) of that dataset when there are several. Only Hub ids go into `base_model`, `datasets` and
+    `dataset.type` (`is_hub_id`); `datasets` adds the Hub datasets of `results` to the ones given.
     """
     import huggingface_hub
     import torch
@@ -175,23 +213,28 @@ def build_model_card(
     from . import __version__
 
     base = config.base_model_name_or_path
-    base_is_hub_id = bool(base) and not os.path.isdir(base) and base.count("/") == 1
+    base_on_hub = is_hub_id(base)
     results = list(results or [])
     _check_results(results, "results")
+    summary = _summarize_results(results)
+    hub_datasets = list(
+        dict.fromkeys([d for d in datasets or () if is_hub_id(d)] + [s["dataset"] for s in summary if s["on_hub"]])
+    )
     tags = ["metaprompt", "prompt-learning", "clip", "vision-language", "few-shot", "domain-generalization"]
-    if base_is_hub_id:
+    if base_on_hub:
         tags.append(f"base_model:adapter:{base}")
+    eval_results = _eval_results(results, repo_id)
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
         license="mit",
-        base_model=base if base_is_hub_id else None,
-        base_model_relation="adapter" if base_is_hub_id else None,
+        base_model=base if base_on_hub else None,
+        base_model_relation="adapter" if base_on_hub else None,
         pipeline_tag=TASK,
         tags=tags,
-        datasets=list(datasets) if datasets else None,
-        metrics=["accuracy"] if results else None,
+        datasets=hub_datasets or None,
+        metrics=sorted({kind for r in eval_results for kind in [r.metric_type]}) or None,
         model_name=model_name,
-        eval_results=_eval_results(results, repo_id) or None,
+        eval_results=eval_results or None,
     )
     return ModelCard.from_template(
         card_data,
@@ -199,9 +242,11 @@ def build_model_card(
         model_name=model_name,
         repo_id=repo_id or "path/to/adapter",
         base_model=base or "the base CLIP",
+        base_on_hub=base_on_hub,
         config=config.to_dict(),
         results=results,
-        summary=_summarize_results(results),
+        summary=summary,
+        indexed=[s for s in summary if s["on_hub"]],
         training=dict(training or {}),
         paper_url=PAPER_URL,
         code_url=CODE_URL,

@@ -102,18 +102,7 @@ def as_image_list(images: Any) -> list[Any]:
 def _one_image(image: Any, index: int) -> Any:
     from PIL import Image
 
-    try:
-        from .images import DECODE_ERRORS, decode_image, to_rgb
-    except ImportError:  # TEMPORARY until images.py lands on main
-        DECODE_ERRORS = (OSError, ValueError)  # noqa: N806
-
-        def to_rgb(im):
-            return im.convert("RGB")
-
-        def decode_image(path):
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
+    from .images import DECODE_ERRORS, decode_image, to_rgb
 
     if isinstance(image, Image.Image):
         try:

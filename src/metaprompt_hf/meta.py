@@ -13,7 +13,8 @@ first-order, MLDG/MAML-like update of ONE prompt:
     θ ← θ0 − β η g                                β = 0.2, no momentum, no weight decay
 
 The clean algorithm (§3.2) is functional: the adapted prompts θ' are separate tensors, so θ0 is never touched
-and the reset between episodes is exact by construction. `faithful_meta_step` reproduces the reference code's
+and the reset between episodes is exact by construction (departure D1 of docs/method.md §3.3), and the inner step
+is plain SGD that leaves the optimiser state alone (D2). `faithful_meta_step` reproduces the reference code's
 update quirks 1-3 of §3.3 for comparisons with published numbers.
 
 Distributed: `torch.autograd.grad` does not fire DDP's reduction hooks. Every gradient here goes through a
@@ -75,8 +76,8 @@ def class_group_episodes(labels: torch.Tensor, groups: Sequence[Sequence[int]]) 
     label = position in the list), so a recorded split can be injected as it is.
 
     Episodes whose held-out group has fewer than 2 classes are dropped here; empty sides are handled globally by
-    the step. (The reference concatenates groups without offsetting labels, wrong for N > 2 — quirk 5 of
-    docs/method.md §3.3; not reproduced.)
+    the step. (The reference concatenates groups without offsetting labels, wrong for N > 2 — quirk 5; we
+    relabel per group instead, departure D5 of docs/method.md §3.3.)
 
     Args:
         labels: (B,) class ids into the training class list.
@@ -133,7 +134,8 @@ def domain_split_episodes(
 
     `source_domains` is the fixed list of the run's source domain ids, so every process walks the same episodes;
     a domain absent from the (global) batch gives an empty side and is skipped by the step. This uses the domain
-    values actually present rather than assuming ids 0..N-1 (quirk 4 of the reference).
+    values actually present rather than assuming ids 0..N-1 (quirk 4 of the reference; departure D4 of
+    docs/method.md §3.3).
     """
     labels, domains = labels.cpu(), domains.cpu()
     all_classes = torch.arange(num_classes)
@@ -342,6 +344,60 @@ def apply_outer_update(param: torch.Tensor, result: MetaStepResult, lr: float, b
         return
     g = result.grad / result.episodes if reduction == "mean" else result.grad
     param.sub_(beta * lr * g.to(param.dtype))
+
+
+def mldg_gradient(
+    loss_fn: LossFn,
+    theta: torch.Tensor,
+    episodes: Sequence[Episode],
+    inner_lr: float,
+    beta: float,
+    *,
+    second_order: bool = False,
+    reduction: str = "sum",
+    reduce: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    chunk_size: int | None = None,
+    keep_grads: bool = False,
+) -> MetaStepResult:
+    """∇F of MLDG's objective on the episodes (docs/method.md §3.2, `mldg`), for the main optimizer to apply:
+
+        F(θ) = Σ_e [ ℓ_tr^e(θ) + β · ℓ_te^e(θ − α ∇ℓ_tr^e(θ)) ]
+        first order:   ∇F ≈ Σ_e [ ∇ℓ_tr^e(θ) + β · ∇ℓ_te^e(θ'_e) ],  θ'_e = θ − α ∇ℓ_tr^e(θ)
+        second order:  ∇F = Σ_e [ ∇ℓ_tr^e(θ) + β · (I − α H_tr^e(θ)) ∇ℓ_te^e(θ'_e) ]
+
+    `reduction="mean"` divides by the number of episodes used. The episode gradients are those of
+    `meta_gradient` (same sides, same global reduction), so the two variants differ only in how they combine them.
+
+    Args:
+        theta: (depth, tokens, width) the meta-updated prompt, BEFORE this step's optimizer update; not modified.
+        inner_lr: α.
+
+    Returns:
+        `MetaStepResult` whose `grad` is ∇F (same shape as θ).
+    """
+    inner = meta_gradient(
+        loss_fn,
+        theta,
+        episodes,
+        inner_lr,
+        second_order=second_order,
+        reduce=reduce,
+        chunk_size=chunk_size,
+        keep_grads=True,
+    )
+    grad_tr = torch.zeros_like(inner.grad)
+    for outcome in inner.outcomes:
+        assert outcome.meta_train_grad is not None
+        grad_tr = grad_tr + outcome.meta_train_grad
+    if second_order:  # the meta-train gradients of the second-order path are local, as its g before reduction
+        grad_tr = reduce(grad_tr) / reduce(torch.ones((), device=grad_tr.device))
+    grad = grad_tr + beta * inner.grad
+    if reduction == "mean" and inner.episodes:
+        grad = grad / inner.episodes
+    outcomes = inner.outcomes
+    if not keep_grads:
+        outcomes = [EpisodeOutcome(o.episode, o.meta_train_loss, o.meta_test_loss) for o in outcomes]
+    return MetaStepResult(grad, inner.episodes, inner.meta_train_loss, inner.meta_test_loss, outcomes)
 
 
 def faithful_meta_step(

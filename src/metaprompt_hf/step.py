@@ -8,6 +8,11 @@ The training loop, the benchmarks and the fidelity tests all drive training thro
 measure is what the loop runs. Under gradient accumulation the loop calls `forward_backward` once per
 micro-batch and `update` once per optimizer step; `__call__` does both for one batch.
 
+Departures of the clean mode from the reference, each explained in docs/method.md §3.3: the phase-2-frozen prompt
+never moves (D3; `zero_grad_drift` restores torch 1.10's drift in faithful mode), the class split comes from a
+generator seeded by (seed, step) and can be injected (D10), the reported loss is phase 1's (D12), and under
+gradient accumulation the meta step runs once per optimizer step on the whole accumulated batch (D15).
+
 The learning rate η has one source: the optimizer's `param_groups[0]["lr"]` (set by the schedule), used by the
 in-domain step, the faithful inner steps and the outer update alike, as the reference's `get_current_lr()`.
 """
@@ -29,6 +34,7 @@ from .meta import (
     domain_split_episodes,
     faithful_meta_step,
     meta_gradient,
+    mldg_gradient,
     text_episode_loss,
     vision_episode_loss,
 )
@@ -43,34 +49,48 @@ class MetaSettings:
     Attributes:
         target: "text" (base-to-new: θ_t with CE(z^t) over class groups) or "vision" (DG: θ_v with CE(z^i),
             leaving one source domain out).
-        mode: "clean" (exact reset, plain-SGD inner step, §3.2) or "faithful" (the reference's quirks 1-3, §3.3).
-        beta: β of the outer update θ ← θ0 − β·η·g.
+        mode: the meta-update variant (§3.2): "clean" (exact reset, plain-SGD inner step, outer update by hand),
+            "faithful" (the reference's quirks 1-3, §3.3) or "mldg" (∇ of MLDG's objective through the main
+            optimizer).
+        beta: β: the outer update θ ← θ0 − β·η·g (clean, faithful), the held-out term's weight (mldg).
         reduction: "sum" (reference) or "mean" of the held-out gradients over episodes.
-        second_order: exact second-order meta-gradient (clean mode only).
-        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3).
+        second_order: exact second-order meta-gradient (clean and mldg).
+        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3,
+            departure D3 of docs/method.md §3.3).
         num_class_groups: class groups of the base-to-new split.
         chunk_size: samples per encoder call in the vision episodes (bounds memory).
+        inner_lr_scale: the inner step α = inner_lr_scale·η (clean and mldg; faithful steps the optimizer at η).
+        mldg_in_domain: mldg: one optimizer step on ∇L_AC + ∇F (True) or on ∇F alone for the meta-updated prompt
+            (False, "instead of" the in-domain step; the other prompt keeps ∇L_AC).
     """
 
     target: Literal["text", "vision"] = "text"
-    mode: Literal["clean", "faithful"] = "clean"
+    mode: Literal["clean", "faithful", "mldg"] = "clean"
     beta: float = 0.2
     reduction: Literal["sum", "mean"] = "sum"
     second_order: bool = False
     zero_grad_drift: bool = False
     num_class_groups: int = 2
     chunk_size: int | None = None
+    inner_lr_scale: float = 1.0
+    mldg_in_domain: bool = True
 
     def __post_init__(self) -> None:
         for name, allowed in (
             ("target", ("text", "vision")),
-            ("mode", ("clean", "faithful")),
+            ("mode", ("clean", "faithful", "mldg")),
             ("reduction", ("sum", "mean")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
         if self.second_order and self.mode == "faithful":
-            raise ValueError("second_order: the second-order option exists in clean mode only")
+            raise ValueError("second_order: the second-order option exists in clean and mldg modes only")
+        if not self.inner_lr_scale > 0:
+            raise ValueError(f"inner_lr_scale: expected > 0, got {self.inner_lr_scale!r}")
+        if self.inner_lr_scale != 1.0 and self.mode == "faithful":
+            raise ValueError("inner_lr_scale: faithful mode's inner step is the optimizer's own step at η")
+        if self.beta < 0:
+            raise ValueError(f"beta: expected >= 0, got {self.beta!r}")
 
 
 @dataclass
@@ -102,6 +122,10 @@ class StepResult:
             `keep_grads`, per-episode gradients; the summed g), or None without a meta step.
         outer_update: the tensor subtracted from the meta-updated prompt by the outer update (β·η·g).
         updates: every optimiser update with `record=True`: phase 1 first, then each faithful inner step.
+        in_domain_update: Δ_in-domain of the meta-updated prompt, what the step would change without its meta
+            phase (θ after the in-domain update − θ before the step); None without a meta step.
+        meta_update: Δ_meta, what the meta phase adds: θ after the whole step − θ after the in-domain update alone
+            (for mldg, whose phases are one optimizer update, the in-domain-only update is replayed on copies).
     """
 
     loss: float
@@ -109,6 +133,25 @@ class StepResult:
     meta: MetaStepResult | None = None
     outer_update: torch.Tensor | None = None
     updates: list[UpdateRecord] = field(default_factory=list)
+    in_domain_update: torch.Tensor | None = None
+    meta_update: torch.Tensor | None = None
+
+    @property
+    def meta_update_ratio(self) -> float:
+        """‖Δ_meta‖ / ‖Δ_in-domain‖ of the meta-updated prompt (nan without a meta step or an in-domain move)."""
+        if self.meta_update is None or self.in_domain_update is None:
+            return math.nan
+        denominator = float(torch.linalg.vector_norm(self.in_domain_update.float()))
+        if denominator == 0.0:
+            return math.nan
+        return float(torch.linalg.vector_norm(self.meta_update.float())) / denominator
+
+    @property
+    def side_sizes(self) -> list[tuple[int, int]]:
+        """(meta-train, meta-test) samples of every episode that ran, on this process."""
+        if self.meta is None:
+            return []
+        return [(int(o.episode.train.index.numel()), int(o.episode.test.index.numel())) for o in self.meta.outcomes]
 
     @property
     def meta_train_loss(self) -> float:
@@ -120,7 +163,7 @@ class StepResult:
 
 
 def split_generator(seed: int, step: int) -> torch.Generator:
-    """The generator of the base-to-new class split of optimizer step `step`: drawn from (seed, step) alone, so it
+    """(Departure D10 of docs/method.md §3.3.) The generator of the base-to-new class split of optimizer step `step`: drawn from (seed, step) alone, so it
     is identical on every process and after a resume."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -133,8 +176,11 @@ class TrainingStep:
         optimizer: the SGD over `model.prompt_parameters()` (an Accelerate-prepared one is fine).
         class_names: the K training classes; batch labels index them.
         meta: how the meta step runs, or None for no meta step (the baselines, `metaprompt_no_meta`).
-        source_domains: DG: the run's source domain ids, so every process walks the same episodes.
-        seed: seed of the drawn class splits.
+        episodes_fn: `episodes_fn(labels, domains, step)` → the episodes of optimizer step `step` (the run's
+            protocol draws them in training); default: a class split drawn from (seed, step) for target "text",
+            one episode per source domain for target "vision".
+        source_domains: DG without `episodes_fn`: the run's source domain ids.
+        seed: seed of the default class splits.
         accelerator: an `accelerate.Accelerator` (backward, autocast, cross-process reduction), or None.
         module: what the forward goes through (the DDP-wrapped model); default `model`.
     """
@@ -146,6 +192,7 @@ class TrainingStep:
         class_names: Sequence[str],
         *,
         meta: MetaSettings | None = None,
+        episodes_fn: Callable[[torch.Tensor, torch.Tensor | None, int], list[Episode]] | None = None,
         source_domains: Sequence[int] | None = None,
         seed: int = 0,
         accelerator: Any | None = None,
@@ -157,10 +204,11 @@ class TrainingStep:
         self.raw_optimizer = getattr(optimizer, "optimizer", optimizer)
         self.class_names = list(class_names)
         self.meta = meta
+        self.episodes_fn = episodes_fn
         self.source_domains = list(source_domains) if source_domains is not None else None
         self.seed = seed
         self.accelerator = accelerator
-        if meta is not None and meta.target == "vision" and self.source_domains is None:
+        if meta is not None and meta.target == "vision" and self.source_domains is None and episodes_fn is None:
             raise ValueError("source_domains: the DG meta step (target='vision') needs the run's source domain ids")
         self._window: list[dict[str, Any]] = []
         self._losses: list[torch.Tensor] = []
@@ -207,6 +255,8 @@ class TrainingStep:
         """The loop's own episodes: a class split drawn from (seed, step) for base-to-new, one episode per source
         domain for DG (docs/method.md §3.1)."""
         assert self.meta is not None
+        if self.episodes_fn is not None:
+            return self.episodes_fn(labels, domains, step)
         if self.meta.target == "text":
             generator = split_generator(self.seed, step)
             return class_split_episodes(labels, len(self.class_names), generator, self.meta.num_class_groups)
@@ -226,23 +276,30 @@ class TrainingStep:
         update. `episodes` replaces the drawn ones (an injected class split or domain list); `record` keeps every
         optimiser update, `keep_grads` every episode's gradients."""
         lr = self.lr
-        self.optimizer.step()
         losses, window = self._losses, self._window
         self._losses, self._window = [], []
         loss = float(torch.stack(losses).mean()) if losses else math.nan
         result = StepResult(loss=loss, lr=lr)
+        run_meta = self.meta is not None and bool(window)
+        if run_meta and self.meta.mode == "mldg":
+            self._mldg_update(window, step, episodes, lr, keep_grads, result)
+            if record:
+                result.updates.append(self._snapshot("in_domain", loss))
+            self.optimizer.zero_grad(set_to_none=True)
+            return result
+        param = self._meta_param() if run_meta else None
+        before = param.detach().clone() if param is not None else None
+        self.optimizer.step()
         if record:
             result.updates.append(self._snapshot("in_domain", loss))
         self.optimizer.zero_grad(set_to_none=True)
-        if self.meta is None or not window:
+        if not run_meta:
             return result
-        labels = torch.cat([w["labels"] for w in window]).cpu()
-        domains = None
-        if window[0]["domains"] is not None:
-            domains = torch.cat([w["domains"] for w in window]).cpu()
-        if episodes is None:
-            episodes = self.episodes_for(labels, domains, step)
+        after_in_domain = param.detach().clone()
+        episodes = self._episodes(window, step, episodes)
         result.meta, result.outer_update = self._meta_step(window, episodes, lr, record, keep_grads, result)
+        result.in_domain_update = after_in_domain - before
+        result.meta_update = param.detach() - after_in_domain
         return result
 
     def __call__(
@@ -259,6 +316,102 @@ class TrainingStep:
         return self.update(step=step, episodes=episodes, record=record, keep_grads=keep_grads)
 
     # ------------------------------------------------------------------ internals
+    def _meta_param(self) -> torch.nn.Parameter:
+        assert self.meta is not None
+        param = self.model.text_prompts if self.meta.target == "text" else self.model.vision_prompts
+        if param is None:
+            raise ValueError(
+                f"meta: the {self.meta.target} prompts are disabled (0 tokens), so they cannot be meta-updated"
+            )
+        return param
+
+    def _episodes(
+        self, window: list[dict[str, Any]], step: int, episodes: Sequence[Episode] | None
+    ) -> Sequence[Episode]:
+        if episodes is not None:
+            return episodes
+        labels = torch.cat([w["labels"] for w in window]).cpu()
+        domains = None
+        if window[0]["domains"] is not None:
+            domains = torch.cat([w["domains"] for w in window]).cpu()
+        return self.episodes_for(labels, domains, step)
+
+    def _loss_fn(self, window: list[dict[str, Any]]) -> tuple[Any, int | None]:
+        """The episode loss of the meta-updated prompt on the window (docs/method.md §3) and its chunk size."""
+        meta, model = self.meta, self.model
+        assert meta is not None
+        if meta.target == "text":
+            x = torch.cat([w["x"] for w in window])
+            x = x if x.dtype == torch.float64 else x.float()  # fp32 at least, fp64 kept (exactness tests)
+            return text_episode_loss(model, x, self.class_names), None
+        templates = model.encode_templates(self.class_names)
+        pixel_values = torch.cat([w["pixel_values"] for w in window])
+        return vision_episode_loss(model, pixel_values, templates), meta.chunk_size
+
+    def _mldg_update(
+        self,
+        window: list[dict[str, Any]],
+        step: int,
+        episodes: Sequence[Episode] | None,
+        lr: float,
+        keep_grads: bool,
+        result: StepResult,
+    ) -> None:
+        """`mldg` (docs/method.md §3.2): ∇F at the prompts before the update, added to (or, without the
+        in-domain step, put in place of) the meta-updated prompt's ∇L_AC, then ONE main-optimizer step. The
+        in-domain-only update is first replayed on the same state and undone, for the diagnostics."""
+        meta = self.meta
+        assert meta is not None
+        if getattr(self.optimizer, "scaler", None) is not None:
+            raise ValueError("meta_mode: mldg adds an unscaled gradient, so it cannot run under fp16 loss scaling")
+        param = self._meta_param()
+        before = param.detach().clone()
+        after_in_domain = self._replay_in_domain_step(param)
+        episodes = self._episodes(window, step, episodes)
+        loss_fn, chunk = self._loss_fn(window)
+        with self._autocast():
+            out = mldg_gradient(
+                loss_fn,
+                param,
+                episodes,
+                meta.inner_lr_scale * lr,
+                meta.beta,
+                second_order=meta.second_order,
+                reduction=meta.reduction,
+                reduce=self._reduce,
+                chunk_size=chunk,
+                keep_grads=keep_grads,
+            )
+        grad = out.grad.to(param.dtype)
+        if meta.mldg_in_domain and param.grad is not None:
+            grad = param.grad + grad
+        param.grad = grad
+        self.optimizer.step()
+        result.meta = out
+        result.in_domain_update = after_in_domain - before
+        result.meta_update = param.detach() - after_in_domain
+
+    @torch.no_grad()
+    def _replay_in_domain_step(self, param: torch.nn.Parameter) -> torch.Tensor:
+        """`param` after an optimizer step on the in-domain gradients alone; every prompt and the optimizer's
+        state are restored afterwards, so the real step starts from the same state."""
+        params = [p for group in self.raw_optimizer.param_groups for p in group["params"]]
+        saved_params = [p.detach().clone() for p in params]
+        saved_state = {
+            p: {k: v.clone() if torch.is_tensor(v) else v for k, v in self.raw_optimizer.state[p].items()}
+            for p in params
+            if p in self.raw_optimizer.state
+        }
+        self.raw_optimizer.step()
+        moved = param.detach().clone()
+        for p, value in zip(params, saved_params):
+            p.copy_(value)
+            if p in saved_state:
+                self.raw_optimizer.state[p] = saved_state[p]
+            else:
+                self.raw_optimizer.state.pop(p, None)
+        return moved
+
     def _meta_step(
         self,
         window: list[dict[str, Any]],
@@ -270,19 +423,9 @@ class TrainingStep:
     ) -> tuple[MetaStepResult, torch.Tensor]:
         meta, model = self.meta, self.model
         assert meta is not None
-        if meta.target == "text":
-            x = torch.cat([w["x"] for w in window]).float()
-            loss_fn = text_episode_loss(model, x, self.class_names)
-            param, frozen, chunk = model.text_prompts, [model.vision_prompts], None
-        else:
-            templates = model.encode_templates(self.class_names)
-            pixel_values = torch.cat([w["pixel_values"] for w in window])
-            loss_fn = vision_episode_loss(model, pixel_values, templates)
-            param, frozen, chunk = model.vision_prompts, [model.text_prompts], meta.chunk_size
-        if param is None:
-            raise ValueError(
-                f"meta: the {meta.target} prompts are disabled (0 tokens), so they cannot be meta-updated"
-            )
+        param = self._meta_param()
+        loss_fn, chunk = self._loss_fn(window)
+        frozen = [model.vision_prompts] if meta.target == "text" else [model.text_prompts]
         frozen = [p for p in frozen if p is not None]
         before = param.detach().clone()
         on_update: Callable[[float], None] | None = None
@@ -314,7 +457,7 @@ class TrainingStep:
                     loss_fn,
                     param,
                     episodes,
-                    lr,
+                    meta.inner_lr_scale * lr,
                     second_order=meta.second_order,
                     reduce=self._reduce,
                     chunk_size=chunk,

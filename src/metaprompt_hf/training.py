@@ -40,17 +40,10 @@ from .data import (
     processor_size,
 )
 from .embedded import EMBEDDED_NAME, resolve_base_model
-from .losses import asymmetric_contrastive_loss
-from .meta import (
-    apply_outer_update,
-    faithful_meta_step,
-    meta_gradient,
-    text_episode_loss,
-    vision_episode_loss,
-)
 from .modeling_metaprompt import MetaPromptModel, load_clip, load_processor
 from .protocols import PROTOCOLS, ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
 from .protocols.run import run_templates
+from .step import MetaSettings, TrainingStep
 from .utils import atomic_replace_dir, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -101,6 +94,11 @@ class MetaPromptTrainingArguments:
         "A Hub dataset id, a saved `datasets` folder, an image folder (<class>/<img> or <domain>/<class>/<img>), or miniworld:<name>.",
         default="miniworld:objects",
     )
+    data_dir: str | None = _help(
+        "A DATA/ folder in the CoOp / Dassl layouts; --dataset_name is then one of metaprompt_hf.readers.READERS "
+        "(imagenet, caltech101, ..., pacs, vlcs, office_home, domainnet).",
+        default=None,
+    )
     dataset_config_name: str | None = _help("Config name of a Hub dataset.", default=None)
     train_split: str = _help("Split the few-shot training images are sampled from.", default="train")
     eval_split: str = _help(
@@ -113,7 +111,9 @@ class MetaPromptTrainingArguments:
         "Class names for label ids without names: comma-separated, or a .txt file with one per line.", default=None
     )
     protocol: str = _help(
-        "'base2new' (train on base classes, test on base and new) or 'dg' (leave one domain out).", default="base2new"
+        "'base2new' (train on base classes, test on base and new), 'dg' (leave one domain out), 'cross_dataset' or "
+        "'imagenet_shift' (all classes; evaluate a saved adapter on other datasets).",
+        default="base2new",
     )
     target_domain: str | None = _help("Held-out domain for --protocol dg.", default=None)
     shots: int = _help("Training images per class (base2new) or per class and source domain (dg).", default=16)
@@ -243,6 +243,22 @@ class MetaPromptTrainingArguments:
     @property
     def uses_meta_step(self) -> bool:
         return self.method == "metaprompt"
+
+    def meta_settings(self) -> MetaSettings | None:
+        """How the meta step runs, or None without one (docs/method.md §3)."""
+        if not self.uses_meta_step:
+            return None
+        vision = get_protocol(self.protocol).meta_prompts == "vision"
+        return MetaSettings(
+            target="vision" if vision else "text",
+            mode=self.meta_mode,
+            beta=self.meta_step,
+            reduction=self.meta_outer_reduction,
+            second_order=self.meta_second_order,
+            zero_grad_drift=self.meta_zero_grad_drift,
+            num_class_groups=self.meta_num_class_groups,
+            chunk_size=self.per_device_train_batch_size if vision else None,
+        )
 
     def adapter_config(self, templates: Sequence[str]) -> MetaPromptConfig:
         """The `MetaPromptConfig` of this method (the baselines are knobs of the same model)."""
@@ -529,6 +545,8 @@ def train(
     # -------------------------------------------------------------- data (fails fast on bad input)
     with accelerator.main_process_first():
         data, proto = load_protocol_data(args)
+    if proto.train_rows is None and args.method != "zeroshot":
+        raise DataError(f"dataset_name: {data.name} has no {args.train_split!r} split to train on (evaluation only)")
     if proto.skipped_corrupt:
         logger.warning(
             "skipped %d unreadable training candidate(s), e.g. %s",
@@ -652,16 +670,19 @@ def _train_loop(
             config={k: v for k, v in dataclasses.asdict(args).items() if isinstance(v, (int, float, str, bool))},
         )
 
-    reduce = (
-        (lambda t: accelerator.reduce(t.to(accelerator.device), "sum").to(t.device))
-        if accelerator.num_processes > 1
-        else (lambda t: t)
+    protocol = get_protocol(args.protocol)
+    train_step = TrainingStep(
+        unwrapped,
+        optimizer,
+        proto.train_class_names,
+        meta=args.meta_settings(),
+        episodes_fn=lambda labels, domains, step: protocol.meta_episodes(
+            labels, domains, proto, seed=args.seed, step=step, num_class_groups=args.meta_num_class_groups
+        ),
+        accelerator=accelerator,
+        module=ddp_model,
     )
-    num_classes = len(proto.train_class_names)
-    vision_meta = get_protocol(args.protocol).meta_prompts == "vision"
     bar = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc=args.method)
-    running, window = [], []
-    meta_losses = (math.nan, math.nan)
     ckpt_every = None if args.checkpointing_steps in (None, "epoch") else int(args.checkpointing_steps)
     ddp_model.train()
     for epoch in range(global_step // steps_per_epoch, epochs):
@@ -681,41 +702,28 @@ def _train_loop(
             if batch["labels"].numel() == 0:
                 continue
             with accelerator.accumulate(ddp_model):
-                with accelerator.autocast():
-                    out = ddp_model(batch["pixel_values"], proto.train_class_names)
-                loss = _in_domain_loss(args, out, batch["labels"])
-                accelerator.backward(loss)
-                running.append(loss.detach().float())
-                if args.uses_meta_step:
-                    window.append(
-                        {
-                            "x": out.frozen_image_embeds.detach(),
-                            "labels": batch["labels"],
-                            "domains": batch.get("domains"),
-                            "pixel_values": batch["pixel_values"] if vision_meta else None,
-                        }
-                    )
-                if accelerator.sync_gradients:
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                train_step.forward_backward(batch)
             if not accelerator.sync_gradients:
                 continue
-            lr = schedule.get_last_lr()[0]
-            if args.uses_meta_step:
-                meta_losses = _meta_step(
-                    args, accelerator, unwrapped, raw_optimizer, window, proto, num_classes, lr, global_step, reduce
-                )
-            window = []
+            result = train_step.update(step=global_step)
+            lr = result.lr
             schedule.step()
             global_step += 1
             bar.update(1)
-            step_loss = float(torch.stack(running).mean()) if running else math.nan
-            running = []
-            state = TrainerState(global_step, epoch, max_steps, step_loss, lr, *meta_losses, model=unwrapped)
+            state = TrainerState(
+                global_step,
+                epoch,
+                max_steps,
+                result.loss,
+                lr,
+                result.meta_train_loss,
+                result.meta_test_loss,
+                unwrapped,
+            )
             if global_step % args.logging_steps == 0 or global_step == max_steps:
-                logs = {"loss": step_loss, "lr": lr, "epoch": epoch}
+                logs = {"loss": result.loss, "lr": lr, "epoch": epoch}
                 if args.uses_meta_step:
-                    logs |= {"meta_train_loss": meta_losses[0], "meta_test_loss": meta_losses[1]}
+                    logs |= {"meta_train_loss": result.meta_train_loss, "meta_test_loss": result.meta_test_loss}
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
                 if accelerator.trackers:
                     accelerator.log(logs, step=global_step)
@@ -739,65 +747,6 @@ def _train_loop(
     bar.close()
     ddp_model.eval()
     return global_step
-
-
-def _in_domain_loss(args: MetaPromptTrainingArguments, out: Any, labels: torch.Tensor) -> torch.Tensor:
-    """L_AC for MetaPrompt (METHOD.md §2), CE on the prompted logits for IVLP and CoOp."""
-    labels = labels.to(out.logits.device)
-    if args.method in ("metaprompt", "metaprompt_no_meta"):
-        return asymmetric_contrastive_loss(out.logits, out.logits_image, out.logits_text, labels).loss
-    return torch.nn.functional.cross_entropy(out.logits.float(), labels)
-
-
-def _meta_step(
-    args: MetaPromptTrainingArguments,
-    accelerator: Any,
-    model: MetaPromptModel,
-    optimizer: torch.optim.Optimizer,
-    window: list[dict[str, Any]],
-    proto: ProtocolData,
-    num_classes: int,
-    lr: float,
-    global_step: int,
-    reduce: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[float, float]:
-    """The domain-split step on the accumulated batch (METHOD.md §3): θ_t with CE(z^t) over class groups for
-    base-to-new, θ_v with CE(z^i) leaving one source domain out for DG."""
-    labels = torch.cat([w["labels"] for w in window]).cpu()
-    protocol = get_protocol(args.protocol)
-    domains = torch.cat([w["domains"] for w in window]).cpu() if protocol.meta_prompts == "vision" else None
-    episodes = protocol.meta_episodes(
-        labels, domains, proto, seed=args.seed, step=global_step, num_class_groups=args.meta_num_class_groups
-    )
-    if protocol.meta_prompts == "text":
-        loss_fn = text_episode_loss(model, torch.cat([w["x"] for w in window]).float(), proto.train_class_names)
-        param, frozen, chunk = model.text_prompts, [model.vision_prompts], None
-    else:
-        templates = model.encode_templates(proto.train_class_names)
-        loss_fn = vision_episode_loss(model, torch.cat([w["pixel_values"] for w in window]), templates)
-        param, frozen, chunk = model.vision_prompts, [model.text_prompts], args.per_device_train_batch_size
-    frozen = [p for p in frozen if p is not None]
-    with accelerator.autocast():
-        if args.meta_mode == "faithful":
-            result = faithful_meta_step(
-                param,
-                loss_fn,
-                episodes,
-                optimizer,
-                lr,
-                args.meta_step,
-                frozen_params=frozen,
-                zero_grad_drift=args.meta_zero_grad_drift,
-                reduction=args.meta_outer_reduction,
-                reduce=reduce,
-                chunk_size=chunk,
-            )
-        else:
-            result = meta_gradient(
-                loss_fn, param, episodes, lr, second_order=args.meta_second_order, reduce=reduce, chunk_size=chunk
-            )
-            apply_outer_update(param, result, lr, args.meta_step, args.meta_outer_reduction)
-    return result.meta_train_loss, result.meta_test_loss
 
 
 def _card_training_settings(args: MetaPromptTrainingArguments, proto: ProtocolData) -> dict[str, Any]:

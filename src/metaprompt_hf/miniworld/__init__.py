@@ -14,6 +14,9 @@ environment of this project, so this module builds a small but honest replacemen
   - ``shapes``: procedurally drawn flat geometric shapes (``"circle"``, ``"star"``, ``"crescent"``, ...);
   - ``objects``: procedurally drawn clip-art objects (``"house"``, ``"umbrella"``, ``"mushroom"``, ...);
 
+* ``union`` (:data:`UNION`, module `union`): the four base-to-new datasets as one, 52 classes of which 26 base, so
+  that the class-split episodes of the meta step are 13-way problems;
+
 * one PACS-like **domain generalisation** dataset, :data:`DG_DATASET` (``"styles"``): a shared class set rendered in
   the four domains of :data:`DG_DOMAINS` (``photo``, ``cartoon``, ``painting``, ``sketch``).
 
@@ -57,6 +60,7 @@ from .catalog import (
 from .colours import colour_name
 from .corpus import pretraining_arrays, pretraining_corpus
 from .rendering import contact_sheet
+from .union import UNION, UNION_TEMPLATE, load_union, union_class_names
 
 __all__ = [
     "BENCH_SHIFT",
@@ -71,11 +75,15 @@ __all__ = [
     "PRETRAIN_TAIL",
     "SPLIT_SIZES",
     "TEMPLATES",
+    "UNION",
+    "UNION_TEMPLATE",
     "base_new_classes",
     "colour_name",
     "contact_sheet",
     "load_miniworld",
+    "load_union",
     "pretraining_arrays",
     "pretraining_corpus",
     "render_image",
+    "union_class_names",
 ]

@@ -6,10 +6,13 @@ from __future__ import annotations
 from .base import Protocol
 from .base2new import Base2NewProtocol
 from .dg import DGProtocol
+from .transfer import CrossDatasetProtocol, ImageNetShiftProtocol
 
 PROTOCOLS: dict[str, Protocol] = {
     "base2new": Base2NewProtocol(),
     "dg": DGProtocol(),
+    "cross_dataset": CrossDatasetProtocol(),
+    "imagenet_shift": ImageNetShiftProtocol(),
 }
 
 METRIC_KEYS: dict[str, tuple[str, ...]] = {name: p.metric_keys for name, p in PROTOCOLS.items()}

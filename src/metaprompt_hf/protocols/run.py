@@ -3,13 +3,13 @@ build the result entry (docs/method.md §6). `args` is any object with the field
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..data import DataError, ImageClassificationData, load_image_classification
+from ..readers import load_standard
 from ..templates import templates_for_dataset
 from .base import ProtocolData, check_eval_sets
 from .registry import PROTOCOLS, get_protocol
@@ -67,11 +67,15 @@ def run_templates(template: str | None, dataset_name: str) -> list[str]:
         name = dataset_name.split(":", 1)[1]
         if name in miniworld.TEMPLATES:
             return [miniworld.TEMPLATES[name]]
+        if name == miniworld.UNION:
+            return [miniworld.UNION_TEMPLATE]
     return templates_for_dataset(dataset_name)
 
 
 def load_dataset_for(args: Any) -> ImageClassificationData:
     """The dataset named by `args` (`--dataset_name`, with `--data_dir` for the standard layouts)."""
+    if getattr(args, "data_dir", None):
+        return load_standard(args.dataset_name, args.data_dir)
     return load_image_classification(
         args.dataset_name,
         config_name=args.dataset_config_name,
@@ -97,22 +101,13 @@ def load_protocol_data(args: Any) -> tuple[ImageClassificationData, ProtocolData
         allow_fewer_shots=args.allow_fewer_shots,
         max_eval_samples=args.max_eval_samples,
     )
+    if getattr(args, "data_dir", None) and proto.train_rows is not None:
+        # The standard layouts are shared between codebases: record the chosen files, not only row numbers.
+        root = os.path.abspath(args.data_dir)
+        proto.fewshot["files"] = [
+            os.path.relpath(value["path"], root) for value in proto.train_rows.select_columns(["image"])["image"]
+        ]
     return data, proto
-
-
-@contextlib.contextmanager
-def templates_swapped(model: Any, templates: Sequence[str] | None) -> Iterator[None]:
-    """Score with `templates` in the frozen branch, restoring the adapter's own afterwards (transfer protocols
-    evaluate an adapter on a dataset with that dataset's templates, docs/method.md §8)."""
-    if templates is None or list(templates) == list(model.config.templates):
-        yield
-        return
-    own = model.config.templates
-    model.config.templates = list(templates)
-    try:
-        yield
-    finally:
-        model.config.templates = own
 
 
 def evaluate_protocol(
@@ -136,9 +131,9 @@ def evaluate_protocol(
         "shots": args.shots,
         "eval_split": args.eval_split,
     }
-    templates = run_templates(args.template, data.name) if protocol.target_templates else None
-    with templates_swapped(model, templates):
-        entry |= protocol.evaluate(model, proto, data, processor.image_processor, **kw)
+    if protocol.target_templates:  # an adapter scored on another dataset uses that dataset's templates (§8)
+        kw["templates"] = run_templates(args.template, data.name)
+    entry |= protocol.evaluate(model, proto, data, processor.image_processor, **kw)
     return entry
 
 

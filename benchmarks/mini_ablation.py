@@ -1,0 +1,557 @@
+"""Ablation of MetaPrompt's meta step on the mini world: every meta-update variant against `metaprompt_no_meta`,
+paired by seed (`python benchmarks/mini_suite.py --ablation ...`, issue 12).
+
+Protocols (docs/method.md §6), sized so that the meta step has something to do and the full run fits in about
+90 minutes on 2 CPU cores:
+
+- base-to-new: the four mini datasets (16 shots, batch 16, 8 epochs: the paper's schedule) and `union`
+  (`miniworld:union`, `metaprompt_hf.miniworld.union`: 52 classes, 26 base; 8 shots, batch 32, 8 epochs), so that the class-split
+  episodes hold 13-way problems instead of 2-4-way ones;
+- domain generalisation on `styles`, leave one domain out, 5 shots per class and source domain, batch 16, at
+  least `MIN_DG_STEPS` optimizer steps (more epochs when needed): at batch 32 the paper's schedule gives 24 steps
+  and the prompts barely leave their initialisation.
+
+Selection on the VALIDATION split only (`--tune`): (1) the learning rate of `metaprompt_no_meta` per protocol
+from `LR_GRID` (two sides of the former 0.002 / 0.008 / 0.032 grid), shared by every variant, so that a variant
+differs from the reference by its meta phase alone; (2) β of every variant with a β knob from `BETA_GRID` at that
+learning rate; (3) the default variant: best mean of the validation base-to-new HM average and DG accuracy
+average. The final runs (`--ablation` without `--tune`) read those choices and touch the test split once.
+
+Every run is written to `<output_dir>/runs/<tag>.json` as soon as it ends (the tag holds a hash of its full
+configuration), and a restarted command skips the runs already there, so the ablation is resumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_HPARAMS = HERE / "results" / "ablation_hparams.json"
+REFERENCE = "metaprompt_no_meta"
+#: Variant name → training arguments it sets (on top of the protocol's). "meta_step" is replaced by the tuned β
+#: for the variants listed in `TUNED_BETA`.
+VARIANTS: dict[str, dict[str, Any]] = {
+    REFERENCE: {"method": "metaprompt_no_meta"},
+    "clean": {"method": "metaprompt", "meta_mode": "clean", "meta_step": 0.2},
+    "clean_second_order": {"method": "metaprompt", "meta_mode": "clean", "meta_second_order": True, "meta_step": 0.2},
+    # the reference code's step with torch 1.10's zero-filled grads (docs/method.md §3.3), β as in the reference
+    "faithful": {"method": "metaprompt", "meta_mode": "faithful", "meta_zero_grad_drift": True, "meta_step": 0.2},
+}
+TUNED_BETA = ("clean", "clean_second_order")
+#: What `--tune` and the ablation run unless `--variants` says otherwise (second order costs twice the first).
+DEFAULT_VARIANTS = (REFERENCE, "clean", "faithful")
+LR_GRID = (0.0005, 0.002, 0.008, 0.032, 0.128)
+BETA_GRID = (0.2, 1.0, 5.0)
+TUNE_SEEDS = (1,)
+SEEDS = tuple(range(1, 11))
+MIN_DG_STEPS = 48
+B2N_SMALL = ("digits", "glyphs", "shapes", "objects")
+UNION = "union"
+DG_TARGETS = ("photo", "cartoon", "painting", "sketch")
+DG_SHOTS = 5
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+def protocol_runs(quick: bool, cells: list[str] | None = None) -> list[dict[str, Any]]:
+    """The (protocol, dataset or target) cells of the ablation with their schedule (only `cells` when given)."""
+    b2n = [{"protocol": "base2new", "dataset": d, "shots": 16, "batch": 16, "epochs": 8} for d in B2N_SMALL]
+    b2n.append({"protocol": "base2new", "dataset": UNION, "shots": 8, "batch": 32, "epochs": 8})
+    dg_steps_per_epoch = (len(DG_TARGETS) - 1) * 10 * DG_SHOTS // 16  # 3 source domains x 10 classes
+    dg_epochs = max(6, math.ceil(MIN_DG_STEPS / dg_steps_per_epoch))
+    dg = [
+        {
+            "protocol": "dg",
+            "dataset": "styles",
+            "target_domain": t,
+            "shots": DG_SHOTS,
+            "batch": 16,
+            "epochs": dg_epochs,
+        }
+        for t in DG_TARGETS
+    ]
+    runs = [b2n[-1], dg[-1]] if quick else b2n + dg
+    if cells:
+        unknown = sorted(set(cells) - {cell_name(r) for r in b2n + dg})
+        if unknown:
+            raise ValueError(f"--cells: unknown cell(s) {unknown}; choose from {[cell_name(r) for r in b2n + dg]}")
+        runs = [r for r in b2n + dg if cell_name(r) in cells]
+    return runs
+
+
+def cell_name(run: dict[str, Any]) -> str:
+    return run["target_domain"] if run["protocol"] == "dg" else run["dataset"]
+
+
+def _config_tag(spec: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_spec(
+    run: dict[str, Any], variant: str, overrides: dict[str, Any], seed: int, split: str, opts: argparse.Namespace
+) -> dict[str, Any]:
+    """Everything that determines one run's result (and its file name)."""
+    spec = {
+        "variant": variant,
+        "protocol": run["protocol"],
+        "dataset": run["dataset"],
+        "target_domain": run.get("target_domain"),
+        "shots": run["shots"],
+        "per_device_train_batch_size": run["batch"],
+        "num_train_epochs": run["epochs"],
+        "seed": seed,
+        "eval_split": split,
+        "max_steps": opts.max_steps,
+        "max_eval_samples": opts.max_eval_samples,
+        "args": dict(overrides),
+    }
+    spec["tag"] = "-".join(
+        str(x) for x in (variant, run["protocol"], cell_name(run), f"s{seed}", split, _config_tag(spec))
+    )
+    return spec
+
+
+def _training_args(spec: dict[str, Any], out: Path, cache_dir: str) -> Any:
+    from metaprompt_hf.training import MetaPromptTrainingArguments
+
+    return MetaPromptTrainingArguments(
+        base_model="embedded",
+        dataset_name=f"miniworld:{spec['dataset']}",
+        protocol=spec["protocol"],
+        target_domain=spec["target_domain"],
+        shots=spec["shots"],
+        seed=spec["seed"],
+        eval_split=spec["eval_split"],
+        output_dir=str(out),
+        overwrite_output_dir=True,
+        num_train_epochs=spec["num_train_epochs"],
+        per_device_train_batch_size=spec["per_device_train_batch_size"],
+        max_steps=spec["max_steps"],
+        crop_scale_min=0.5,  # 32-px images, as the mini suite
+        max_eval_samples=spec["max_eval_samples"],
+        cache_dir=cache_dir,
+        logging_steps=10_000,
+        **spec["args"],
+    )
+
+
+_INITIAL: dict[str, Any] = {}
+
+
+def _install_worker_caches() -> None:
+    """In a benchmark worker: load the tokenizer/processor once per process (it is frozen and stateless; loading
+    it costs more than a short run's training), and record the prompts θ0 of every model the trainer builds."""
+    import functools
+
+    import metaprompt_hf.training as training
+
+    if getattr(training, "_ablation_patched", False):
+        return
+    training.load_processor = functools.cache(training.load_processor)
+    build = training.build_model
+
+    def build_and_record(*args: Any, **kwargs: Any) -> Any:
+        model = build(*args, **kwargs)
+        _INITIAL.clear()
+        for name in ("text_prompts", "vision_prompts"):
+            value = getattr(model, name, None)
+            if value is not None:
+                _INITIAL[name] = value.detach().clone().float()
+        return model
+
+    training.build_model = build_and_record
+    training._ablation_patched = True
+
+
+def _prompt_movement(model: Any) -> dict[str, float]:
+    """‖θ − θ0‖ and ‖θ0‖ of the text and vision prompts (θ0 recorded when the trainer built the model)."""
+    import torch
+
+    moved = {}
+    for name, then in _INITIAL.items():
+        now = getattr(model, name).detach().float()
+        moved[f"{name}_moved"] = float(torch.linalg.vector_norm(now - then))
+        moved[f"{name}_init_norm"] = float(torch.linalg.vector_norm(then))
+    return moved
+
+
+def execute(spec: dict[str, Any], out_root: str, cache_dir: str) -> dict[str, Any]:
+    """Train and evaluate one run; write `<out_root>/runs/<tag>.json` atomically; return the entry."""
+    import logging
+    import shutil
+
+    import torch
+    from accelerate.state import AcceleratorState, GradientState
+
+    import metaprompt_hf.training as training
+
+    logging.getLogger("metaprompt_hf").setLevel(logging.WARNING)
+    torch.set_num_threads(1)
+    _install_worker_caches()
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    work = Path(out_root) / "work" / spec["tag"]
+    args = _training_args(spec, work, cache_dir)
+    start, cpu = time.perf_counter(), time.process_time()
+    out = training.train(args)
+    entry = out.results[0] | {
+        "variant": spec["variant"],
+        "tag": spec["tag"],
+        "learning_rate": args.learning_rate,
+        "config": spec["args"],
+        "optimizer_steps": out.global_step,
+        "train_seconds": round(out.train_seconds, 2),
+        "run_seconds": round(time.perf_counter() - start, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+        "dataset": spec["dataset"],
+    }
+    if out.model is not None and args.method != "zeroshot":
+        entry |= _prompt_movement(out.model)
+    entry.setdefault("meta_update_ratio", None)
+    path = Path(out_root) / "runs" / f"{spec['tag']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(entry, indent=1))
+    os.replace(tmp, path)
+    shutil.rmtree(work, ignore_errors=True)
+    return entry
+
+
+def run_specs(specs: list[dict[str, Any]], opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run every spec not already on disk (resumable), `opts.jobs` at a time; returns all entries."""
+    runs_dir = opts.output_dir / "runs"
+    done = {p.stem: p for p in runs_dir.glob("*.json")} if runs_dir.is_dir() else {}
+    todo = [s for s in specs if s["tag"] not in done]
+    if getattr(opts, "summarise_only", False):
+        print(f"{len(specs) - len(todo)} of {len(specs)} runs on disk; summarising those", flush=True)
+        return [json.loads(done[s["tag"]].read_text()) for s in specs if s["tag"] in done]
+    print(f"{len(specs) - len(todo)} of {len(specs)} runs already done; {len(todo)} to go", flush=True)
+    start = time.perf_counter()
+    if todo:
+        # the union dataset is built once here, not by several workers at a time
+        from metaprompt_hf.miniworld import load_union
+
+        if any(s["dataset"] == UNION for s in todo):
+            load_union(cache_dir=str(opts.cache_dir))
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(execute, s, str(opts.output_dir), str(opts.cache_dir)) for s in todo]
+            for i, future in enumerate(futures, 1):
+                future.result()
+                if i % 10 == 0 or i == len(futures):
+                    print(f"[{i}/{len(futures)}] {time.perf_counter() - start:.0f}s", flush=True)
+    return [json.loads((runs_dir / f"{s['tag']}.json").read_text()) for s in specs]
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+_T975 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5 % quantile of Student's t with `df` degrees of freedom (table to 30, Cornish-Fisher beyond)."""
+    if df < 1:
+        raise ValueError(f"df: expected >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def paired_stats(deltas: list[float]) -> dict[str, Any]:
+    """Mean, standard error, 95 % t-interval and n of paired differences (one per seed)."""
+    n = len(deltas)
+    if n == 0:
+        return {"mean": None, "se": None, "ci95": [None, None], "n": 0}
+    mean = statistics.fmean(deltas)
+    if n == 1:
+        return {"mean": mean, "se": None, "ci95": [None, None], "n": 1}
+    se = statistics.stdev(deltas) / math.sqrt(n)
+    half = t_quantile_975(n - 1) * se
+    return {"mean": mean, "se": se, "ci95": [mean - half, mean + half], "n": n}
+
+
+def _metric(entry: dict[str, Any]) -> float:
+    return entry["hm"] if entry["protocol"] == "base2new" else entry["accuracy"]
+
+
+def summarise(entries: list[dict[str, Any]], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per-run entries → the ablation.json schema: deltas against `REFERENCE`, paired by seed, per cell and on the
+    per-seed average over cells (only seeds with every cell of both the variant and the reference)."""
+    by: dict[tuple, float] = {}
+    for e in entries:
+        by[(e["variant"], e["protocol"], _cell(e), e["seed"])] = _metric(e)
+    seeds = sorted({e["seed"] for e in entries})
+    out: dict[str, Any] = {"seeds": seeds, "reference": REFERENCE, "variants": {}}
+    for variant, config in variants.items():
+        if variant == REFERENCE:
+            continue
+        record: dict[str, Any] = {"config": config}
+        for protocol, key, metric in (("base2new", "base2new", "delta_hm"), ("dg", "dg", "delta_acc")):
+            cells = sorted({_cell(e) for e in entries if e["protocol"] == protocol})
+            if not cells:
+                continue
+            table: dict[str, Any] = {}
+            per_seed: dict[int, list[float]] = {}
+            for cell in cells:
+                deltas = []
+                for s in seeds:
+                    a, b = by.get((variant, protocol, cell, s)), by.get((REFERENCE, protocol, cell, s))
+                    if a is not None and b is not None:
+                        deltas.append(a - b)
+                        per_seed.setdefault(s, []).append(a - b)
+                table[cell] = {metric: paired_stats(deltas)}
+            table["average"] = {
+                metric: paired_stats([statistics.fmean(v) for v in per_seed.values() if len(v) == len(cells)])
+            }
+            record[key] = table
+        record["diagnostics"] = _diagnostics([e for e in entries if e["variant"] == variant])
+        out["variants"][variant] = record
+    out["reference_scores"] = {
+        protocol: {
+            cell: statistics.fmean(
+                v for (var, p, c, _), v in by.items() if var == REFERENCE and p == protocol and c == cell
+            )
+            for cell in sorted({c for (var, p, c, _) in by if var == REFERENCE and p == protocol})
+        }
+        for protocol in ("base2new", "dg")
+    }
+    out["reference_diagnostics"] = _diagnostics([e for e in entries if e["variant"] == REFERENCE])
+    return out
+
+
+def _cell(entry: dict[str, Any]) -> str:
+    return entry["target_domain"] if entry["protocol"] == "dg" else entry["dataset"].split(":")[-1]
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(values) if values else None
+
+
+def _diagnostics(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over runs, per protocol: meta/in-domain update ratio, optimizer steps, prompt movement."""
+    out = {}
+    for protocol in ("base2new", "dg"):
+        mine = [e for e in entries if e["protocol"] == protocol]
+        if not mine:
+            continue
+        out[protocol] = {
+            "meta_update_ratio": _median([e.get("meta_update_ratio") for e in mine]),
+            "optimizer_steps": _median([e.get("optimizer_steps") for e in mine]),
+            "text_prompts_moved": _median([e.get("text_prompts_moved") for e in mine]),
+            "vision_prompts_moved": _median([e.get("vision_prompts_moved") for e in mine]),
+            "text_prompts_init_norm": _median([e.get("text_prompts_init_norm") for e in mine]),
+            "vision_prompts_init_norm": _median([e.get("vision_prompts_init_norm") for e in mine]),
+            "runs": len(mine),
+        }
+    return out
+
+
+def _fmt(stat: dict[str, Any]) -> str:
+    if stat["mean"] is None:
+        return "–"
+    if stat["se"] is None:
+        return f"{stat['mean']:+.2f} (n=1)"
+    lo, hi = stat["ci95"]
+    return f"{stat['mean']:+.2f} ± {stat['se']:.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def _num(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"Paired differences against `{REFERENCE}` (same seed, same few-shot sample and initialisation), "
+        f"mean ± standard error [95 % t-interval], seeds {summary['seeds']}.",
+        "",
+    ]
+    for key, metric, title in (
+        ("base2new", "delta_hm", "**Base-to-new**, Δ HM (points)"),
+        ("dg", "delta_acc", "**Domain generalisation**, Δ target accuracy (points)"),
+    ):
+        cells = None
+        for record in summary["variants"].values():
+            if key in record:
+                cells = list(record[key])
+                break
+        if not cells:
+            continue
+        ref = summary["reference_scores"][key]
+        lines += [title + ":", "", "| variant | " + " | ".join(cells) + " |", "|---|" + "---|" * len(cells)]
+        lines.append(
+            f"| {REFERENCE} (absolute) | "
+            + " | ".join(f"{ref[c]:.1f}" if c in ref else f"{statistics.fmean(ref.values()):.1f}" for c in cells)
+            + " |"
+        )
+        for variant, record in summary["variants"].items():
+            if key in record:
+                lines.append(f"| {variant} | " + " | ".join(_fmt(record[key][c][metric]) for c in cells) + " |")
+        lines.append("")
+    lines += [
+        "Diagnostics (medians over runs): meta/in-domain update-norm ratio, optimizer steps, prompt movement "
+        "‖θ − θ0‖ (text / vision) against ‖θ0‖:",
+        "",
+        "| variant | protocol | meta/in-domain ratio | steps | ‖Δθ_t‖ | ‖Δθ_v‖ | ‖θ0_t‖ | ‖θ0_v‖ |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [(REFERENCE, summary["reference_diagnostics"])] + [
+        (v, r["diagnostics"]) for v, r in summary["variants"].items()
+    ]
+    for variant, diag in rows:
+        for protocol, d in diag.items():
+            lines.append(
+                f"| {variant} | {protocol} | {_num(d['meta_update_ratio'])} | {_num(d['optimizer_steps'], '{:.0f}')} | "
+                f"{_num(d['text_prompts_moved'])} | {_num(d['vision_prompts_moved'])} | "
+                f"{_num(d['text_prompts_init_norm'])} | {_num(d['vision_prompts_init_norm'])} |"
+            )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------- tuning
+def _selected_variants(opts: argparse.Namespace) -> list[str]:
+    names = list(opts.variants or DEFAULT_VARIANTS)
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"--variants: unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    return [REFERENCE] + [v for v in names if v != REFERENCE]
+
+
+def _validation_score(entries: list[dict[str, Any]], protocol: str) -> float:
+    return statistics.fmean(_metric(e) for e in entries if e["protocol"] == protocol)
+
+
+def tune(opts: argparse.Namespace) -> dict[str, Any]:
+    """Learning rate (reference, per protocol), then β per variant, then the default variant: validation only."""
+    runs = protocol_runs(opts.quick, opts.cells)
+    seeds = opts.seeds or list(TUNE_SEEDS)
+    split = "validation"
+    lr_grid = LR_GRID[1:3] if opts.quick else LR_GRID
+    beta_grid = BETA_GRID[:2] if opts.quick else BETA_GRID
+    specs = [
+        run_spec(run, REFERENCE, {"method": REFERENCE, "learning_rate": lr}, s, split, opts)
+        for lr in lr_grid
+        for s in seeds
+        for run in runs
+    ]
+    entries = run_specs(specs, opts)
+    lr_scores = {
+        p: {lr: _validation_score([e for e in entries if e["learning_rate"] == lr], p) for lr in lr_grid}
+        for p in ("base2new", "dg")
+    }
+    chosen_lr = {p: max(lr_grid, key=lambda lr: (s[lr], -lr)) for p, s in lr_scores.items()}
+    variant_scores: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, dict[str, Any]] = {}
+    for variant in _selected_variants(opts):
+        config = VARIANTS[variant]
+        betas = beta_grid if variant in TUNED_BETA else (config.get("meta_step"),)
+        scores = {}
+        for beta in betas:
+            specs = []
+            for run in runs:
+                args = dict(config) | {"learning_rate": chosen_lr[run["protocol"]]}
+                if beta is not None:
+                    args["meta_step"] = beta
+                specs += [run_spec(run, variant, args, s, split, opts) for s in seeds]
+            mine = run_specs(specs, opts)
+            b2n, dg = _validation_score(mine, "base2new"), _validation_score(mine, "dg")
+            scores[str(beta)] = {"base2new": b2n, "dg": dg, "mean": (b2n + dg) / 2}
+        best = max(scores, key=lambda b: scores[b]["mean"])
+        variant_scores[variant] = scores
+        chosen[variant] = dict(config) | ({"meta_step": float(best)} if best != "None" else {})
+    default = max(
+        (v for v in variant_scores if v != REFERENCE),
+        key=lambda v: max(s["mean"] for s in variant_scores[v].values()),
+    )
+    record = {
+        "learning_rate": chosen_lr,
+        "variants": chosen,
+        "default_variant": default,
+        "validation_scores": {"learning_rate": lr_scores, "variants": variant_scores},
+        "grids": {"learning_rate": list(lr_grid), "meta_step": list(beta_grid)},
+        "seeds": seeds,
+        "selection": "validation split: learning rate of metaprompt_no_meta per protocol (mean HM over base-to-new "
+        "datasets, mean DG target accuracy); then β per variant and the default variant by the mean of both",
+        "command": "python benchmarks/mini_suite.py --ablation --tune"
+        + (" --quick" if opts.quick else "")
+        + f" --output_dir {opts.output_dir}",
+    }
+    path = opts.output_dir / "ablation_hparams.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: record[k] for k in ("learning_rate", "variants", "default_variant")}, indent=2))
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def ablation(opts: argparse.Namespace) -> int:
+    """`--ablation`: the final paired runs on the test split (or `--tune` on validation)."""
+    opts.cache_dir = Path(opts.cache_dir or opts.output_dir / "cache")
+    if opts.quick:
+        opts.max_steps = 2 if opts.max_steps <= 0 else opts.max_steps
+        opts.max_eval_samples = opts.max_eval_samples or 32
+        opts.seeds = opts.seeds or [1, 2]
+    start = time.perf_counter()
+    if opts.tune:
+        tune(opts)
+        print(f"wall time {time.perf_counter() - start:.1f} s")
+        return 0
+    hparams_path = Path(opts.hparams) if opts.hparams else DEFAULT_HPARAMS
+    if opts.quick and not opts.hparams:
+        hparams = {
+            "learning_rate": {"base2new": 0.008, "dg": 0.002},
+            "variants": {v: VARIANTS[v] for v in _selected_variants(opts)},
+        }
+    elif hparams_path.is_file():
+        hparams = json.loads(hparams_path.read_text())
+    else:
+        print(f"error: --hparams: no file {hparams_path}; run --ablation --tune first", file=sys.stderr)
+        return 2
+    seeds = opts.seeds or list(SEEDS)
+    variants = hparams["variants"]
+    if opts.variants:
+        missing = [v for v in _selected_variants(opts) if v not in variants]
+        if missing:
+            print(f"error: --variants: {missing} not tuned in {hparams_path}", file=sys.stderr)
+            return 2
+        variants = {v: variants[v] for v in _selected_variants(opts)}
+    specs = []
+    runs = protocol_runs(opts.quick, opts.cells)
+    for seed in seeds:  # seed-major: an interrupted run leaves complete pairs
+        for run in runs:
+            for variant, config in variants.items():
+                args = dict(config) | {"learning_rate": hparams["learning_rate"][run["protocol"]]}
+                specs.append(run_spec(run, variant, args, seed, opts.eval_split, opts))
+    entries = run_specs(specs, opts)
+    summary = summarise(entries, {v: c | {"learning_rate": hparams["learning_rate"]} for v, c in variants.items()})
+    summary["settings"] = {
+        "seeds": seeds,
+        "quick": opts.quick,
+        "runs": [dict(r) for r in runs],
+        "eval_split": opts.eval_split,
+        "cpu_seconds_total": round(sum(e.get("cpu_seconds", 0.0) for e in entries), 1),
+        "learning_rate": hparams["learning_rate"],
+        "default_variant": hparams.get("default_variant"),
+        "hparams": str(hparams_path) if not opts.quick or opts.hparams else "quick defaults",
+        "jobs": opts.jobs,
+        "wall_seconds_this_invocation": round(time.perf_counter() - start, 1),
+        "run_seconds_total": round(sum(e["run_seconds"] for e in entries), 1),
+        "command": "python benchmarks/mini_suite.py " + " ".join(opts.argv),
+    }
+    (opts.output_dir / "ablation_runs.json").write_text(json.dumps(entries, indent=1))
+    (opts.output_dir / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = markdown(summary)
+    (opts.output_dir / "ablation.md").write_text(table)
+    print(table)
+    print(f"wall time {summary['settings']['wall_seconds_this_invocation']} s")
+    return 0
