@@ -109,11 +109,11 @@ def _train_argv(tiny_clip_dir: str, domain_folder: str, out, *extra: str) -> lis
 
 # (case, extra command-line flags, expected): flags that do not apply to the protocol are refused before any work.
 FLAG_CASES: list[tuple[str, list[str], Works | Refused]] = [
-    ("--target_domain under base2new", ["--protocol", "base2new", "--target_domain", "sketch"], Refused(r"target_domain: .*only.*--protocol dg.*base2new")),
+    ("--target_domain under base2new", ["--protocol", "base2new", "--target_domain", "sketch"], Refused(r"target_domain: --protocol base2new has no held-out domain, so --target_domain 'sketch' would be ignored")),
     ("--mix_domains False under base2new", ["--protocol", "base2new", "--mix_domains", "False"], Refused(r"mix_domains: .*--protocol base2new")),
     ("--meta_num_class_groups under dg", ["--protocol", "dg", "--target_domain", "sketch", "--meta_num_class_groups", "3"], Refused(r"meta_num_class_groups: .*--protocol dg")),
     ("dg without --target_domain", ["--protocol", "dg"], Refused(r"target_domain: required with --protocol dg")),
-    ("--max_steps 0 is not a count", ["--max_steps", "0"], Works(0)),
+    ("--max_steps 0 means: train --num_train_epochs", ["--max_steps", "0"], Works(0)),
 ]  # fmt: skip
 
 
@@ -158,6 +158,16 @@ def _empty_object(path) -> None:
     path.write_text("{}")
 
 
+def _wrong_types(path) -> None:
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps(state | {"progress": "step two"}))
+
+
+def _wrong_random_state(path) -> None:
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps(state | {"python_random": [3, [1, 2], None]}))
+
+
 def _remove(path) -> None:
     path.unlink()
 
@@ -171,6 +181,8 @@ RESUME_CASES: list[tuple[str, str, str | None, object, str, Works | Refused]] = 
     ("truncated RNG state", "checkpoint-2", "rng_state.safetensors", _truncate, "4", Refused(r"checkpoint-2/rng_state.safetensors: cannot be read")),
     ("garbage trainer_state.json", "checkpoint-2", "trainer_state.json", _garble, "4", Refused(r"checkpoint-2/trainer_state.json: not valid JSON")),
     ("trainer_state.json without fields", "checkpoint-2", "trainer_state.json", _empty_object, "4", Refused(r"checkpoint-2/trainer_state.json: .*'progress'")),
+    ("trainer_state.json with a text step", "checkpoint-2", "trainer_state.json", _wrong_types, "4", Refused(r"checkpoint-2/trainer_state.json: 'progress' must hold a step count")),
+    ("trainer_state.json with a garbled random state", "checkpoint-2", "trainer_state.json", _wrong_random_state, "4", Refused(r"checkpoint-2: the optimizer, schedule or random state .* does not fit this run")),
     ("missing RNG state", "checkpoint-2", "rng_state.safetensors", _remove, "4", Refused(r"checkpoint-2 has no rng_state.safetensors")),
     ("missing optimizer state", "checkpoint-2", "optimizer.safetensors", _remove, "4", Refused(r"checkpoint-2 has no optimizer.safetensors")),
 ]  # fmt: skip

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .configuration_metaprompt import MetaPromptConfig
+from .constants import WEIGHTS_NAME
 from .data import (
     DataError,
     FewShotBatchSampler,
@@ -44,7 +45,15 @@ from .modeling_metaprompt import MetaPromptModel, load_clip, load_processor
 from .protocols import PROTOCOLS, ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
 from .protocols.run import run_templates
 from .step import MetaSettings, TrainingStep
-from .utils import atomic_replace_dir, atomic_write_text
+from .utils import (
+    UnreadableFileError,
+    atomic_replace_dir,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_file,
+    read_safetensors_file,
+    temporary_sibling,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +240,7 @@ class MetaPromptTrainingArguments:
         protocol = get_protocol(self.protocol)
         if protocol.needs_target_domain and self.target_domain is None:
             raise ValueError(f"target_domain: required with --protocol {self.protocol}")
+        protocol.check_args(self)
         tokens = protocol.default_tokens
         if self.n_ctx is None:
             self.n_ctx = tokens
@@ -352,6 +362,14 @@ class EpochwiseSchedule:
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
+CHECKPOINT_FILES = (WEIGHTS_NAME, "optimizer.safetensors", "rng_state.safetensors", "trainer_state.json")
+TRAINER_STATE_KEYS = ("progress", "schedule", "optimizer", "python_random", "numpy_random")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed by this run (e.g. it is past --max_steps); the message says why."""
+
+
 def _flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
     for pid, entry in state["state"].items():
@@ -382,12 +400,20 @@ def save_checkpoint(
     """Write a resumable checkpoint: prompts (safetensors + JSON config), optimizer state (safetensors + JSON),
     schedule, progress and RNG state (JSON + safetensors) — never the frozen CLIP, never pickle. Written into a
     temporary folder that is renamed into place, so a crash leaves no half checkpoint."""
+    folder = Path(folder)
+    tmp = Path(temporary_sibling(folder))
+    try:
+        _write_checkpoint(tmp, model, optimizer, schedule, progress)
+        atomic_replace_dir(tmp, folder)
+    finally:  # a failed write (disk full, a crash in a writer) leaves no temporary folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_checkpoint(
+    tmp: Path, model: MetaPromptModel, optimizer: Any, schedule: EpochwiseSchedule, progress: dict[str, Any]
+) -> None:
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     model.save_pretrained(tmp, overwrite=True)
     tensors, scalars = _flatten_optimizer_state(optimizer.state_dict())
     save_file(tensors, str(tmp / "optimizer.safetensors"), {"format": "pt"})
@@ -405,40 +431,51 @@ def save_checkpoint(
         "numpy_random": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
     }
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-    atomic_replace_dir(tmp, folder)
 
 
 def load_checkpoint(
     folder: str | os.PathLike, model: MetaPromptModel, optimizer: Any, schedule: EpochwiseSchedule
 ) -> dict[str, Any]:
     """Restore what `save_checkpoint` wrote; returns the progress dict."""
-    from safetensors.torch import load_file
-
-    from .modeling_metaprompt import WEIGHTS_NAME
-
     folder = Path(folder)
-    for name in (WEIGHTS_NAME, "optimizer.safetensors", "trainer_state.json"):
+    for name in CHECKPOINT_FILES:
         if not (folder / name).is_file():
             raise FileNotFoundError(
                 f"resume_from_checkpoint: {folder} has no {name}; not a checkpoint of this trainer"
             )
-    model.load_prompt_state_dict(load_file(str(folder / WEIGHTS_NAME)), source=str(folder / WEIGHTS_NAME))
-    state = json.loads((folder / "trainer_state.json").read_text())
-    optimizer.load_state_dict(
-        _unflatten_optimizer_state(load_file(str(folder / "optimizer.safetensors")), state["optimizer"])
-    )
-    schedule.load_state_dict(state["schedule"])
-    rng = load_file(str(folder / "rng_state.safetensors"))
-    torch.set_rng_state(rng["torch_cpu"])
-    if torch.cuda.is_available():
-        cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-    py = state["python_random"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy_random"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    return state["progress"]
+    # Every file is read and checked before anything is restored, so a damaged checkpoint changes nothing.
+    prompts = read_safetensors_file(folder / WEIGHTS_NAME)
+    optimizer_tensors = read_safetensors_file(folder / "optimizer.safetensors")
+    rng = read_safetensors_file(folder / "rng_state.safetensors")
+    state = read_json_file(folder / "trainer_state.json", required=TRAINER_STATE_KEYS)
+    if "torch_cpu" not in rng:
+        raise UnreadableFileError(f"{folder / 'rng_state.safetensors'}: lacks the 'torch_cpu' generator state")
+    progress = state["progress"]
+    step = progress.get("global_step") if isinstance(progress, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UnreadableFileError(
+            f"{folder / 'trainer_state.json'}: 'progress' must hold a step count 'global_step' >= 0, got "
+            f"{str(progress)[:80]}"
+        )
+    model.load_prompt_state_dict(prompts, source=str(folder / WEIGHTS_NAME))
+    try:
+        optimizer.load_state_dict(_unflatten_optimizer_state(optimizer_tensors, state["optimizer"]))
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(rng["torch_cpu"])
+        if torch.cuda.is_available():
+            cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
+            if len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+        py = state["python_random"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        n = state["numpy_random"]
+        np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as err:
+        raise UnreadableFileError(
+            f"{folder}: the optimizer, schedule or random state in optimizer.safetensors, rng_state.safetensors and "
+            f"trainer_state.json does not fit this run ({type(err).__name__}: {str(err)[:200]})"
+        ) from err
+    return progress
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
@@ -599,7 +636,7 @@ def train(
     if args.do_eval:
         results = [evaluate_protocol(args, unwrapped, proto, data, processor, accelerator)]
         if accelerator.is_main_process:
-            atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
+            atomic_write_json(out_dir / "results.json", results)
             accelerator.print(format_results(results[0]))
     if args.push_to_hub and accelerator.is_main_process:
         repo_id = args.hub_model_id or out_dir.resolve().name
@@ -663,6 +700,11 @@ def _train_loop(
     if resume_dir is not None:
         progress = load_checkpoint(resume_dir, unwrapped, raw_optimizer, schedule)
         global_step = int(progress["global_step"])
+        if global_step > max_steps:
+            raise CheckpointError(
+                f"resume_from_checkpoint: {resume_dir} is at step {global_step}, past --max_steps {max_steps}; "
+                "resume an earlier checkpoint, or raise --max_steps"
+            )
         accelerator.print(f"resumed from {resume_dir} at step {global_step}")
     if accelerator.trackers == [] and args.report_to not in ("none", "", None):
         accelerator.init_trackers(
@@ -778,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         train(args)
-    except (DataError, OSError) as err:
+    except (DataError, OSError, UnreadableFileError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
