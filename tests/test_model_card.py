@@ -278,7 +278,7 @@ def test_local_base_model_is_not_claimed_as_a_hub_id(tmp_path):
         ("{not json", "not valid JSON"),
         (json.dumps([{"dataset": "shapes", "base": 1.0}]), "needs a 'protocol'"),
         (json.dumps([{"protocol": "dg", "dataset": "styles", "target_domain": "sketch"}]), "none of the metrics"),
-        (json.dumps([{"protocol": "base2new", "dataset": "shapes", "base": "91%"}]), "'base' must be a number"),
+        (json.dumps([{"protocol": "base2new", "dataset": "shapes", "base": "91%"}]), "'base' must be a finite number"),
     ],
 )
 def test_bad_results_files_are_clear_errors(tmp_path, content, message):
