@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataError, ImageClassificationData, load_image_classification
+from ..methods import get_method
 from ..readers import load_standard
 from ..templates import templates_for_dataset
 from .base import ProtocolData, check_eval_sets
@@ -121,7 +122,7 @@ def evaluate_protocol(
     """The result entry of one run: its identity (protocol, method, dataset, seed, shots, split) and the
     protocol's metrics in percent (base / new / HM, target-domain accuracy, ...)."""
     protocol = get_protocol(args.protocol)
-    kind = "logits_zero_shot" if args.method == "zeroshot" else "logits"
+    kind = get_method(args.method).eval_logits
     kw = dict(accelerator=accelerator, batch_size=args.per_device_eval_batch_size, logits=kind)
     entry: dict[str, Any] = {
         "protocol": args.protocol,
