@@ -130,7 +130,7 @@ def test_card_from_a_results_file(results_file, config):
     assert {"metaprompt", "prompt-learning", "clip", f"base_model:adapter:{BASE}"} <= set(meta["tags"])
     # Only Hub ids: the ones given, then those of the results; never a mini-world name or a local path.
     assert meta["datasets"] == ["testorg/extra-data", "testorg/shapes", "testorg/styles"]
-    assert meta["metrics"] == ["accuracy", "harmonic_mean"]
+    assert meta["metrics"] == ["accuracy"]
     assert meta["model-index"][0]["name"] == "metaprompt-test"
     # Exactly the run's numbers: nothing missing, nothing extra, nothing rounded away.
     assert _model_index(meta) == _expected_model_index(RUN_RESULTS)

@@ -193,3 +193,19 @@ def test_training_one_adapter_while_another_thread_predicts_with_another(base, a
         stop.set()
         thread.join()
     assert results and all(results)
+
+
+def test_save_pretrained_can_push_one_adapter(base, adapter_dirs, tmp_path):
+    from test_hub import RecordingApi
+
+    model = _multi(base, adapter_dirs)
+    api = RecordingApi()
+    assert model.save_pretrained(tmp_path / "b", adapter_name="b", push_to_hub=True, repo_id="me/b", api=api)
+    _, repo, files, _ = api.calls[1]
+    assert (
+        repo == "me/b" and files["metaprompt_config.json"] == (tmp_path / "b" / "metaprompt_config.json").read_bytes()
+    )
+    assert model.peft_config["b"].n_ctx == 4
+    with pytest.raises(ValueError, match="only with push_to_hub=True"):
+        model.save_pretrained(tmp_path / "c", adapter_name="c", repo_id="me/c")
+    assert not (tmp_path / "c").exists()  # refused before anything was written

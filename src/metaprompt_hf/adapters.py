@@ -76,6 +76,11 @@ class AdapterMixin:
         return list(self.adapters)
 
     @property
+    def peft_config(self) -> dict[str, MetaPromptConfig]:
+        """Every adapter's config by name, as PEFT's `peft_config`."""
+        return {name: adapter.config for name, adapter in self.adapters.items()}
+
+    @property
     def config(self) -> MetaPromptConfig:
         """The active adapter's config."""
         return self._adapter(None).config
@@ -102,7 +107,9 @@ class AdapterMixin:
         if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
             raise ValueError(f"adapter_name: expected a non-empty name without '.', got {adapter_name!r}")
         if hasattr(nn.ModuleDict, adapter_name):
-            raise ValueError(f"adapter_name: {adapter_name!r} is reserved (a torch ModuleDict attribute); pick another")
+            raise ValueError(
+                f"adapter_name: {adapter_name!r} is reserved (a torch ModuleDict attribute); pick another"
+            )
         if adapter_name in self.adapters:
             raise ValueError(f"adapter_name: an adapter named {adapter_name!r} is already loaded; delete it first")
         if not isinstance(config, MetaPromptConfig):
@@ -190,15 +197,26 @@ class AdapterMixin:
         self.clear_cache()
 
     def save_pretrained(
-        self, save_directory: str | os.PathLike, *, overwrite: bool = False, adapter_name: str | None = None
-    ) -> None:
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        adapter_name: str | None = None,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **push_kwargs: Any,
+    ) -> Any:
         """Write one adapter (default: the active one) as `metaprompt_config.json` + `metaprompt_model.safetensors`,
         prompts only, never the frozen base model.
 
         The folder's adapter files are replaced as one unit (`utils.write_folder`), and only with
-        `overwrite=True`; the weights record the digest of the config written with them."""
+        `overwrite=True`; the weights record the digest of the config written with them. With `push_to_hub=True` the
+        adapter is then uploaded to `repo_id` (default: the folder's name) with `push_to_hub(**push_kwargs)`, whose
+        commit info is returned."""
         from . import __version__
 
+        if not push_to_hub and (repo_id is not None or push_kwargs):
+            raise ValueError(f"save_pretrained: {sorted(push_kwargs) or ['repo_id']} apply only with push_to_hub=True")
         save_directory = os.fspath(save_directory)
         if os.path.exists(save_directory) and not os.path.isdir(save_directory):
             raise NotADirectoryError(f"{save_directory} exists and is not a folder")
@@ -209,6 +227,10 @@ class AdapterMixin:
         adapter = self._adapter(adapter_name)
         config = dataclasses.replace(adapter.config, inference_mode=True, metaprompt_version=__version__)
         save_adapter(save_directory, config, self.prompt_state_dict(adapter_name))
+        if push_to_hub:
+            repo = repo_id or os.path.basename(os.path.abspath(save_directory))
+            return self.push_to_hub(repo, adapter_name=adapter_name, **push_kwargs)
+        return None
 
     @classmethod
     def from_pretrained(
@@ -229,6 +251,9 @@ class AdapterMixin:
         is_trainable: bool = False,
         class_chunk_size: int = 128,
         adapter_name: str = DEFAULT_ADAPTER_NAME,
+        torch_dtype: torch.dtype | str | None = None,
+        device_map: Any | None = None,
+        attn_implementation: str | None = None,
     ) -> MetaPromptModel:
         """Load an adapter from a local folder or a Hub repo, with its base model (docs/method.md §5).
 
@@ -240,10 +265,16 @@ class AdapterMixin:
             revision: revision of the adapter repo.
             processor: the base model's processor; loaded from the base model when omitted.
             base_model_revision: revision of the base model (default: the config's `revision`).
-            dtype: dtype to load the base model in (e.g. torch.bfloat16); the prompts stay fp32 (cast at injection).
+            dtype: dtype to load the base model in (e.g. torch.bfloat16; `torch_dtype` is the older name); the
+                prompts stay fp32 and are cast at injection, as after `.to(dtype)`.
             device: device for the base model and prompts.
             is_trainable: leave the prompts trainable (default: frozen, inference mode).
+            device_map, attn_implementation: passed to the base model's `from_pretrained` (as are `cache_dir`,
+                `token`, `local_files_only` and the base revision); the prompts go to the device of the logit scale.
         """
+        if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
+            raise ValueError(f"dtype: got dtype={dtype!r} and torch_dtype={torch_dtype!r}; pass one")
+        dtype = dtype if dtype is not None else torch_dtype
         hub_kwargs = dict(
             subfolder=subfolder,
             revision=revision,
@@ -265,7 +296,11 @@ class AdapterMixin:
                 raise ValueError(f"{source}: the config names no base_model_name_or_path; pass base_model=")
             base_id = resolve_base_model(base_id)
             base_rev = base_model_revision or (config.revision if base_model is None else None)
-            extra = {"dtype": _as_dtype(dtype)} if dtype is not None else {}
+            extra: dict[str, Any] = {"dtype": _as_dtype(dtype)} if dtype is not None else {}
+            if device_map is not None:
+                extra["device_map"] = device_map
+            if attn_implementation is not None:
+                extra["attn_implementation"] = attn_implementation
             hub = dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only)
             clip_model = load_base_model(base_id, revision=base_rev, **hub, **extra)
             if processor is None:

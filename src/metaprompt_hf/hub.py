@@ -232,7 +232,8 @@ def build_model_card(
         pipeline_tag=TASK,
         tags=tags,
         datasets=hub_datasets or None,
-        metrics=sorted({kind for r in eval_results for kind in [r.metric_type]}) or None,
+        # Hub metric ids only (`harmonic_mean` is this package's own metric, named in the model-index entries).
+        metrics=["accuracy"] if eval_results else None,
         model_name=model_name,
         eval_results=eval_results or None,
     )
@@ -273,6 +274,7 @@ def push_to_hub(
     training: Mapping[str, Any] | None = None,
     datasets: Sequence[str] | None = None,
     api: Any | None = None,
+    adapter_name: str | None = None,
 ) -> Any:
     """Create the repo if needed and upload `metaprompt_config.json`, `metaprompt_model.safetensors` and a model
     card generated from `model_card.md`, in ONE commit. Returns the `CommitInfo`.
@@ -280,6 +282,7 @@ def push_to_hub(
     Args:
         results: run results (a list of dicts, or the path of a `results.json`) for the card's model-index.
         api: an `HfApi` (or a stand-in with `create_repo` / `create_commit`); default `HfApi(token=token)`.
+        adapter_name: which of the model's adapters to upload (default: the active one).
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -288,7 +291,7 @@ def push_to_hub(
     api = api if api is not None else HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     card = build_model_card(
-        model.config,
+        model.config if adapter_name is None else model.peft_config[adapter_name],
         model_name=repo_id.split("/")[-1],
         results=results,
         training=training,
@@ -296,7 +299,7 @@ def push_to_hub(
         repo_id=repo_id,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, adapter_name=adapter_name)
         operations = [
             CommitOperationAdd(path_in_repo=name, path_or_fileobj=Path(tmp, name).read_bytes())
             for name in (CONFIG_NAME, WEIGHTS_NAME)

@@ -85,6 +85,9 @@ def load_dataset_for(args: Any) -> ImageClassificationData:
         domain_column=args.domain_column,
         class_names=parse_class_names(args.class_names),
         cache_dir=args.cache_dir,
+        # `--train_dir` / `--validation_dir` where the arguments class has them (class folders read by imagefolder).
+        train_dir=getattr(args, "train_dir", None),
+        validation_dir=getattr(args, "validation_dir", None),
     )
 
 
