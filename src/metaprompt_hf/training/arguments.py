@@ -226,6 +226,7 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         protocol = get_protocol(self.protocol)
         if protocol.needs_target_domain and self.target_domain is None:
             raise ValueError(f"target_domain: required with --protocol {self.protocol}")
+        protocol.check_args(self)
         need(self.n_ctx >= 1 or not get_method(self.method).text_prompts, "n_ctx", "expected >= 1")
         if get_method(self.method).uses_meta_step and protocol.meta_prompts == "vision":
             need(self.n_pro >= 1, "n_pro", f"{self.protocol} meta-updates the vision prompts, so expected >= 1")

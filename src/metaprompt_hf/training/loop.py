@@ -34,9 +34,9 @@ from ..embedded import resolve_base_model
 from ..modeling_metaprompt import MetaPromptModel, load_clip, load_processor
 from ..protocols import ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
 from ..protocols.run import run_templates
-from ..utils import atomic_write_text
+from ..utils import UnreadableFileError, atomic_write_json, atomic_write_text
 from .arguments import MetaPromptTrainingArguments, parse_args
-from .checkpointing import CHECKPOINT_PREFIX, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import CHECKPOINT_PREFIX, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .schedule import EpochwiseLR
 from .step import TrainingStep
 
@@ -192,7 +192,7 @@ def evaluate_run(
     """The protocol's metrics, written to `results.json` and printed (main process)."""
     results = [evaluate_protocol(args, model, proto, data, model.processor, run.accelerator)]
     if run.accelerator.is_main_process:
-        atomic_write_text(run.output_dir / "results.json", json.dumps(results, indent=2))
+        atomic_write_json(run.output_dir / "results.json", results)
         run.accelerator.print(format_results(results[0]))
     return results
 
@@ -299,6 +299,11 @@ def train_loop(
     if resume_dir is not None:
         progress = load_checkpoint(resume_dir, unwrapped, raw_optimizer, schedule)
         global_step = int(progress["global_step"])
+        if global_step > max_steps:
+            raise CheckpointError(
+                f"resume_from_checkpoint: {resume_dir} is at step {global_step}, past --max_steps {max_steps}; "
+                "resume an earlier checkpoint, or raise --max_steps"
+            )
         accelerator.print(f"resumed from {resume_dir} at step {global_step}")
     if accelerator.trackers == [] and args.report_to not in ("none", "", None):
         accelerator.init_trackers(
@@ -421,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         train(args)
-    except (DataError, OSError) as err:
+    except (DataError, OSError, UnreadableFileError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
