@@ -85,6 +85,13 @@ class DataArguments:
         default=None,
     )
     dataset_config_name: str | None = _help("Config name of a Hub dataset.", default=None)
+    train_dir: str | None = _help(
+        "A folder of <class>/<image> training images, read by datasets' imagefolder (instead of --dataset_name's data).",
+        default=None,
+    )
+    validation_dir: str | None = _help(
+        "A folder of <class>/<image> validation images (with --train_dir).", default=None
+    )
     train_split: str = _help("Split the few-shot training images are sampled from.", default="train")
     eval_split: str = _help(
         "Split evaluated after training (if absent: the train-split rows not used for training).", default="test"
@@ -167,6 +174,9 @@ class TrainingArguments:
         "'no', 'fp16' or 'bf16'; default: what `accelerate launch` says.", default=None
     )
     checkpointing_steps: str | None = _help("Save a checkpoint every N optimizer steps, or 'epoch'.", default=None)
+    checkpoints_total_limit: int | None = _help(
+        "Keep at most this many checkpoints in output_dir, deleting the oldest (default: keep all).", default=None
+    )
     resume_from_checkpoint: str | None = _help(
         "A checkpoint folder to resume from, or 'latest' (in output_dir).", default=None
     )
@@ -223,6 +233,12 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             )
             need(ok, "checkpointing_steps", "expected a positive integer or 'epoch'")
             self.checkpointing_steps = str(self.checkpointing_steps)
+        if self.checkpoints_total_limit is not None:
+            need(
+                isinstance(self.checkpoints_total_limit, int) and self.checkpoints_total_limit >= 1,
+                "checkpoints_total_limit",
+                "expected a positive integer",
+            )
         protocol = get_protocol(self.protocol)
         if protocol.needs_target_domain and self.target_domain is None:
             raise ValueError(f"target_domain: required with --protocol {self.protocol}")

@@ -159,3 +159,20 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
         if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
     ]
     return max(folders, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete the oldest `checkpoint-N` folders of `output_dir` so that at most `keep` remain (the newest, by
+    step); returns the deleted folders. The checkpoint just written is always among those kept."""
+    folders = sorted(
+        (
+            p
+            for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*")
+            if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        ),
+        key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),
+    )
+    removed = folders[: max(0, len(folders) - keep)]
+    for folder in removed:
+        shutil.rmtree(folder)
+    return removed

@@ -36,7 +36,14 @@ from ..protocols import ProtocolData, evaluate_protocol, format_results, get_pro
 from ..protocols.run import run_templates
 from ..utils import UnreadableFileError, atomic_write_json, atomic_write_text
 from .arguments import MetaPromptTrainingArguments, parse_args
-from .checkpointing import CHECKPOINT_PREFIX, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import (
+    CHECKPOINT_PREFIX,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .schedule import EpochwiseLR
 from .step import TrainingStep
 
@@ -187,14 +194,36 @@ def save_adapter(run: Run, model: MetaPromptModel) -> None:
 
 
 def evaluate_run(
-    args: MetaPromptTrainingArguments, run: Run, model: MetaPromptModel, proto: ProtocolData, data: Any
+    args: MetaPromptTrainingArguments,
+    run: Run,
+    model: MetaPromptModel,
+    proto: ProtocolData,
+    data: Any,
+    step: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The protocol's metrics, written to `results.json` and printed (main process)."""
+    """The protocol's metrics, written to `results.json`, printed (main process) and logged to the trackers at
+    `step` (the final optimizer step)."""
     results = [evaluate_protocol(args, model, proto, data, model.processor, run.accelerator)]
+    log_eval_metrics(run.accelerator, results[0], step)
     if run.accelerator.is_main_process:
         atomic_write_json(run.output_dir / "results.json", results)
         run.accelerator.print(format_results(results[0]))
     return results
+
+
+def log_eval_metrics(accelerator: Any, result: dict[str, Any], step: int | None) -> dict[str, float]:
+    """Log a result entry's numbers (percent, image counts) to the Accelerate trackers as `eval/<key>`; returns
+    what was logged (nothing without trackers). Identity fields (seed, shots) are not metrics and stay out."""
+    identity = {"seed", "shots"}
+    logs = {
+        f"eval/{key}": float(value)
+        for key, value in result.items()
+        if key not in identity and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    if not getattr(accelerator, "trackers", None) or not logs:
+        return {}
+    accelerator.log(logs, step=step)
+    return logs
 
 
 def push_adapter(
@@ -235,7 +264,7 @@ def train(
         global_step = train_loop(args, run, model, proto, callbacks)
         save_adapter(run, model)
     train_seconds = time.perf_counter() - start
-    results = evaluate_run(args, run, model, proto, data) if args.do_eval else []
+    results = evaluate_run(args, run, model, proto, data, step=global_step) if args.do_eval else []
     if args.push_to_hub:
         push_adapter(args, run, model, proto, data, results)
     run.accelerator.end_training()
@@ -380,6 +409,8 @@ def train_loop(
                         schedule,
                         {"global_step": global_step, "epoch": epoch},
                     )
+                    if args.checkpoints_total_limit:
+                        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
                 accelerator.wait_for_everyone()
             for callback in callbacks:
                 callback(state)
