@@ -134,8 +134,17 @@ class MetaPromptTrainingArguments:
     # ------------------------------------------------------------------ meta step (METHOD.md §3)
     meta_step: float = _help("β: the meta update is θ ← θ0 − β·lr·g (reference META_STEP = 0.2).", default=0.2)
     meta_mode: str = _help(
-        "'clean' (exact reset, plain-SGD inner step) or 'faithful' (the reference code's quirks 1-3, METHOD.md §3.3).",
+        "The meta-update variant (docs/method.md §3.2): 'clean' (exact reset, plain-SGD inner step, outer update "
+        "by hand), 'faithful' (the reference code's quirks 1-3, §3.3) or 'mldg' (MLDG's objective, its gradient "
+        "through the main optimizer).",
         default="clean",
+    )
+    meta_inner_lr_scale: float = _help(
+        "Inner step α = this × the current lr (clean and mldg; faithful's inner step is the optimizer's).", default=1.0
+    )
+    meta_mldg_in_domain: bool = _help(
+        "mldg: one optimizer step on ∇L_AC + ∇F (True) or ∇F alone for the meta-updated prompt (False).",
+        default=True,
     )
     meta_outer_reduction: str = _help(
         "'sum' (reference) or 'mean' of the held-out gradients over episodes.", default="sum"
@@ -193,7 +202,13 @@ class MetaPromptTrainingArguments:
 
         need(self.method in METHODS, "method", f"expected one of {METHODS}")
         need(self.protocol in PROTOCOLS, "protocol", f"expected one of {list(PROTOCOLS)}")
-        need(self.meta_mode in ("clean", "faithful"), "meta_mode", "expected 'clean' or 'faithful'")
+        need(self.meta_mode in ("clean", "faithful", "mldg"), "meta_mode", "expected 'clean', 'faithful' or 'mldg'")
+        need(self.meta_inner_lr_scale > 0, "meta_inner_lr_scale", "expected > 0")
+        need(
+            self.meta_inner_lr_scale == 1.0 or self.meta_mode != "faithful",
+            "meta_inner_lr_scale",
+            "faithful mode's inner step is the optimizer's own step at the current lr",
+        )
         need(self.meta_outer_reduction in ("sum", "mean"), "meta_outer_reduction", "expected 'sum' or 'mean'")
         need(self.lr_scheduler_type in ("cosine", "constant"), "lr_scheduler_type", "expected 'cosine' or 'constant'")
         need(self.mixed_precision in (None, "no", "fp16", "bf16"), "mixed_precision", "expected no, fp16 or bf16")
@@ -258,6 +273,8 @@ class MetaPromptTrainingArguments:
             zero_grad_drift=self.meta_zero_grad_drift,
             num_class_groups=self.meta_num_class_groups,
             chunk_size=self.per_device_train_batch_size if vision else None,
+            inner_lr_scale=self.meta_inner_lr_scale,
+            mldg_in_domain=self.meta_mldg_in_domain,
         )
 
     def adapter_config(self, templates: Sequence[str]) -> MetaPromptConfig:
@@ -586,8 +603,9 @@ def train(
 
     start = time.perf_counter()
     global_step = 0
+    meta_ratios: list[float] = []  # ‖Δ_meta‖ / ‖Δ_in-domain‖ per optimizer step after warm-up
     if args.method != "zeroshot":
-        global_step = _train_loop(args, accelerator, model, proto, data, resume_dir, callbacks, tqdm)
+        global_step = _train_loop(args, accelerator, model, proto, data, resume_dir, callbacks, tqdm, meta_ratios)
     train_seconds = time.perf_counter() - start
 
     unwrapped = model
@@ -598,6 +616,7 @@ def train(
     results: list[dict[str, Any]] = []
     if args.do_eval:
         results = [evaluate_protocol(args, unwrapped, proto, data, processor, accelerator)]
+        results[0]["meta_update_ratio"] = _median(meta_ratios) if args.uses_meta_step else None
         if accelerator.is_main_process:
             atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
             accelerator.print(format_results(results[0]))
@@ -624,6 +643,7 @@ def _train_loop(
     resume_dir: Path | None,
     callbacks: Sequence[Callable[[TrainerState], None]],
     tqdm: Any,
+    meta_ratios: list[float] | None = None,
 ) -> int:
     image_processor = model.processor.image_processor
     transform = None
@@ -707,6 +727,10 @@ def _train_loop(
                 continue
             result = train_step.update(step=global_step)
             lr = result.lr
+            ratio = result.meta_update_ratio
+            # after warm-up only: the warm-up lr (1e-5) makes both updates tiny and their ratio noise
+            if meta_ratios is not None and epoch >= args.warmup_epochs and not math.isnan(ratio):
+                meta_ratios.append(ratio)
             schedule.step()
             global_step += 1
             bar.update(1)
@@ -723,7 +747,14 @@ def _train_loop(
             if global_step % args.logging_steps == 0 or global_step == max_steps:
                 logs = {"loss": result.loss, "lr": lr, "epoch": epoch}
                 if args.uses_meta_step:
-                    logs |= {"meta_train_loss": result.meta_train_loss, "meta_test_loss": result.meta_test_loss}
+                    logs |= {
+                        "meta_train_loss": result.meta_train_loss,
+                        "meta_test_loss": result.meta_test_loss,
+                        "meta_update_ratio": ratio,
+                        "meta_episodes": result.meta.episodes if result.meta is not None else 0,
+                        "meta_train_side": sum(tr for tr, _ in result.side_sizes),
+                        "meta_test_side": sum(te for _, te in result.side_sizes),
+                    }
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
                 if accelerator.trackers:
                     accelerator.log(logs, step=global_step)
@@ -749,6 +780,11 @@ def _train_loop(
     return global_step
 
 
+def _median(values: Sequence[float]) -> float | None:
+    """Median of the per-step meta/in-domain update-norm ratios (None when no step after warm-up had one)."""
+    return float(np.median(values)) if values else None
+
+
 def _card_training_settings(args: MetaPromptTrainingArguments, proto: ProtocolData) -> dict[str, Any]:
     return {
         "method": args.method,
@@ -762,7 +798,13 @@ def _card_training_settings(args: MetaPromptTrainingArguments, proto: ProtocolDa
         "learning rate": args.learning_rate,
         "optimizer": f"SGD momentum {args.momentum}, weight decay {args.weight_decay}",
         "schedule": f"{args.warmup_epochs} warm-up epoch(s) at {args.warmup_lr}, then {args.lr_scheduler_type}",
-        "meta step": f"β={args.meta_step}, {args.meta_mode}, {args.meta_outer_reduction}"
+        "meta step": f"{args.meta_mode}, β={args.meta_step}, α={args.meta_inner_lr_scale}×lr, "
+        f"{'second' if args.meta_second_order else 'first'} order, {args.meta_outer_reduction}"
+        + (
+            ""
+            if args.meta_mode != "mldg"
+            else f", in-domain step {'kept' if args.meta_mldg_in_domain else 'replaced'}"
+        )
         if args.uses_meta_step
         else "none",
         "training classes": len(proto.train_class_names),
