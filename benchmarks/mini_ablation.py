@@ -376,7 +376,16 @@ def _num(value: float | None, fmt: str = "{:.3f}") -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    lines = [
+    lines = []
+    settings = summary.get("settings")
+    if settings:
+        lines += [
+            f"`{settings['command']}` — split **{settings['eval_split']}**, cells "
+            f"{', '.join(cell_name(r) for r in settings['runs'])}, learning rate {settings['learning_rate']}, "
+            f"{settings['run_seconds_total']:.0f} s of runs ({settings['cpu_seconds_total']:.0f} CPU s).",
+            "",
+        ]
+    lines += [
         f"Paired differences against `{REFERENCE}` (same seed, same few-shot sample and initialisation), "
         f"mean ± standard error [95 % t-interval], seeds {summary['seeds']}.",
         "",
