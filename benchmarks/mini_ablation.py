@@ -157,7 +157,7 @@ def _install_worker_caches() -> None:
     it costs more than a short run's training), and record the prompts θ0 of every model the trainer builds."""
     import functools
 
-    import metaprompt_hf.training as training
+    import metaprompt_hf.training.loop as training
 
     if getattr(training, "_ablation_patched", False):
         return
@@ -197,7 +197,7 @@ def execute(spec: dict[str, Any], out_root: str, cache_dir: str) -> dict[str, An
     import torch
     from accelerate.state import AcceleratorState, GradientState
 
-    import metaprompt_hf.training as training
+    import metaprompt_hf.training.loop as training
 
     logging.getLogger("metaprompt_hf").setLevel(logging.WARNING)
     torch.set_num_threads(1)

@@ -4,7 +4,7 @@ Cost does not depend on the weights, so a randomly initialised `CLIPModel` with 
 (`metaprompt_hf.testing.VIT_B16`) measures it honestly, offline. Every timed step is the library's own code path:
 
     MetaPromptTrainingArguments(method=...) → args.adapter_config(templates) → MetaPromptModel
-    per step, as the training loop does it, through the step API (`metaprompt_hf.step.TrainingStep`):
+    per step, as the training loop does it, through the step API (`metaprompt_hf.training.step.TrainingStep`):
         with accelerator.accumulate(model): step.forward_backward(batch)    # model(..., labels=) → its own loss
         step.update(step=global_step)     # optimizer.step(), then the meta step for `metaprompt`
 
@@ -57,8 +57,8 @@ import torch  # noqa: E402
 
 from metaprompt_hf import MetaPromptModel  # noqa: E402
 from metaprompt_hf import training as T  # noqa: E402
-from metaprompt_hf.step import TrainingStep  # noqa: E402
 from metaprompt_hf.testing import VIT_B16, byte_level_tokenizer, image_processor, tiny_clip_config  # noqa: E402
+from metaprompt_hf.training.step import TrainingStep  # noqa: E402
 
 TEMPLATES = ["a photo of a {}"]
 TRAIN_METHODS = ("metaprompt", "ivlp", "coop")

@@ -1,32 +1,73 @@
-"""Train a MetaPrompt adapter (or a baseline) with Accelerate, then evaluate it.
+"""Train a MetaPrompt adapter (or a baseline) with Accelerate, then evaluate it: the library's run written out as
+a recipe you can copy and change.
 
 With no arguments it trains MetaPrompt on the embedded offline default (a small CLIP shipped in the package and
 the mini world's base-to-new split) and prints Base / New / HM:
 
     accelerate launch examples/train.py
 
-The paper's settings (METHOD.md §4), on your own data and base model:
+The paper's settings (docs/method.md §4), on your own data and base model:
 
     accelerate launch examples/train.py --config examples/configs/b2n_vitb16.yaml \
         --base_model openai/clip-vit-base-patch16 --dataset_name path/to/imagefolder --output_dir runs/b2n-seed1
     accelerate launch examples/train.py --config examples/configs/dg_vitb16_5shot.yaml \
         --dataset_name path/to/PACS --target_domain sketch --output_dir runs/pacs-sketch
 
-On several GPUs or CPU processes (DDP; the meta-gradients are all-reduced by hand):
-
-    accelerate launch --num_processes 2 examples/train.py ...
-    accelerate launch --cpu --num_processes 2 examples/train.py --max_steps 4 ...
-
-Resume after a crash, ending with the same adapter as an uninterrupted run:
-
-    accelerate launch examples/train.py ... --checkpointing_steps 50 --resume_from_checkpoint latest
-
-Every argument: `python examples/train.py --help`. A YAML `--config` gives defaults; the command line overrides.
+Paper parity (the reference's meta step as it ran): `--config examples/configs/b2n_vitb16_faithful.yaml`.
+On several GPUs or CPU processes: `accelerate launch --num_processes 2 examples/train.py ...` (DDP; the meta
+gradients are all-reduced by hand). Resume after a crash, ending with the same adapter as an uninterrupted run:
+`... --checkpointing_steps 50 --resume_from_checkpoint latest`. Every argument: `python examples/train.py --help`.
 """
 
 import sys
 
-from metaprompt_hf.training import main
+from metaprompt_hf.data import DataError
+from metaprompt_hf.protocols import load_protocol_data
+from metaprompt_hf.protocols.run import run_templates
+from metaprompt_hf.training import (
+    build_model,
+    check_trainable,
+    evaluate_run,
+    parse_args,
+    push_adapter,
+    save_adapter,
+    start_run,
+    train_loop,
+    write_run_files,
+)
+
+
+def main() -> int:
+    # 1. Arguments: model / data / training groups, a YAML --config gives defaults, the command line overrides.
+    try:
+        args = parse_args()
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        # 2. The run: Accelerator (DDP, mixed precision, accumulation, trackers), logging, seed, resume point.
+        run = start_run(args)
+        # 3. Data: the protocol's few-shot training set and evaluation sets (bad input fails here, before training).
+        with run.accelerator.main_process_first():
+            data, proto = load_protocol_data(args)
+        check_trainable(args, proto, data)
+        write_run_files(args, run, proto, data)
+        # 4. Model: the base CLIP and a fresh adapter of --method, with the dataset's hand-crafted templates.
+        model = build_model(args, run_templates(args.template, args.dataset_name))
+        # 5. Train: in-domain step + the method's meta step per optimizer step, checkpoints, logging.
+        if args.method_preset.trains:
+            train_loop(args, run, model, proto)
+            save_adapter(run, model)
+        # 6. Evaluate (Base / New / HM, or the DG target accuracy) and optionally push adapter + model card.
+        results = evaluate_run(args, run, model, proto, data) if args.do_eval else []
+        if args.push_to_hub:
+            push_adapter(args, run, model, proto, data, results)
+        run.accelerator.end_training()
+    except (DataError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

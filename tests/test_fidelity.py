@@ -3,7 +3,7 @@
 A tiny random CLIP (text width 64, vision width 128, projection 48, 3 layers each) and, for base-to-new (B2N,
 n_ctx = n_pro = 2) and DG (4 + 4 tokens): the initial prompts, the forward features and logits, and every tensor of
 one official `forward_backward` step, in both variants of the frozen prompt's gradient (None as torch ≥ 2, or
-zero-filled as the reference's torch 1.10). The step API (`metaprompt_hf.step.TrainingStep`) drives every step
+zero-filled as the reference's torch 1.10). The step API (`metaprompt_hf.training.step.TrainingStep`) drives every step
 here, with the recorded class split injected.
 
 Tolerances (fp32, any thread count or attention kernel): features atol 1e-5, logits and losses atol 1e-4, prompts
@@ -26,9 +26,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from metaprompt_hf import MetaPromptConfig, MetaPromptModel
-from metaprompt_hf.meta import class_group_episodes, meta_gradient, text_episode_loss, vision_episode_loss
+from metaprompt_hf.meta import (
+    MetaSettings,
+    class_group_episodes,
+    meta_gradient,
+    text_episode_loss,
+    vision_episode_loss,
+)
 from metaprompt_hf.modeling_metaprompt import load_clip, load_processor
-from metaprompt_hf.step import MetaSettings, TrainingStep
+from metaprompt_hf.training.step import TrainingStep
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fidelity"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
@@ -215,7 +221,7 @@ def test_faithful_step_matches_every_recorded_tensor(clip, processor, meta, ref,
     )
     model, optimizer, result = run_step(clip, processor, meta, ref, setting, settings)
     rec, p = meta[setting]["step"][variant], f"{setting}.step.{variant}"
-    assert result.lr == rec["lr_used"]
+    assert result.learning_rate == rec["lr_used"]
     _check_episodes(result, rec["episodes_run"], len(meta["classnames"]))
 
     # every optimiser update: phase 1, then each inner step (prompts, grads and momentum after the step)
@@ -275,7 +281,7 @@ def test_clean_step_phase_one_matches_and_phase_two_follows_its_formula(clip, pr
     other = "vision_prompts" if target == "text" else "text_prompts"
     assert torch.equal(getattr(model, other).detach(), phase1.prompts[other]), "the frozen prompt moved"
 
-    names, lr = meta["classnames"], result.lr
+    names, lr = meta["classnames"], result.learning_rate
     theta_a = phase1.prompts[f"{target}_prompts"]
     with torch.no_grad():
         x = model(ref[f"{setting}.images"], names).frozen_image_embeds

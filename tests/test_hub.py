@@ -216,3 +216,23 @@ def test_saved_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
         os.umask(old)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_base_model_kwargs_pass_through_and_prompts_stay_fp32_under_dtype_and_to(
+    tiny_clip_dir, tmp_path, pixel_values
+):
+    from metaprompt_hf.backbones import load_base_model, load_base_processor
+
+    torch.manual_seed(0)
+    model = MetaPromptModel(load_base_model(tiny_clip_dir), MetaPromptConfig(), load_base_processor(tiny_clip_dir))
+    model.save_pretrained(tmp_path)
+    loaded = MetaPromptModel.from_pretrained(
+        tmp_path, torch_dtype=torch.bfloat16, attn_implementation="eager", local_files_only=True
+    )
+    cast = MetaPromptModel.from_pretrained(tmp_path, attn_implementation="eager").to(torch.bfloat16)
+    for m in (loaded, cast):
+        assert m.clip.dtype == torch.bfloat16 and m.clip.config._attn_implementation == "eager"
+        assert all(p.dtype == torch.float32 for p in m.prompt_parameters())  # the one rule: fp32 master copies
+    assert torch.equal(loaded.predict(pixel_values, ["a", "b"]), cast.predict(pixel_values, ["a", "b"]))
+    with pytest.raises(ValueError, match="pass one"):
+        MetaPromptModel.from_pretrained(tmp_path, dtype=torch.float16, torch_dtype=torch.bfloat16)

@@ -11,9 +11,15 @@ import pytest
 import torch
 
 from metaprompt_hf import MetaPromptConfig, MetaPromptModel
-from metaprompt_hf.meta import class_group_episodes, domain_split_episodes, text_episode_loss, vision_episode_loss
-from metaprompt_hf.step import MetaSettings, TrainingStep
+from metaprompt_hf.meta import (
+    MetaSettings,
+    class_group_episodes,
+    domain_split_episodes,
+    text_episode_loss,
+    vision_episode_loss,
+)
 from metaprompt_hf.testing import tiny_clip
+from metaprompt_hf.training.step import TrainingStep
 
 NAMES = ["cat", "dog", "bus", "tree"]
 LR, MOMENTUM, WD = 0.05, 0.9, 5e-4

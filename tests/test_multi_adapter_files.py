@@ -131,3 +131,27 @@ def test_orphan_temporary_folders_are_ignored_and_cleaned(tmp_path):
     assert not orphan.exists() and live.exists()
     assert read_adapter(str(tmp_path / "adapter")).config.n_ctx == 3
     assert remove_orphan_siblings(tmp_path / "adapter") == []
+
+
+def _truncate(path, keep):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+# (case id, damage done to a saved adapter folder, regex of the ValueError / FileNotFoundError; each names the file)
+DAMAGE_CASES = [
+    ("weights cut in the data", lambda d: _truncate(d / WEIGHTS_NAME, -10), rf"{WEIGHTS_NAME}: not a readable safetensors file .*outside the file"),
+    ("weights cut in the header", lambda d: _truncate(d / WEIGHTS_NAME, 20), rf"{WEIGHTS_NAME}: not a readable safetensors file"),
+    ("weights of 3 bytes", lambda d: _truncate(d / WEIGHTS_NAME, 3), rf"{WEIGHTS_NAME}: .*shorter than the 8-byte header"),
+    ("weights missing", lambda d: os.remove(d / WEIGHTS_NAME), rf"has no {WEIGHTS_NAME}"),
+    ("config not JSON", lambda d: (d / CONFIG_NAME).write_text("{oops"), rf"{CONFIG_NAME}: not valid JSON"),
+    ("config with a string boolean", lambda d: (d / CONFIG_NAME).write_text((d / CONFIG_NAME).read_text().replace('"coupled_branches": true', '"coupled_branches": "false"')), rf"{CONFIG_NAME}: coupled_branches: expected true or false"),
+    ("config edited validly", lambda d: (d / CONFIG_NAME).write_text((d / CONFIG_NAME).read_text().replace("a photo of a {}", "a sketch of a {}")), rf"{WEIGHTS_NAME}: these weights were saved with a different {CONFIG_NAME}.*edited by hand"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("damage, error", [c[1:] for c in DAMAGE_CASES], ids=[c[0] for c in DAMAGE_CASES])
+def test_damaged_adapter_folders_are_clear_errors_naming_the_file(tmp_path, damage, error):
+    save_adapter(tmp_path, *_variant(3))
+    damage(tmp_path)
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        read_adapter(str(tmp_path))

@@ -65,7 +65,7 @@ def test_transfer_results_reach_the_report_and_the_model_card():
     hub._check_results(entries, "results.json")
     assert "| metaprompt | dtd | — | 2 | 45.00 ± 7.07 |" in markdown_table(aggregate(entries))
     (card,) = hub._eval_results(entries, None)
-    assert card.metric_value == 45.0 and card.dataset_config == "cross_dataset"
+    assert card.metric_value == 45.0 and card.metric_config == "cross_dataset"
 
 
 def test_transfer_evaluation_uses_the_target_datasets_templates(monkeypatch):

@@ -407,8 +407,8 @@ def test_space_readme_front_matter_and_documented_limits():
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gr.__version__  # pinned to what the tests ran
     assert (ROOT / "spaces" / meta["app_file"]).is_file()
     assert meta["license"] == "mit" and len(meta["short_description"]) <= 60
-    assert "org/metaprompt-vitb16" in meta["models"]
-    assert any(p.startswith("org/metaprompt-vitb16 ") for p in meta["preload_from_hub"])
+    # The default model is the embedded one: no Hub model linked or preloaded (tests/test_space_build.py).
+    assert "models" not in meta and "preload_from_hub" not in meta
     text = readme.read_text(encoding="utf-8")
     for value in (app.MAX_CLASSES, app.MAX_CLASS_NAME_CHARS, app.MAX_TEMPLATE_CHARS):
         assert f"**{value}**" in text

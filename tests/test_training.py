@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from metaprompt_hf import CONFIG_NAME, WEIGHTS_NAME
 from metaprompt_hf.training import (
-    EpochwiseSchedule,
+    EpochwiseLR,
     MetaPromptTrainingArguments,
     main,
     parse_args,
@@ -164,18 +164,31 @@ def test_baselines_are_configurations_of_the_same_loop(tiny_clip_dir, domain_fol
     assert config["coupled_branches"] is (method == "metaprompt_no_meta")
 
 
-def test_epochwise_schedule_follows_dassl():
+def test_epochwise_schedule_follows_dassl_and_resumes():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    args = MetaPromptTrainingArguments(learning_rate=0.0015)
-    schedule = EpochwiseSchedule(opt, args, steps_per_epoch=2, epochs=8)
+    schedule = EpochwiseLR(opt, learning_rate=0.0015, steps_per_epoch=2, epochs=8, warmup_epochs=1, warmup_lr=1e-5)
+    assert isinstance(schedule, torch.optim.lr_scheduler.LRScheduler)
     lrs = []
     for _ in range(16):
         lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
         schedule.step()
     assert lrs[0] == lrs[1] == 1e-5  # one warm-up epoch
     assert lrs[2] == lrs[3] == pytest.approx(0.0015)  # cosine restarts from the base lr, constant per epoch
     assert lrs[14] == lrs[15] == pytest.approx(0.0015 * 0.5 * (1 + math.cos(math.pi * 6 / 8)))  # ≈ 2.2e-4
     assert lrs[14] == pytest.approx(2.2e-4, rel=0.01)
+    # a scheduler restored from a JSON round trip of its state continues where the first one was
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    first = EpochwiseLR(opt2, learning_rate=0.0015, steps_per_epoch=2, epochs=8)
+    for _ in range(5):
+        opt2.step()
+        first.step()
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = EpochwiseLR(opt2, learning_rate=0.0015, steps_per_epoch=2, epochs=8)
+    resumed.load_state_dict(state)
+    assert resumed.get_last_lr() == [lrs[5]]
+    resumed.step()
+    assert resumed.get_last_lr() == [lrs[6]]
 
 
 def test_yaml_config_with_command_line_overrides(tmp_path):

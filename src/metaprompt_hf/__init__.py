@@ -11,7 +11,12 @@ from .modeling_metaprompt import (  # noqa: E402
     MetaPromptOutput,
     get_metaprompt_model,
 )
+from .pipelines import pipeline, register_pipeline  # noqa: E402
 from .templates import templates_for_dataset  # noqa: E402
+
+# `transformers.pipeline("zero-shot-image-classification", model=<MetaPromptModel>)` works once the package is
+# imported; other models keep transformers' own pipeline (see pipelines.py).
+register_pipeline()
 
 __all__ = [
     "CONFIG_NAME",
@@ -23,5 +28,6 @@ __all__ = [
     "asymmetric_contrastive_loss",
     "coupled_logits",
     "get_metaprompt_model",
+    "pipeline",
     "templates_for_dataset",
 ]

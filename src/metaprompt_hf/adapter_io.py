@@ -94,9 +94,11 @@ def read_adapter(source: str, **hub_kwargs: Any) -> AdapterFiles:
             if local and attempt + 1 < _READ_ATTEMPTS:
                 time.sleep(0.002)  # a save in progress replaces the files one by one; read again
                 continue
+            MetaPromptConfig.from_json_bytes(data[CONFIG_NAME], source=config_path)  # a broken config says so first
             raise ValueError(
                 f"{weights_path}: these weights were saved with a different {CONFIG_NAME} (config sha256 {recorded}, "
-                f"found {actual}); the folder holds files from two saves; save the adapter again"
+                f"found {actual}): the folder holds files of two saves, or the config was edited by hand; load the "
+                f"weights with the config they were saved with, or re-save the adapter with `save_pretrained`"
             )
         config = MetaPromptConfig.from_json_bytes(data[CONFIG_NAME], source=config_path)
         shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}

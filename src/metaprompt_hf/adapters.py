@@ -229,6 +229,9 @@ class AdapterMixin:
         is_trainable: bool = False,
         class_chunk_size: int = 128,
         adapter_name: str = DEFAULT_ADAPTER_NAME,
+        torch_dtype: torch.dtype | str | None = None,
+        device_map: Any | None = None,
+        attn_implementation: str | None = None,
     ) -> MetaPromptModel:
         """Load an adapter from a local folder or a Hub repo, with its base model (docs/method.md §5).
 
@@ -240,10 +243,16 @@ class AdapterMixin:
             revision: revision of the adapter repo.
             processor: the base model's processor; loaded from the base model when omitted.
             base_model_revision: revision of the base model (default: the config's `revision`).
-            dtype: dtype to load the base model in (e.g. torch.bfloat16); the prompts stay fp32 (cast at injection).
+            dtype: dtype to load the base model in (e.g. torch.bfloat16; `torch_dtype` is the older name); the
+                prompts stay fp32 and are cast at injection, as after `.to(dtype)`.
             device: device for the base model and prompts.
             is_trainable: leave the prompts trainable (default: frozen, inference mode).
+            device_map, attn_implementation: passed to the base model's `from_pretrained` (as are `cache_dir`,
+                `token`, `local_files_only` and the base revision); the prompts go to the device of the logit scale.
         """
+        if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
+            raise ValueError(f"dtype: got dtype={dtype!r} and torch_dtype={torch_dtype!r}; pass one")
+        dtype = dtype if dtype is not None else torch_dtype
         hub_kwargs = dict(
             subfolder=subfolder,
             revision=revision,
@@ -265,7 +274,11 @@ class AdapterMixin:
                 raise ValueError(f"{source}: the config names no base_model_name_or_path; pass base_model=")
             base_id = resolve_base_model(base_id)
             base_rev = base_model_revision or (config.revision if base_model is None else None)
-            extra = {"dtype": _as_dtype(dtype)} if dtype is not None else {}
+            extra: dict[str, Any] = {"dtype": _as_dtype(dtype)} if dtype is not None else {}
+            if device_map is not None:
+                extra["device_map"] = device_map
+            if attn_implementation is not None:
+                extra["attn_implementation"] = attn_implementation
             hub = dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only)
             clip_model = load_base_model(base_id, revision=base_rev, **hub, **extra)
             if processor is None:

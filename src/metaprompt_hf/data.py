@@ -68,8 +68,17 @@ def load_image_classification(
     domain_column: str = "domain",
     class_names: Sequence[str] | None = None,
     cache_dir: str | None = None,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
 ) -> ImageClassificationData:
-    """Load any supported dataset into `ImageClassificationData` (checks columns; raises `DataError`)."""
+    """Load any supported dataset into `ImageClassificationData` (checks columns; raises `DataError`).
+
+    `name_or_path` is a `miniworld:*` name, a Hub dataset id (with `config_name`), or a folder: a `save_to_disk`
+    dataset, an `imagefolder` with `metadata.csv` / `metadata.jsonl` (its columns, e.g. `label` and an optional
+    `domain`, name the classes and domains), a folder of parquet or arrow files, or a `<class>/<image>` /
+    `<domain>/<class>/<image>` tree. `train_dir` / `validation_dir` (as in transformers' image-classification
+    example) are `<class>/<image>` folders read by `datasets`' `imagefolder`, and replace `name_or_path`.
+    """
     import datasets
 
     if name_or_path.startswith(MINIWORLD_PREFIX):
@@ -83,9 +92,13 @@ def load_image_classification(
             raw = miniworld.load_union(cache_dir=cache_dir)
         else:
             raw = miniworld.load_miniworld(sub, cache_dir=cache_dir)
+    elif train_dir is not None or validation_dir is not None:
+        raw = _load_split_folders(train_dir, validation_dir, cache_dir)
     elif os.path.isdir(name_or_path):
         if _is_saved_dataset(name_or_path):
             raw = datasets.load_from_disk(name_or_path)
+        elif builder := _packaged_builder(name_or_path):
+            raw = _load_packaged(builder, name_or_path, cache_dir)
         else:
             raw = _load_image_folder(name_or_path)
     elif os.path.exists(name_or_path):
@@ -103,6 +116,57 @@ def load_image_classification(
     if isinstance(raw, datasets.Dataset):
         raw = datasets.DatasetDict({"train": raw})
     return _normalise(raw, name_or_path, image_column, label_column, domain_column, class_names)
+
+
+METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+PACKAGED_FORMATS = {".parquet": "parquet", ".arrow": "arrow"}
+
+
+def _packaged_builder(root: str, max_depth: int = 2) -> str | None:
+    """The `datasets` builder for a folder laid out for one: `imagefolder` when it (or a folder below, up to
+    `max_depth`) holds a metadata file, `parquet` / `arrow` when it holds those files; None for a plain tree."""
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(root):
+        depth = os.path.relpath(folder, root).count(os.sep) + (folder != root)
+        if depth >= max_depth:
+            dirs[:] = []
+        if any(f in METADATA_FILES for f in files):
+            return "imagefolder"
+        found |= {PACKAGED_FORMATS[ext] for f in files if (ext := os.path.splitext(f)[1].lower()) in PACKAGED_FORMATS}
+    if len(found) > 1:
+        raise DataError(f"dataset_name: {root} mixes parquet and arrow files; keep one format")
+    return found.pop() if found else None
+
+
+def _load_packaged(builder: str, root: str, cache_dir: str | None) -> Any:
+    """`datasets.load_dataset(builder, data_dir=root)`: split names come from the file and folder names
+    (`train`, `validation`/`val`, `test`), as on the Hub."""
+    import datasets
+
+    try:
+        raw = datasets.load_dataset(builder, data_dir=root, cache_dir=cache_dir)
+    except Exception as err:  # builders raise many types for unreadable layouts
+        raise DataError(f"dataset_name: {root} could not be read as {builder} ({type(err).__name__}: {err})") from err
+    logger.info("%s folder %s: %s", builder, root, {k: len(v) for k, v in raw.items()})
+    return raw
+
+
+def _load_split_folders(train_dir: str | None, validation_dir: str | None, cache_dir: str | None) -> Any:
+    import datasets
+
+    data_files = {}
+    for split, folder, flag in (("train", train_dir, "train_dir"), ("validation", validation_dir, "validation_dir")):
+        if folder is None:
+            continue
+        if not os.path.isdir(folder):
+            raise DataError(f"{flag}: no such folder {folder}")
+        data_files[split] = os.path.join(folder, "**")
+    try:
+        return datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+    except Exception as err:
+        raise DataError(
+            f"train_dir/validation_dir: could not read {data_files} ({type(err).__name__}: {err})"
+        ) from err
 
 
 def _is_saved_dataset(path: str) -> bool:
@@ -256,7 +320,7 @@ def _normalise(
         names = list(class_names) if class_names else list(label_feature.names)
         if len(names) != label_feature.num_classes:
             raise DataError(f"class_names: {len(names)} names given for {label_feature.num_classes} label ids")
-    elif label_feature.dtype == "string":
+    elif label_feature.dtype in ("string", "large_string"):
         names = sorted(set().union(*(set(split[label_column]) for split in raw.values())))
         raw = datasets.DatasetDict(
             {k: v.cast_column(label_column, datasets.ClassLabel(names=names)) for k, v in raw.items()}

@@ -232,7 +232,8 @@ def build_model_card(
         pipeline_tag=TASK,
         tags=tags,
         datasets=hub_datasets or None,
-        metrics=sorted({kind for r in eval_results for kind in [r.metric_type]}) or None,
+        # Hub metric ids only (`harmonic_mean` is this package's own metric, named in the model-index entries).
+        metrics=["accuracy"] if eval_results else None,
         model_name=model_name,
         eval_results=eval_results or None,
     )

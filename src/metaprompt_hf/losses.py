@@ -1,9 +1,9 @@
-"""The asymmetric contrastive loss L_AC (METHOD.md §2).
+"""The asymmetric contrastive loss L_AC (docs/method.md §2).
 
-    z^i_c = s·<x̃, h_c>     prompted image  vs frozen hand-crafted text   (meta.py:272)
-    z^t_c = s·<x,  t_c>     frozen image    vs prompted text              (meta.py:273)
-    z^o_c = ½(z^i_c + z^t_c)                                              (meta.py:274)
-    L_AC  = CE(z^o, y) + CE(z^i, y) + CE(z^t, y)                          (meta.py:332-335, 478-481)
+    z^i_c = s·<x̃, h_c>     prompted image  vs frozen hand-crafted text   (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L272)
+    z^t_c = s·<x,  t_c>     frozen image    vs prompted text              (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L273)
+    z^o_c = ½(z^i_c + z^t_c)                                              (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L274)
+    L_AC  = CE(z^o, y) + CE(z^i, y) + CE(z^t, y)                          (https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L332-L335, https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/main/trainers/meta.py#L478-L481)
 
 s = exp(logit_scale) is CLIP's frozen temperature. Each prompted encoder is trained against frozen features of the
 other modality ("asymmetric"), so CE(z^i) reaches only θ_v, CE(z^t) only θ_t and CE(z^o) both. Image→class
@@ -34,7 +34,7 @@ def coupled_logits(
     template_text: torch.Tensor,
     logit_scale: torch.Tensor | float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The three logits of MetaPrompt's coupled encoder pairs (METHOD.md §1.1, §2).
+    """The three logits of MetaPrompt's coupled encoder pairs (docs/method.md §1.1, §2).
 
     Args:
         prompted_image: x̃, (B, P) L2-normalised.
@@ -54,7 +54,7 @@ def coupled_logits(
 def asymmetric_contrastive_loss(
     logits_o: torch.Tensor, logits_i: torch.Tensor, logits_t: torch.Tensor, labels: torch.Tensor
 ) -> ACLoss:
-    """L_AC = CE(z^o) + CE(z^i) + CE(z^t), weights 1:1:1, batch-mean cross-entropies (METHOD.md §2).
+    """L_AC = CE(z^o) + CE(z^i) + CE(z^t), weights 1:1:1, batch-mean cross-entropies (docs/method.md §2).
 
     Args:
         logits_o, logits_i, logits_t: (B, C) logits.

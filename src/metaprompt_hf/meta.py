@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,57 @@ class Episode:
 
     train: Side
     test: Side
+
+
+@dataclass(frozen=True)
+class MetaSettings:
+    """How the meta step runs (docs/method.md §3).
+
+    Attributes:
+        target: "text" (base-to-new: θ_t with CE(z^t) over class groups) or "vision" (DG: θ_v with CE(z^i),
+            leaving one source domain out).
+        mode: the meta-update variant (§3.2): "clean" (exact reset, plain-SGD inner step, outer update by hand),
+            "faithful" (the reference's quirks 1-3, §3.3) or "mldg" (∇ of MLDG's objective through the main
+            optimizer).
+        beta: β: the outer update θ ← θ0 − β·η·g (clean, faithful), the held-out term's weight (mldg).
+        reduction: "sum" (reference) or "mean" of the held-out gradients over episodes.
+        second_order: exact second-order meta-gradient (clean and mldg).
+        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3,
+            departure D3 of docs/method.md §3.3).
+        num_class_groups: class groups of the base-to-new split.
+        chunk_size: samples per encoder call in the vision episodes (bounds memory).
+        inner_lr_scale: the inner step α = inner_lr_scale·η (clean and mldg; faithful steps the optimizer at η).
+        mldg_in_domain: mldg: one optimizer step on ∇L_AC + ∇F (True) or on ∇F alone for the meta-updated prompt
+            (False, "instead of" the in-domain step; the other prompt keeps ∇L_AC).
+    """
+
+    target: Literal["text", "vision"] = "text"
+    mode: Literal["clean", "faithful", "mldg"] = "clean"
+    beta: float = 0.2
+    reduction: Literal["sum", "mean"] = "sum"
+    second_order: bool = False
+    zero_grad_drift: bool = False
+    num_class_groups: int = 2
+    chunk_size: int | None = None
+    inner_lr_scale: float = 1.0
+    mldg_in_domain: bool = True
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("target", ("text", "vision")),
+            ("mode", ("clean", "faithful", "mldg")),
+            ("reduction", ("sum", "mean")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        if self.second_order and self.mode == "faithful":
+            raise ValueError("second_order: the second-order option exists in clean and mldg modes only")
+        if not self.inner_lr_scale > 0:
+            raise ValueError(f"inner_lr_scale: expected > 0, got {self.inner_lr_scale!r}")
+        if self.inner_lr_scale != 1.0 and self.mode == "faithful":
+            raise ValueError("inner_lr_scale: faithful mode's inner step is the optimizer's own step at η")
+        if self.beta < 0:
+            raise ValueError(f"beta: expected >= 0, got {self.beta!r}")
 
 
 def _side(labels: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor) -> Side:

@@ -21,61 +21,27 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers.utils import ModelOutput
 
 from .adapters import AdapterMixin, PromptAdapter
 from .backbones import get_backbone, load_base_model, load_base_processor
 from .configuration_metaprompt import MetaPromptConfig, check_templates
 from .constants import DEFAULT_ADAPTER_NAME, WEIGHTS_NAME
+from .frozen_base import FrozenBaseMixin
 from .injection import install_prompt_hooks, text_prompts_in_context, vision_prompts_in_context
 from .inputs import as_image_list, check_batch_size, check_class_names, check_pixel_values, clean_class_name
 from .losses import asymmetric_contrastive_loss, coupled_logits
+from .outputs import MetaPromptOutput
 
 __all__ = ["WEIGHTS_NAME", "MetaPromptModel", "MetaPromptOutput", "get_metaprompt_model"]
 
 
-@dataclass
-class MetaPromptOutput(ModelOutput):
-    """Output of `MetaPromptModel.forward`.
-
-    Attributes:
-        loss: L_AC (coupled) or CE (IVLP/CoOp) when `labels` were given.
-        logits: (B, C) evaluation logits: z^o for MetaPrompt, s<x̃, t> for IVLP/CoOp.
-        logits_image: (B, C) z^i = s<x̃, h> (coupled only).
-        logits_text: (B, C) z^t = s<x, t> (coupled only).
-        logits_zero_shot: (B, C) s<x, h>, the frozen base model with the template, when asked for.
-        image_embeds: (B, P) x̃, prompted image features, L2-normalised.
-        frozen_image_embeds: (B, P) x, frozen image features, L2-normalised.
-        text_embeds: (C, P) t, prompted class features, L2-normalised.
-        template_embeds: (C, P) h, frozen template class features, L2-normalised.
-        logit_scale: s = exp(the base model's frozen logit_scale).
-        image_features, frozen_image_features, text_features: x̃ (B, P), x (B, P) and t (C, P) projected but NOT
-            L2-normalised, with `output_features=True` (the form the reference records, for fidelity checks).
-    """
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    logits_image: torch.Tensor | None = None
-    logits_text: torch.Tensor | None = None
-    logits_zero_shot: torch.Tensor | None = None
-    image_embeds: torch.Tensor | None = None
-    frozen_image_embeds: torch.Tensor | None = None
-    text_embeds: torch.Tensor | None = None
-    template_embeds: torch.Tensor | None = None
-    logit_scale: torch.Tensor | None = None
-    image_features: torch.Tensor | None = None
-    frozen_image_features: torch.Tensor | None = None
-    text_features: torch.Tensor | None = None
-
-
-class MetaPromptModel(AdapterMixin, nn.Module):
+class MetaPromptModel(AdapterMixin, FrozenBaseMixin, nn.Module):
     """MetaPrompt adapter(s) on a frozen dual encoder: deep prompts θ_t (depth, n_ctx, d_text) and θ_v
     (depth, n_pro, d_vision) per adapter. Only the prompts require grad.
 
@@ -166,58 +132,6 @@ class MetaPromptModel(AdapterMixin, nn.Module):
                 "or load it with MetaPromptModel.from_pretrained, which loads the base model's processor"
             )
         return tokenizer
-
-    # ------------------------------------------------------------------ mode, checkpointing, counts
-    def train(self, mode: bool = True) -> MetaPromptModel:
-        """Prompts follow `mode`; the frozen base model always stays in eval mode (no dropout on frozen weights)."""
-        self.training = mode
-        for adapter in self.adapters.values():
-            adapter.train(mode)
-        self.clip.eval()
-        self._sync_checkpointing_flags()
-        return self
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Activation checkpointing of the base model's encoder layers (transformers' own mechanism)."""
-        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        enable = getattr(self.clip, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs=kwargs)
-        else:  # transformers < 5.24
-            self.clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        self._checkpointing = True
-        self._sync_checkpointing_flags()
-
-    def gradient_checkpointing_disable(self) -> None:
-        disable = (
-            getattr(self.clip, "activation_checkpointing_disable", None) or self.clip.gradient_checkpointing_disable
-        )
-        disable()
-        self._checkpointing = False
-        self._sync_checkpointing_flags()
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self._checkpointing
-
-    def _sync_checkpointing_flags(self) -> None:
-        # transformers only checkpoints layers whose `training` flag is set, but the frozen base stays in eval mode.
-        # Setting the flag on the layer modules alone (not on their attention/MLP children) turns checkpointing on
-        # without switching on any dropout.
-        for layer in (*self.backbone.text_layers, *self.backbone.vision_layers):
-            layer.training = self._checkpointing and self.training
-
-    def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, all) parameter counts, as in PEFT."""
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return trainable, sum(p.numel() for p in self.parameters())
-
-    def print_trainable_parameters(self) -> None:
-        """Print `trainable params: N || all params: M || trainable%: x.xxxx` (PEFT's format)."""
-        trainable, total = self.get_nb_trainable_parameters()
-        print(
-            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
-        )
 
     # ------------------------------------------------------------------ caches (shared by threads)
     def _cache_get(self, cache: OrderedDict, key: tuple) -> Any:

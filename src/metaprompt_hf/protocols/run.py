@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataError, ImageClassificationData, load_image_classification
+from ..methods import get_method
 from ..readers import load_standard
 from ..templates import templates_for_dataset
 from .base import ProtocolData, check_eval_sets
@@ -84,6 +85,9 @@ def load_dataset_for(args: Any) -> ImageClassificationData:
         domain_column=args.domain_column,
         class_names=parse_class_names(args.class_names),
         cache_dir=args.cache_dir,
+        # `--train_dir` / `--validation_dir` where the arguments class has them (class folders read by imagefolder).
+        train_dir=getattr(args, "train_dir", None),
+        validation_dir=getattr(args, "validation_dir", None),
     )
 
 
@@ -121,7 +125,7 @@ def evaluate_protocol(
     """The result entry of one run: its identity (protocol, method, dataset, seed, shots, split) and the
     protocol's metrics in percent (base / new / HM, target-domain accuracy, ...)."""
     protocol = get_protocol(args.protocol)
-    kind = "logits_zero_shot" if args.method == "zeroshot" else "logits"
+    kind = get_method(args.method).eval_logits
     kw = dict(accelerator=accelerator, batch_size=args.per_device_eval_batch_size, logits=kind)
     entry: dict[str, Any] = {
         "protocol": args.protocol,

@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from .meta import (
+from ..meta import (
     Episode,
+    MetaSettings,
     MetaStepResult,
     apply_outer_update,
     class_split_episodes,
@@ -40,57 +41,6 @@ from .meta import (
 )
 
 PROMPT_NAMES = ("text_prompts", "vision_prompts")
-
-
-@dataclass(frozen=True)
-class MetaSettings:
-    """How the meta step runs (docs/method.md §3).
-
-    Attributes:
-        target: "text" (base-to-new: θ_t with CE(z^t) over class groups) or "vision" (DG: θ_v with CE(z^i),
-            leaving one source domain out).
-        mode: the meta-update variant (§3.2): "clean" (exact reset, plain-SGD inner step, outer update by hand),
-            "faithful" (the reference's quirks 1-3, §3.3) or "mldg" (∇ of MLDG's objective through the main
-            optimizer).
-        beta: β: the outer update θ ← θ0 − β·η·g (clean, faithful), the held-out term's weight (mldg).
-        reduction: "sum" (reference) or "mean" of the held-out gradients over episodes.
-        second_order: exact second-order meta-gradient (clean and mldg).
-        zero_grad_drift: faithful mode: torch 1.10's zero-filled grads, so the frozen prompt drifts (quirk 3,
-            departure D3 of docs/method.md §3.3).
-        num_class_groups: class groups of the base-to-new split.
-        chunk_size: samples per encoder call in the vision episodes (bounds memory).
-        inner_lr_scale: the inner step α = inner_lr_scale·η (clean and mldg; faithful steps the optimizer at η).
-        mldg_in_domain: mldg: one optimizer step on ∇L_AC + ∇F (True) or on ∇F alone for the meta-updated prompt
-            (False, "instead of" the in-domain step; the other prompt keeps ∇L_AC).
-    """
-
-    target: Literal["text", "vision"] = "text"
-    mode: Literal["clean", "faithful", "mldg"] = "clean"
-    beta: float = 0.2
-    reduction: Literal["sum", "mean"] = "sum"
-    second_order: bool = False
-    zero_grad_drift: bool = False
-    num_class_groups: int = 2
-    chunk_size: int | None = None
-    inner_lr_scale: float = 1.0
-    mldg_in_domain: bool = True
-
-    def __post_init__(self) -> None:
-        for name, allowed in (
-            ("target", ("text", "vision")),
-            ("mode", ("clean", "faithful", "mldg")),
-            ("reduction", ("sum", "mean")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
-        if self.second_order and self.mode == "faithful":
-            raise ValueError("second_order: the second-order option exists in clean and mldg modes only")
-        if not self.inner_lr_scale > 0:
-            raise ValueError(f"inner_lr_scale: expected > 0, got {self.inner_lr_scale!r}")
-        if self.inner_lr_scale != 1.0 and self.mode == "faithful":
-            raise ValueError("inner_lr_scale: faithful mode's inner step is the optimizer's own step at η")
-        if self.beta < 0:
-            raise ValueError(f"beta: expected >= 0, got {self.beta!r}")
 
 
 @dataclass
@@ -117,7 +67,7 @@ class StepResult:
 
     Attributes:
         loss: the in-domain loss (L_AC, or CE for the baselines), mean over micro-batches.
-        lr: η used by every update of the step.
+        learning_rate: η used by every update of the step.
         meta: the meta step's result (episodes that ran with rows, classes, local targets, losses and, with
             `keep_grads`, per-episode gradients; the summed g), or None without a meta step.
         outer_update: the tensor subtracted from the meta-updated prompt by the outer update (β·η·g).
@@ -129,7 +79,7 @@ class StepResult:
     """
 
     loss: float
-    lr: float
+    learning_rate: float
     meta: MetaStepResult | None = None
     outer_update: torch.Tensor | None = None
     updates: list[UpdateRecord] = field(default_factory=list)
@@ -215,7 +165,8 @@ class TrainingStep:
 
     # ------------------------------------------------------------------ pieces
     @property
-    def lr(self) -> float:
+    def learning_rate(self) -> float:
+        """η in force: the optimizer's (scheduled) learning rate."""
         return float(self.raw_optimizer.param_groups[0]["lr"])
 
     def _autocast(self) -> Any:
@@ -275,14 +226,14 @@ class TrainingStep:
         """The optimiser step of phase 1, then the meta step on everything `forward_backward` saw since the last
         update. `episodes` replaces the drawn ones (an injected class split or domain list); `record` keeps every
         optimiser update, `keep_grads` every episode's gradients."""
-        lr = self.lr
+        learning_rate = self.learning_rate
         losses, window = self._losses, self._window
         self._losses, self._window = [], []
         loss = float(torch.stack(losses).mean()) if losses else math.nan
-        result = StepResult(loss=loss, lr=lr)
+        result = StepResult(loss=loss, learning_rate=learning_rate)
         run_meta = self.meta is not None and bool(window)
         if run_meta and self.meta.mode == "mldg":
-            self._mldg_update(window, step, episodes, lr, keep_grads, result)
+            self._mldg_update(window, step, episodes, learning_rate, keep_grads, result)
             if record:
                 result.updates.append(self._snapshot("in_domain", loss))
             self.optimizer.zero_grad(set_to_none=True)
@@ -297,7 +248,9 @@ class TrainingStep:
             return result
         after_in_domain = param.detach().clone()
         episodes = self._episodes(window, step, episodes)
-        result.meta, result.outer_update = self._meta_step(window, episodes, lr, record, keep_grads, result)
+        result.meta, result.outer_update = self._meta_update(
+            window, episodes, learning_rate, record, keep_grads, result
+        )
         result.in_domain_update = after_in_domain - before
         result.meta_update = param.detach() - after_in_domain
         return result
@@ -353,7 +306,7 @@ class TrainingStep:
         window: list[dict[str, Any]],
         step: int,
         episodes: Sequence[Episode] | None,
-        lr: float,
+        learning_rate: float,
         keep_grads: bool,
         result: StepResult,
     ) -> None:
@@ -374,7 +327,7 @@ class TrainingStep:
                 loss_fn,
                 param,
                 episodes,
-                meta.inner_lr_scale * lr,
+                meta.inner_lr_scale * learning_rate,
                 meta.beta,
                 second_order=meta.second_order,
                 reduction=meta.reduction,
@@ -412,11 +365,11 @@ class TrainingStep:
                 self.raw_optimizer.state.pop(p, None)
         return moved
 
-    def _meta_step(
+    def _meta_update(
         self,
         window: list[dict[str, Any]],
         episodes: Sequence[Episode],
-        lr: float,
+        learning_rate: float,
         record: bool,
         keep_grads: bool,
         result: StepResult,
@@ -441,7 +394,7 @@ class TrainingStep:
                     loss_fn,
                     episodes,
                     self.raw_optimizer,
-                    lr,
+                    learning_rate,
                     meta.beta,
                     frozen_params=frozen,
                     zero_grad_drift=meta.zero_grad_drift,
@@ -451,19 +404,23 @@ class TrainingStep:
                     keep_grads=keep_grads,
                     on_update=on_update,
                 )
-                outer = meta.beta * lr * (out.grad / max(out.episodes, 1) if meta.reduction == "mean" else out.grad)
+                outer = (
+                    meta.beta
+                    * learning_rate
+                    * (out.grad / max(out.episodes, 1) if meta.reduction == "mean" else out.grad)
+                )
             else:
                 out = meta_gradient(
                     loss_fn,
                     param,
                     episodes,
-                    meta.inner_lr_scale * lr,
+                    meta.inner_lr_scale * learning_rate,
                     second_order=meta.second_order,
                     reduce=self._reduce,
                     chunk_size=chunk,
                     keep_grads=keep_grads,
                 )
-                apply_outer_update(param, out, lr, meta.beta, meta.reduction)
+                apply_outer_update(param, out, learning_rate, meta.beta, meta.reduction)
                 outer = before - param.detach()
         return out, outer
 

@@ -1,0 +1,117 @@
+"""Resumable checkpoints: prompts (safetensors + JSON config), optimizer state (safetensors + JSON), the schedule,
+progress and RNG states (JSON + safetensors) — never the frozen CLIP, never pickle; each written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..constants import CHECKPOINT_PREFIX, WEIGHTS_NAME
+from ..modeling_metaprompt import MetaPromptModel
+from ..utils import atomic_replace_dir
+
+
+def _flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, entry in state["state"].items():
+        scalars["state"][str(pid)] = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars["state"][str(pid)][key] = value
+    return tensors, scalars
+
+
+def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(pid): dict(entry) for pid, entry in scalars["state"].items()}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": scalars["param_groups"]}
+
+
+def save_checkpoint(
+    folder: str | os.PathLike,
+    model: MetaPromptModel,
+    optimizer: Any,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    progress: dict[str, Any],
+) -> None:
+    """Write a resumable checkpoint: prompts (safetensors + JSON config), optimizer state (safetensors + JSON),
+    schedule, progress and RNG state (JSON + safetensors) — never the frozen CLIP, never pickle. Written into a
+    temporary folder that is renamed into place, so a crash leaves no half checkpoint."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, overwrite=True)
+    tensors, scalars = _flatten_optimizer_state(optimizer.state_dict())
+    save_file(tensors, str(tmp / "optimizer.safetensors"), {"format": "pt"})
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng |= {f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    save_file(rng, str(tmp / "rng_state.safetensors"))
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "progress": progress,
+        "schedule": {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"},
+        "optimizer": scalars,
+        "python_random": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy_random": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    atomic_replace_dir(tmp, folder)
+
+
+def load_checkpoint(
+    folder: str | os.PathLike, model: MetaPromptModel, optimizer: Any, schedule: torch.optim.lr_scheduler.LRScheduler
+) -> dict[str, Any]:
+    """Restore what `save_checkpoint` wrote; returns the progress dict."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    for name in (WEIGHTS_NAME, "optimizer.safetensors", "trainer_state.json"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"resume_from_checkpoint: {folder} has no {name}; not a checkpoint of this trainer"
+            )
+    model.load_prompt_state_dict(load_file(str(folder / WEIGHTS_NAME)), source=str(folder / WEIGHTS_NAME))
+    state = json.loads((folder / "trainer_state.json").read_text())
+    optimizer.load_state_dict(
+        _unflatten_optimizer_state(load_file(str(folder / "optimizer.safetensors")), state["optimizer"])
+    )
+    schedule.load_state_dict(state["schedule"])
+    for group, lr in zip(optimizer.param_groups, schedule.get_last_lr()):
+        group["lr"] = lr
+    rng = load_file(str(folder / "rng_state.safetensors"))
+    torch.set_rng_state(rng["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    py = state["python_random"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy_random"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    return state["progress"]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint folder of `output_dir` with the highest step, or None."""
+    folders = [
+        p
+        for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*")
+        if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
+    return max(folders, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)

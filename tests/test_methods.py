@@ -1,0 +1,75 @@
+"""The method presets: one table decides prompts, loss and meta step (methods.METHODS)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metaprompt_hf import MetaPromptModel
+from metaprompt_hf.losses import asymmetric_contrastive_loss
+from metaprompt_hf.meta import MetaSettings
+from metaprompt_hf.methods import METHODS, get_method
+from metaprompt_hf.testing import tiny_clip
+from metaprompt_hf.training import MetaPromptTrainingArguments, TrainingStep
+
+NAMES = ["red apple", "blue sky", "green leaf", "black cat"]
+
+
+def test_presets_decide_prompts_and_loss():
+    cfg = {name: get_method(name).adapter_config(["a {}"], n_ctx=3, n_pro=2) for name in METHODS}
+    assert (cfg["zeroshot"].n_ctx, cfg["zeroshot"].n_pro) == (0, 0) and not get_method("zeroshot").trains
+    assert (cfg["coop"].n_ctx, cfg["coop"].n_pro, cfg["coop"].text_depth) == (3, 0, 1)
+    assert not cfg["coop"].coupled_branches and not cfg["ivlp"].coupled_branches
+    for name in (
+        "metaprompt_no_meta",
+        "metaprompt",
+        "metaprompt_faithful",
+        "metaprompt_second_order",
+        "metaprompt_mldg",
+    ):
+        assert (cfg[name].n_ctx, cfg[name].n_pro, cfg[name].coupled_branches) == (3, 2, True), name
+    assert [n for n, p in METHODS.items() if p.uses_meta_step] == [
+        "metaprompt",
+        "metaprompt_second_order",
+        "metaprompt_mldg",
+        "metaprompt_mldg_second_order",
+        "metaprompt_faithful",
+    ]
+    assert get_method("zeroshot").eval_logits == "logits_zero_shot"
+    with pytest.raises(ValueError, match=r"method: expected one of \['zeroshot'"):
+        get_method("lora")
+
+
+def test_meta_variants_fix_their_fields_over_the_run_arguments():
+    args = MetaPromptTrainingArguments(method="metaprompt", meta_step=0.5, meta_outer_reduction="mean")
+    assert args.meta_settings() == MetaSettings(target="text", beta=0.5, reduction="mean")
+    faithful = MetaPromptTrainingArguments(method="metaprompt_faithful", meta_step=0.5)
+    assert faithful.meta_settings() == MetaSettings(target="text", mode="faithful", beta=0.5, zero_grad_drift=True)
+    dg = MetaPromptTrainingArguments(method="metaprompt_second_order", protocol="dg", target_domain="x")
+    meta = dg.meta_settings()
+    assert (meta.target, meta.mode, meta.second_order, meta.chunk_size) == ("vision", "clean", True, 16)
+    assert MetaPromptTrainingArguments(method="ivlp").meta_settings() is None
+
+
+@pytest.mark.parametrize("method", ["coop", "ivlp", "metaprompt_no_meta"])
+def test_the_step_trains_with_the_models_own_loss(method):
+    """No second loss implementation: the step's loss is the model's `forward(labels=)` loss, L_AC for the coupled
+    presets and CE on the prompted logits for CoOp / IVLP."""
+    clip, processor = tiny_clip(seed=0)
+    torch.manual_seed(0)
+    args = MetaPromptTrainingArguments(method=method)
+    model = MetaPromptModel(clip, args.adapter_config(["a photo of a {}"]), processor)
+    pixel_values = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        out = model(pixel_values, NAMES)
+    if get_method(method).coupled_branches:
+        expected = asymmetric_contrastive_loss(out.logits, out.logits_image, out.logits_text, labels).loss
+    else:
+        expected = F.cross_entropy(out.logits, labels)
+    optimizer = torch.optim.SGD(model.prompt_parameters(), lr=0.01)
+    step = TrainingStep(model, optimizer, NAMES, meta=args.meta_settings())
+    result = step({"pixel_values": pixel_values, "labels": labels}, record=True)
+    assert result.loss == pytest.approx(expected.item(), rel=1e-5)
+    assert result.meta is None and len(result.updates) == 1
