@@ -139,6 +139,13 @@ class TrainingArguments:
         "reference code's quirks 1-3, §3.3) or 'mldg' (MLDG's objective through the main optimizer).",
         default="clean",
     )
+    meta_inner_lr_scale: float = _help(
+        "Inner step α = this × the current lr (clean and mldg; faithful's inner step is the optimizer's).", default=1.0
+    )
+    meta_mldg_in_domain: bool = _help(
+        "mldg: one optimizer step on ∇L_AC + ∇F (True) or ∇F alone for the meta-updated prompt (False).",
+        default=True,
+    )
     meta_outer_reduction: str = _help(
         "'sum' (reference) or 'mean' of the held-out gradients over episodes.", default="sum"
     )
@@ -206,6 +213,12 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         need(self.protocol in PROTOCOLS, "protocol", f"expected one of {list(PROTOCOLS)}")
         need(self.meta_mode in ("clean", "faithful", "mldg"), "meta_mode", "expected 'clean', 'faithful' or 'mldg'")
         need(self.meta_outer_reduction in ("sum", "mean"), "meta_outer_reduction", "expected 'sum' or 'mean'")
+        need(self.meta_inner_lr_scale > 0, "meta_inner_lr_scale", "expected > 0")
+        need(
+            self.meta_inner_lr_scale == 1.0 or self.meta_mode != "faithful",
+            "meta_inner_lr_scale",
+            "faithful mode's inner step is the optimizer's own step at the current lr",
+        )
         need(self.lr_scheduler_type in ("cosine", "constant"), "lr_scheduler_type", "expected 'cosine' or 'constant'")
         need(self.mixed_precision in (None, "no", "fp16", "bf16"), "mixed_precision", "expected no, fp16 or bf16")
         need(self.shots >= 1, "shots", "expected >= 1")
@@ -242,6 +255,7 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         protocol = get_protocol(self.protocol)
         if protocol.needs_target_domain and self.target_domain is None:
             raise ValueError(f"target_domain: required with --protocol {self.protocol}")
+        protocol.check_args(self)
         need(self.n_ctx >= 1 or not get_method(self.method).text_prompts, "n_ctx", "expected >= 1")
         if get_method(self.method).uses_meta_step and protocol.meta_prompts == "vision":
             need(self.n_pro >= 1, "n_pro", f"{self.protocol} meta-updates the vision prompts, so expected >= 1")
@@ -283,6 +297,8 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             zero_grad_drift=self.meta_zero_grad_drift,
             num_class_groups=self.meta_num_class_groups,
             chunk_size=self.per_device_train_batch_size if vision else None,
+            inner_lr_scale=self.meta_inner_lr_scale,
+            mldg_in_domain=self.meta_mldg_in_domain,
         )
         return self.method_preset.meta_settings(base)
 
