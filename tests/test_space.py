@@ -473,6 +473,12 @@ def test_unknown_adapter_is_a_clear_escaped_error(two_adapter_model, adapter, me
     assert str(info.value.message).startswith(message), info.value.message
 
 
+def test_main_refuses_a_bad_adapter_list_at_start_up(monkeypatch, capsys):
+    monkeypatch.setenv(app.ADAPTERS_ENV_VAR, "sketchy")
+    assert app.main(["--model", "tiny"]) == 2
+    assert "expected 'name=folder_or_hub_id', got 'sketchy'" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def multi_client(two_adapter_model) -> Iterator[Client]:
     demo = app.build_demo(two_adapter_model, model_name="tiny")
