@@ -21,10 +21,10 @@ gradients are all-reduced by hand). Resume after a crash, ending with the same a
 
 import sys
 
-from metaprompt_hf.data import DataError
 from metaprompt_hf.protocols import load_protocol_data
 from metaprompt_hf.protocols.run import run_templates
 from metaprompt_hf.training import (
+    USER_ERRORS,
     build_model,
     check_trainable,
     evaluate_run,
@@ -65,7 +65,7 @@ def main() -> int:
         if args.push_to_hub:
             push_adapter(args, run, model, proto, data, results)
         run.accelerator.end_training()
-    except (DataError, OSError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -82,3 +82,19 @@ def test_train_dir_is_an_argument(tmp_path):
         base_model="embedded", dataset_name="pets", train_dir=str(tmp_path), validation_dir=str(tmp_path)
     )
     assert args.train_dir == args.validation_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("flag", "field_name"),
+    [
+        ("--image_column_name", "image_column"),
+        ("--label_column_name", "label_column"),
+        ("--domain_column_name", "domain_column"),
+        ("--image_column", "image_column"),
+    ],
+)
+def test_column_flags_take_the_names_of_transformers_examples(flag, field_name, tmp_path):
+    from metaprompt_hf.training.arguments import parse_args
+
+    args = parse_args(["--dataset_name", "pets", "--output_dir", str(tmp_path / "run"), flag, "my_col"])
+    assert getattr(args, field_name) == "my_col"

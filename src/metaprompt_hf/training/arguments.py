@@ -34,8 +34,8 @@ EMBEDDED_LEARNING_RATE = {"base2new": 0.008, "dg": 0.002}
 EMBEDDED_CROP_SCALE_MIN = 0.5
 
 
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
+def _help(text: str, aliases: Sequence[str] = (), **kw: Any) -> Any:
+    return field(metadata={"help": text, "aliases": list(aliases)}, **kw)
 
 
 @dataclass
@@ -96,9 +96,15 @@ class DataArguments:
     eval_split: str = _help(
         "Split evaluated after training (if absent: the train-split rows not used for training).", default="test"
     )
-    image_column: str = _help("Image column.", default="image")
-    label_column: str = _help("Label column (a ClassLabel, or strings, or ids with --class_names).", default="label")
-    domain_column: str = _help("Domain column (needed for --protocol dg).", default="domain")
+    image_column: str = _help(aliases=["--image_column_name"], text="Image column.", default="image")
+    label_column: str = _help(
+        aliases=["--label_column_name"],
+        text="Label column (a ClassLabel, or strings, or ids with --class_names).",
+        default="label",
+    )
+    domain_column: str = _help(
+        aliases=["--domain_column_name"], text="Domain column (needed for --protocol dg).", default="domain"
+    )
     class_names: str | None = _help(
         "Class names for label ids without names: comma-separated, or a .txt file with one per line.", default=None
     )

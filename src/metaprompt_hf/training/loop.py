@@ -466,6 +466,10 @@ def _describe_meta(args: MetaPromptTrainingArguments) -> str:
     return f"β={meta.beta}, {meta.mode}, α={meta.inner_lr_scale}×lr, {meta.reduction}{extra}"
 
 
+# What a user can cause (bad data, a damaged or mismatched checkpoint, a missing file): a message, exit status 2.
+USER_ERRORS = (DataError, OSError, UnreadableFileError, CheckpointError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`train` from the command line: bad input becomes a clear message and exit status 2."""
     try:
@@ -475,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         train(args)
-    except (DataError, OSError, UnreadableFileError, CheckpointError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
