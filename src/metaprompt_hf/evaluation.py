@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from .data import DataError, ImageDataset, collate
+from .batches import ImageDataset, collate
+from .data import DataError
 
 if TYPE_CHECKING:
     from .protocols import EvalSet

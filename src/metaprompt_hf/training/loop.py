@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from ..data import DataError, FewShotBatchSampler, ImageDataset, TrainTransform, collate, domain_counts, processor_size
+from ..batches import FewShotBatchSampler, ImageDataset, TrainTransform, collate, domain_counts, processor_size
+from ..data import DataError
 from ..embedded import resolve_base_model
 from ..modeling_metaprompt import MetaPromptModel, load_clip, load_processor
 from ..protocols import ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
