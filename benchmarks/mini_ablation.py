@@ -47,12 +47,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "clean_second_order": {"method": "metaprompt", "meta_mode": "clean", "meta_second_order": True, "meta_step": 0.2},
     # the reference code's step with torch 1.10's zero-filled grads (docs/method.md §3.3), β as in the reference
     "faithful": {"method": "metaprompt", "meta_mode": "faithful", "meta_zero_grad_drift": True, "meta_step": 0.2},
+    # MLDG's objective through the main optimizer, together with the in-domain step (docs/method.md §3.2)
+    "mldg": {"method": "metaprompt", "meta_mode": "mldg", "meta_step": 1.0},
+    "mldg_second_order": {"method": "metaprompt", "meta_mode": "mldg", "meta_second_order": True, "meta_step": 1.0},
+    "mldg_instead": {"method": "metaprompt", "meta_mode": "mldg", "meta_mldg_in_domain": False, "meta_step": 1.0},
 }
-TUNED_BETA = ("clean", "clean_second_order")
+TUNED_BETA = ("clean", "clean_second_order", "mldg", "mldg_second_order", "mldg_instead")
 #: What `--tune` and the ablation run unless `--variants` says otherwise (second order costs twice the first).
-DEFAULT_VARIANTS = (REFERENCE, "clean", "faithful")
+DEFAULT_VARIANTS = (REFERENCE, "clean", "faithful", "mldg")
 LR_GRID = (0.0005, 0.002, 0.008, 0.032, 0.128)
-BETA_GRID = (0.2, 1.0, 5.0)
+BETA_GRID = (0.2, 1.0, 5.0)  # β of clean's outer update / weight of MLDG's held-out term
 TUNE_SEEDS = (1,)
 SEEDS = tuple(range(1, 11))
 MIN_DG_STEPS = 48
@@ -372,7 +376,16 @@ def _num(value: float | None, fmt: str = "{:.3f}") -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    lines = [
+    lines = []
+    settings = summary.get("settings")
+    if settings:
+        lines += [
+            f"`{settings['command']}` — split **{settings['eval_split']}**, cells "
+            f"{', '.join(cell_name(r) for r in settings['runs'])}, learning rate {settings['learning_rate']}, "
+            f"{settings['run_seconds_total']:.0f} s of runs ({settings['cpu_seconds_total']:.0f} CPU s).",
+            "",
+        ]
+    lines += [
         f"Paired differences against `{REFERENCE}` (same seed, same few-shot sample and initialisation), "
         f"mean ± standard error [95 % t-interval], seeds {summary['seeds']}.",
         "",

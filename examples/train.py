@@ -21,10 +21,10 @@ gradients are all-reduced by hand). Resume after a crash, ending with the same a
 
 import sys
 
-from metaprompt_hf.data import DataError
 from metaprompt_hf.protocols import load_protocol_data
 from metaprompt_hf.protocols.run import run_templates
 from metaprompt_hf.training import (
+    USER_ERRORS,
     build_model,
     check_trainable,
     evaluate_run,
@@ -55,15 +55,17 @@ def main() -> int:
         # 4. Model: the base CLIP and a fresh adapter of --method, with the dataset's hand-crafted templates.
         model = build_model(args, run_templates(args.template, args.dataset_name))
         # 5. Train: in-domain step + the method's meta step per optimizer step, checkpoints, logging.
+        step = 0
         if args.method_preset.trains:
-            train_loop(args, run, model, proto)
+            step = train_loop(args, run, model, proto)
             save_adapter(run, model)
-        # 6. Evaluate (Base / New / HM, or the DG target accuracy) and optionally push adapter + model card.
-        results = evaluate_run(args, run, model, proto, data) if args.do_eval else []
+        # 6. Evaluate (Base / New / HM, or the DG target accuracy, also logged to the trackers at the final step) and
+        #    optionally push adapter + model card.
+        results = evaluate_run(args, run, model, proto, data, step=step) if args.do_eval else []
         if args.push_to_hub:
             push_adapter(args, run, model, proto, data, results)
         run.accelerator.end_training()
-    except (DataError, OSError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

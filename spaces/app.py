@@ -10,13 +10,21 @@ The model is chosen with `--model` or the `METAPROMPT_MODEL` environment variabl
 
     METAPROMPT_MODEL=tiny GRADIO_SERVER_PORT=7861 python spaces/app.py
 
+More adapters trained on the same base CLIP can be served beside it, one base model in memory for all of them:
+`--adapters` or `METAPROMPT_ADAPTERS` lists `name=folder_or_hub_id` pairs separated by commas (default: none, just the
+model's own adapter, named `default`). The UI offers a choice of adapter; each request names its adapter, so requests
+for different adapters may run at the same time without switching a shared "active" adapter.
+
+    METAPROMPT_ADAPTERS="sketch=runs/sketch,art=org/metaprompt-art" python spaces/app.py
+
 The `classify` API endpoint takes (image, class names) and returns the MetaPrompt probabilities (a `gr.Label`),
-then the zero-shot ones; the frozen-branch template is an optional third input:
+then the zero-shot ones; the frozen-branch template and the adapter name are optional third and fourth inputs:
 
     from gradio_client import Client, handle_file
     metaprompt, zero_shot = Client("http://127.0.0.1:7861").predict(
         handle_file("cat.png"), "cat, dog", api_name="/classify"
     )
+    Client(...).predict(handle_file("cat.png"), "cat, dog", "", "sketch", api_name="/classify")
 
 Input limits (see README.md): 2 to `MAX_CLASSES` distinct class names of at most `MAX_CLASS_NAME_CHARS`
 characters; images of at most `MAX_IMAGE_PIXELS` pixels and `MAX_UPLOAD_SIZE`; templates of at most
@@ -46,6 +54,8 @@ from metaprompt_hf.images import to_rgb
 
 # ------------------------------------------------------------------ limits (documented in README.md)
 MODEL_ENV_VAR = "METAPROMPT_MODEL"
+ADAPTERS_ENV_VAR = "METAPROMPT_ADAPTERS"
+MAX_ADAPTER_NAME_CHARS = 64
 DEFAULT_MODEL = "embedded"
 MAX_CLASSES = 100
 MAX_CLASS_NAME_CHARS = 80
@@ -93,6 +103,7 @@ MSG_CORRUPT_IMAGE = "This image file is damaged or truncated and cannot be decod
 MSG_NOT_UPLOADED = (
     "The image must be uploaded with the request (gradio_client: handle_file(path)); files on the server are not read."
 )
+MSG_UNKNOWN_ADAPTER = "Unknown adapter"
 MSG_INTERNAL = "Something went wrong on the server while classifying this image; the error has been logged."
 
 
@@ -177,6 +188,49 @@ def parse_template(text: str | None) -> str | None:
     return template
 
 
+def parse_adapter_name(name: str | None, available: Sequence[str], default: str) -> str:
+    """The adapter a request names (`default` when it names none); it must be one of `available`.
+
+    Raises:
+        gr.Error: a name that is not text or not among the served adapters (`MSG_UNKNOWN_ADAPTER`).
+    """
+    if name is not None and not isinstance(name, str):
+        raise gr.Error(f"The adapter name must be text, got {type(name).__name__}.")
+    name = (name or "").strip()
+    if not name:
+        return default
+    if name not in available:
+        choices = ", ".join(echo(a) for a in available)
+        raise gr.Error(f"{MSG_UNKNOWN_ADAPTER} {echo(name)}; this Space serves: {choices}.")
+    return name
+
+
+def parse_adapter_specs(text: str | None) -> dict[str, str]:
+    """`name=folder_or_hub_id` pairs separated by commas (or new lines), as in $METAPROMPT_ADAPTERS, in order.
+
+    Raises:
+        ValueError: an entry without `=`, an empty or repeated name, a name with characters other than letters,
+            digits, `_` and `-`, or one longer than `MAX_ADAPTER_NAME_CHARS`; the message names the entry.
+    """
+    specs: dict[str, str] = {}
+    for entry in re.split(r"[,\n]", text or ""):
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, sep, source = (part.strip() for part in entry.partition("="))
+        if not sep or not name or not source:
+            raise ValueError(f"{ADAPTERS_ENV_VAR}: expected 'name=folder_or_hub_id', got {entry!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or len(name) > MAX_ADAPTER_NAME_CHARS:
+            raise ValueError(
+                f"{ADAPTERS_ENV_VAR}: adapter name {name!r} must be 1 to {MAX_ADAPTER_NAME_CHARS} letters, digits, "
+                "'_' or '-'"
+            )
+        if name in specs:
+            raise ValueError(f"{ADAPTERS_ENV_VAR}: adapter name {name!r} is given twice")
+        specs[name] = source
+    return specs
+
+
 def _check_size(width: int, height: int) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise gr.Error(_too_large_message(width, height))
@@ -246,6 +300,24 @@ def load_model(spec: str | None = None) -> MetaPromptModel:
     return model.eval()
 
 
+def load_adapters(model: MetaPromptModel, specs: str | dict[str, str] | None = None) -> MetaPromptModel:
+    """Load more adapters onto `model`'s base (`MetaPromptModel.load_adapter`), from `name=folder_or_hub_id` pairs
+    (default: $METAPROMPT_ADAPTERS, else none). The model's active adapter stays the default of requests.
+
+    Raises:
+        ValueError: a malformed list, a name already on the model, or an adapter that does not fit the base model.
+    """
+    if specs is None:
+        specs = os.environ.get(ADAPTERS_ENV_VAR)
+    if not isinstance(specs, dict):
+        specs = parse_adapter_specs(specs)
+    for name, source in specs.items():
+        if name in model.adapter_names:
+            raise ValueError(f"{ADAPTERS_ENV_VAR}: adapter name {name!r} is already on the model; pick another")
+        model.load_adapter(source, adapter_name=name)
+    return model.eval()
+
+
 def _load_embedded() -> MetaPromptModel:
     try:
         from metaprompt_hf import embedded
@@ -275,7 +347,7 @@ def get_model() -> MetaPromptModel:
     global _default_model
     with _default_model_lock:
         if _default_model is None:
-            _default_model = load_model()
+            _default_model = load_adapters(load_model())
         return _default_model
 
 
@@ -285,8 +357,10 @@ class _Predictor:
     model caches its class features per class list and templates, so a custom template costs one text pass per
     class list, like the default one.
 
-    Calls are serialised: on a CPU torch already spreads one call over all cores, so running two at once would gain
-    little. (The model itself is safe to call from several threads.)
+    The adapter is named per call (`predict(..., adapter_name=...)`), never switched with `set_adapter`, so requests
+    for different adapters cannot see each other's. Calls are serialised: on a CPU torch already spreads one call
+    over all cores, so running two at once would gain little. (The model itself is safe to call from several
+    threads.)
     """
 
     def __init__(self, model: MetaPromptModel) -> None:
@@ -296,14 +370,16 @@ class _Predictor:
         self._lock = threading.Lock()
 
     def predict(
-        self, image: Image.Image, class_names: Sequence[str], template: str | None
+        self, image: Image.Image, class_names: Sequence[str], template: str | None, adapter_name: str | None = None
     ) -> tuple[list[float], list[float]]:
         model = self._model()
         if model is None:  # pragma: no cover - callers hold the model while they predict
             raise RuntimeError("the model of this predictor was garbage-collected")
         templates = None if template is None else [template]
         with self._lock:
-            probs, zero_shot = model.predict(image, list(class_names), return_zero_shot=True, templates=templates)
+            probs, zero_shot = model.predict(
+                image, list(class_names), return_zero_shot=True, templates=templates, adapter_name=adapter_name
+            )
         return probs[0].tolist(), zero_shot[0].tolist()
 
 
@@ -323,6 +399,7 @@ def classify(
     image: str | os.PathLike | Image.Image | None,
     class_text: str | None,
     template: str | None = None,
+    adapter: str | None = None,
     *,
     model: MetaPromptModel | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -333,6 +410,7 @@ def classify(
         class_text: class names separated by commas (or new lines).
         template: the frozen-branch template with one `{}` (e.g. "a sketch of a {}"); empty or None uses the
             adapter's own template(s).
+        adapter: the name of one of the model's adapters; empty or None uses the model's active one.
         model: the MetaPromptModel to use; default: `get_model()`.
 
     Returns:
@@ -345,10 +423,12 @@ def classify(
         raise gr.Error(MSG_NO_IMAGE)
     names = parse_class_names(class_text)
     template = parse_template(template)
+    model = model if model is not None else get_model()
+    adapter = parse_adapter_name(adapter, model.adapter_names, model.active_adapter)
     pil = load_image(image)
-    predictor = _predictor_for(model if model is not None else get_model())
+    predictor = _predictor_for(model)
     try:
-        probs, zero_shot = predictor.predict(pil, names, template)
+        probs, zero_shot = predictor.predict(pil, names, template, adapter)
     except gr.Error:
         raise
     except ValueError as err:  # the model's own input checks (e.g. a tokenizer problem): say what, not where
@@ -390,22 +470,29 @@ def describe_model(model: MetaPromptModel | None, name: str | None = None) -> st
         return f"Model: `{name or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL}` (loaded on the first request)."
     cfg = model.config
     templates = ", ".join(f"`{t}`" for t in cfg.templates)
-    return (
+    line = (
         f"Model: `{name or 'MetaPrompt adapter'}` on base CLIP `{cfg.base_model_name_or_path or 'in-memory'}`: "
         f"{cfg.n_ctx} text × {cfg.text_depth} layers and {cfg.n_pro} vision × {cfg.vision_depth} layers of prompt "
         f"tokens; default template {templates}."
     )
+    if len(model.adapter_names) > 1:
+        others = ", ".join(f"`{a}`" for a in model.adapter_names if a != model.active_adapter)
+        line += f" Adapters on the same base: `{model.active_adapter}` (default), {others}."
+    return line
 
 
 def build_demo(model: MetaPromptModel | None = None, *, model_name: str | None = None) -> gr.Blocks:
     """Build the (queued) Blocks app around `model`; None means `get_model()`, loaded on the first request."""
     default_template = ", ".join(model.config.templates) if model is not None else "the adapter's own"
+    # Without a model yet (loaded on the first request) the choice is the model's active adapter ("" = default).
+    adapter_choices = model.adapter_names if model is not None else [""]
+    default_adapter = model.active_adapter if model is not None else ""
 
     def run(
-        image: dict[str, Any] | None, class_text: str | None, template: str | None = ""
+        image: dict[str, Any] | None, class_text: str | None, template: str | None = "", adapter: str | None = None
     ) -> tuple[dict[str, float], dict[str, float]]:
         try:
-            return classify(uploaded_path(image), class_text, template, model=model)
+            return classify(uploaded_path(image), class_text, template, adapter, model=model)
         except gr.Error:
             raise
         except Exception as err:  # show_error is on: never send an internal message (it may echo user text)
@@ -443,6 +530,14 @@ def build_demo(model: MetaPromptModel | None = None, *, model_name: str | None =
                     placeholder=f"empty = {default_template}; e.g. a sketch of a {{}}",
                     elem_id="template",
                 )
+                adapter = gr.Dropdown(
+                    choices=adapter_choices,
+                    value=default_adapter,
+                    label="Adapter",
+                    interactive=len(adapter_choices) > 1,
+                    visible=len(adapter_choices) > 1,
+                    elem_id="adapter",
+                )
                 button = gr.Button("Classify", variant="primary", elem_id="classify-button")
         with gr.Row():
             metaprompt_label = gr.Label(
@@ -462,12 +557,12 @@ def build_demo(model: MetaPromptModel | None = None, *, model_name: str | None =
         gr.on(
             triggers=[button.click, class_text.submit],
             fn=run,
-            inputs=[image, class_text, template],
+            inputs=[image, class_text, template, adapter],
             outputs=[metaprompt_label, zero_shot_label],
             api_name="classify",
             preprocess=False,  # raw upload payloads: see `uploaded_path`
             api_description="Probabilities of MetaPrompt, then of zero-shot CLIP, for an image and "
-            "comma-separated class names; the frozen-branch template is optional.",
+            "comma-separated class names; the frozen-branch template and the adapter name are optional.",
         )
     return demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
 
@@ -494,17 +589,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"'embedded', 'tiny', an adapter folder or a Hub id (default: ${MODEL_ENV_VAR} or '{DEFAULT_MODEL}')",
     )
+    parser.add_argument(
+        "--adapters",
+        default=None,
+        help=f"more adapters on the same base, 'name=folder_or_hub_id,...' (default: ${ADAPTERS_ENV_VAR} or none)",
+    )
     args = parser.parse_args(argv)
     spec = (args.model or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL).strip()
     global _default_model
     try:
-        _default_model = load_model(spec)
+        _default_model = load_adapters(load_model(spec), args.adapters)
     except (OSError, RuntimeError, ValueError, TypeError) as err:  # missing files, no Hub access, bad spec
         print(f"error: could not load the model {spec!r}: {err}", file=sys.stderr)
         if spec == DEFAULT_MODEL:
             print(f"hint: {MODEL_ENV_VAR}=tiny serves a random-weight test model", file=sys.stderr)
         return 2
-    print(f"metaprompt space: serving model {spec!r}")
+    print(f"metaprompt space: serving model {spec!r} with adapters {_default_model.adapter_names}")
     build_demo(_default_model, model_name=spec).launch(**LAUNCH_KWARGS)
     return 0
 

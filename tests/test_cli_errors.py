@@ -85,3 +85,169 @@ def test_evaluate_runs_refuses_bad_run_folders_by_name(tmp_path, capsys, content
     assert code == 0, err
     per_seed = json.loads((report / "per_seed.json").read_text())
     assert len(per_seed) == 1 + expected.n_entries
+
+
+# ------------------------------------------------------------------ training CLI
+@pytest.fixture(autouse=False)
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _train_argv(tiny_clip_dir: str, domain_folder: str, out, *extra: str) -> list[str]:
+    return [
+        "--base_model", tiny_clip_dir, "--dataset_name", domain_folder, "--output_dir", str(out),
+        "--shots", "1", "--per_device_train_batch_size", "2", "--warmup_epochs", "0", "--logging_steps", "1",
+        "--do_eval", "False", *extra,
+    ]  # fmt: skip
+
+
+# (case, extra command-line flags, expected): flags that do not apply to the protocol are refused before any work.
+FLAG_CASES: list[tuple[str, list[str], Works | Refused]] = [
+    ("--target_domain under base2new", ["--protocol", "base2new", "--target_domain", "sketch"], Refused(r"target_domain: --protocol base2new has no held-out domain, so --target_domain 'sketch' would be ignored")),
+    ("--mix_domains False under base2new", ["--protocol", "base2new", "--mix_domains", "False"], Refused(r"mix_domains: .*--protocol base2new")),
+    ("--meta_num_class_groups under dg", ["--protocol", "dg", "--target_domain", "sketch", "--meta_num_class_groups", "3"], Refused(r"meta_num_class_groups: .*--protocol dg")),
+    ("dg without --target_domain", ["--protocol", "dg"], Refused(r"target_domain: required with --protocol dg")),
+    ("--max_steps 0 means: train --num_train_epochs", ["--max_steps", "0"], Works(0)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("extra, expected", [r[1:] for r in FLAG_CASES], ids=[r[0] for r in FLAG_CASES])
+def test_training_flags_that_do_not_apply_are_refused(tiny_clip_dir, domain_folder, tmp_path, capsys, extra, expected):
+    from metaprompt_hf.training import parse_args
+
+    argv = _train_argv(tiny_clip_dir, domain_folder, tmp_path / "out", *extra)
+    if isinstance(expected, Refused):
+        with pytest.raises(ValueError, match=expected.pattern):
+            parse_args(argv)
+        return
+    parse_args(argv)  # accepted
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(tiny_clip_dir, domain_folder, tmp_path_factory):
+    """A base-to-new run of 4 steps with checkpoints at steps 2 and 4."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from metaprompt_hf.training import main
+
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    code = main(_train_argv(tiny_clip_dir, domain_folder, out, "--max_steps", "4", "--checkpointing_steps", "2"))
+    assert code == 0
+    assert (out / "checkpoint-2").is_dir() and (out / "checkpoint-4").is_dir()
+    return out
+
+
+def _truncate(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _garble(path) -> None:
+    path.write_text('{"progress": {"global_step": 2}, "schedule": ')
+
+
+def _empty_object(path) -> None:
+    path.write_text("{}")
+
+
+def _wrong_types(path) -> None:
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps(state | {"progress": "step two"}))
+
+
+def _wrong_random_state(path) -> None:
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps(state | {"python_random": [3, [1, 2], None]}))
+
+
+def _remove(path) -> None:
+    path.unlink()
+
+
+# (case, checkpoint to resume, file to damage, damage, --max_steps, expected)
+RESUME_CASES: list[tuple[str, str, str | None, object, str, Works | Refused]] = [
+    ("resume step 2 to 4", "checkpoint-2", None, None, "4", Works(4)),
+    ("resume step 4 with --max_steps 2", "checkpoint-4", None, None, "2", Refused(r"checkpoint-4 is at step 4, past --max_steps 2")),
+    ("truncated prompts", "checkpoint-2", "metaprompt_model.safetensors", _truncate, "4", Refused(r"checkpoint-2/metaprompt_model.safetensors: cannot be read")),
+    ("truncated optimizer state", "checkpoint-2", "optimizer.safetensors", _truncate, "4", Refused(r"checkpoint-2/optimizer.safetensors: cannot be read")),
+    ("truncated RNG state", "checkpoint-2", "rng_state.safetensors", _truncate, "4", Refused(r"checkpoint-2/rng_state.safetensors: cannot be read")),
+    ("garbage trainer_state.json", "checkpoint-2", "trainer_state.json", _garble, "4", Refused(r"checkpoint-2/trainer_state.json: not valid JSON")),
+    ("trainer_state.json without fields", "checkpoint-2", "trainer_state.json", _empty_object, "4", Refused(r"checkpoint-2/trainer_state.json: .*'progress'")),
+    ("trainer_state.json with a text step", "checkpoint-2", "trainer_state.json", _wrong_types, "4", Refused(r"checkpoint-2/trainer_state.json: 'progress' must hold a step count")),
+    ("trainer_state.json with a garbled random state", "checkpoint-2", "trainer_state.json", _wrong_random_state, "4", Refused(r"checkpoint-2: the optimizer, schedule or random state .* does not fit this run")),
+    ("missing RNG state", "checkpoint-2", "rng_state.safetensors", _remove, "4", Refused(r"checkpoint-2 has no rng_state.safetensors")),
+    ("missing optimizer state", "checkpoint-2", "optimizer.safetensors", _remove, "4", Refused(r"checkpoint-2 has no optimizer.safetensors")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "checkpoint, damaged, damage, max_steps, expected",
+    [r[1:] for r in RESUME_CASES],
+    ids=[r[0] for r in RESUME_CASES],
+)
+def test_resume_refuses_unreadable_checkpoints_by_name(
+    checkpointed_run, tiny_clip_dir, domain_folder, tmp_path, capsys, checkpoint, damaged, damage, max_steps, expected
+):
+    import shutil
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    from metaprompt_hf.training import main
+
+    out = tmp_path / "run"
+    shutil.copytree(checkpointed_run, out)
+    for name in os.listdir(out):  # only the checkpoint under test, so 'latest' would not pick another
+        if name.startswith("checkpoint-") and name != checkpoint:
+            shutil.rmtree(out / name)
+    if damaged is not None:
+        damage(out / checkpoint / damaged)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    argv = _train_argv(tiny_clip_dir, domain_folder, out, "--max_steps", max_steps, "--checkpointing_steps", "2")
+    code = main([*argv, "--resume_from_checkpoint", str(out / checkpoint)])
+    err = capsys.readouterr().err
+    if isinstance(expected, Refused):
+        assert code == 2, err
+        assert re.search(expected.pattern, err), err
+        assert "Traceback" not in err
+        return
+    assert code == 0, err
+    state = json.loads((out / f"checkpoint-{expected.n_entries}" / "trainer_state.json").read_text())
+    assert state["progress"]["global_step"] == expected.n_entries
+
+
+def test_failed_checkpoint_write_leaves_no_temporary_folder(
+    tiny_clip_dir, domain_folder, tmp_path, monkeypatch, capsys
+):
+    """Disk full while a checkpoint is written: a clear error, and neither a temporary nor a half checkpoint left."""
+    import errno
+
+    import safetensors.torch
+    from accelerate.state import AcceleratorState, GradientState
+
+    from metaprompt_hf.training import main
+
+    real = safetensors.torch.save_file
+
+    def disk_full(tensors, filename, metadata=None):
+        if os.path.basename(filename) == "optimizer.safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        return real(tensors, filename, metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    out = tmp_path / "run"
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    code = main(_train_argv(tiny_clip_dir, domain_folder, out, "--max_steps", "2", "--checkpointing_steps", "2"))
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err, err
+    leftovers = [p for p in os.listdir(out) if p.startswith((".tmp", "checkpoint-")) or ".tmp" in p]
+    assert leftovers == [], leftovers

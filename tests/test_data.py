@@ -9,14 +9,8 @@ import torch
 from conftest import COLOURS, make_image_folder
 from PIL import Image
 
-from metaprompt_hf.data import (
-    DataError,
-    FewShotBatchSampler,
-    ImageDataset,
-    TrainTransform,
-    collate,
-    load_image_classification,
-)
+from metaprompt_hf.batches import FewShotBatchSampler, ImageDataset, TrainTransform, collate
+from metaprompt_hf.data import DataError, load_image_classification
 from metaprompt_hf.protocols import base_new_split, prepare_protocol
 from metaprompt_hf.testing import image_processor
 

@@ -200,3 +200,61 @@ def test_variant_settings_are_checked():
     ):
         with pytest.raises(ValueError):
             MetaSettings(**kw)
+
+
+# ---------------------------------------------------------------------------------------------------- in the loop
+@pytest.fixture
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [("metaprompt", {"meta_mode": "mldg", "meta_step": 0.5}), ("metaprompt_no_meta", {})],
+)
+def test_loop_logs_the_update_ratio_and_results_carry_its_median(
+    tiny_clip_dir, domain_folder, tmp_path, fresh_accelerate_state, method, extra
+):
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from metaprompt_hf.training import MetaPromptTrainingArguments, train
+
+    out = tmp_path / method
+    args = MetaPromptTrainingArguments(
+        base_model=tiny_clip_dir,
+        dataset_name=domain_folder,
+        output_dir=str(out),
+        method=method,
+        shots=4,
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=0.05,
+        warmup_epochs=0,
+        logging_steps=1,
+        max_eval_samples=16,
+        report_to="tensorboard",
+        **extra,
+    )
+    train(args)
+    entry = json.loads((out / "results.json").read_text())[0]
+    assert "meta_update_ratio" in entry
+    events = list(out.rglob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    if method == "metaprompt_no_meta":
+        assert entry["meta_update_ratio"] is None
+        assert "meta_update_ratio" not in acc.Tags()["scalars"]
+        return
+    logged = [e.value for e in acc.Scalars("meta_update_ratio")]
+    assert len(logged) == 3 and all(v > 0 for v in logged)
+    assert entry["meta_update_ratio"] == pytest.approx(sorted(logged)[1], rel=1e-5)  # median of the 3 steps
+    assert {"meta_episodes", "meta_train_side", "meta_test_side"} <= set(acc.Tags()["scalars"])
+    assert all(e.value >= 1 for e in acc.Scalars("meta_episodes"))

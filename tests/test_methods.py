@@ -33,6 +33,7 @@ def test_presets_decide_prompts_and_loss():
         "metaprompt",
         "metaprompt_second_order",
         "metaprompt_mldg",
+        "metaprompt_mldg_second_order",
         "metaprompt_faithful",
     ]
     assert get_method("zeroshot").eval_logits == "logits_zero_shot"

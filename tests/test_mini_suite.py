@@ -22,10 +22,17 @@ METHODS = {"zeroshot", "coop", "ivlp", "metaprompt_no_meta", "metaprompt"}
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def mini_cache(tmp_path_factory) -> Path:
+    """One dataset cache for the module: generating the mini world is most of a quick run's time."""
+    return tmp_path_factory.mktemp("mini-cache")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, mini_cache) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("mini-quick")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "mini_suite.py"), "--quick", "--output_dir", str(out)]
+    cmd += ["--cache_dir", str(mini_cache)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
@@ -161,7 +168,7 @@ def test_union_class_names_are_unique_and_base_is_the_sources_base():
 
 
 @pytest.fixture(scope="module")
-def quick_ablation(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def quick_ablation(tmp_path_factory, mini_cache) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("ablation-quick")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [
@@ -172,13 +179,14 @@ def quick_ablation(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
         "--output_dir",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    cmd += ["--cache_dir", str(mini_cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
 
 @pytest.mark.slow
-def test_quick_ablation_writes_the_interface_schema(quick_ablation):
+def test_quick_ablation_writes_the_interface_schema(quick_ablation, mini_cache):
     out, proc = quick_ablation
     result = json.loads((out / "ablation.json").read_text())
     assert result["seeds"] == [1, 2]
@@ -207,6 +215,8 @@ def test_quick_ablation_writes_the_interface_schema(quick_ablation):
             "--quick",
             "--output_dir",
             str(out),
+            "--cache_dir",
+            str(mini_cache),
         ],
         capture_output=True,
         text=True,

@@ -298,7 +298,8 @@ def test_api_exposes_only_classify(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert list(endpoints) == ["/classify"]
     params = endpoints["/classify"]["parameters"]
-    assert [p["parameter_has_default"] for p in params] == [False, False, True]
+    # Old two- and three-argument calls still work: the template and the adapter have defaults.
+    assert [p["parameter_has_default"] for p in params] == [False, False, True, True]
 
 
 @pytest.mark.parametrize(
@@ -351,7 +352,7 @@ RAW_IMAGE_CASES: list[tuple[str, object, str]] = [
 
 @pytest.mark.parametrize("image, expected", [r[1:] for r in RAW_IMAGE_CASES], ids=[r[0] for r in RAW_IMAGE_CASES])
 def test_raw_api_calls_get_a_message(client, image, expected):
-    event, payload = _raw_call(client, [image, "cat, dog", ""])
+    event, payload = _raw_call(client, [image, "cat, dog", "", ""])  # raw calls send every input ("" = default)
     if expected == "ok":
         assert event == "complete", payload
         assert {c["label"] for c in payload[0]["confidences"]} == {"cat", "dog"}
@@ -397,6 +398,134 @@ def test_api_refuses_uploads_over_the_size_limit(client, tmp_path):
         client.predict(handle_file(big), "cat, dog", api_name="/classify")
     metaprompt, _ = client.predict(handle_file(EXAMPLE), "cat, dog", api_name="/classify")
     assert set(_probabilities(metaprompt)) == {"cat", "dog"}
+
+
+# ------------------------------------------------------------------ several adapters on one base
+NAMES = ["house", "tree", "fish", "car"]
+
+
+@pytest.fixture(scope="module")
+def two_adapter_model(tmp_path_factory) -> MetaPromptModel:
+    """The tiny base with its own adapter (`default`) and a second one, `sketchy`, loaded from a folder through
+    `METAPROMPT_ADAPTERS`-style specs: other prompts (another seed) and another template."""
+    model = app.load_model("tiny")
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        other = MetaPromptModel(model.clip, MetaPromptConfig(templates=["a sketch of a {}"]), model.processor)
+    folder = tmp_path_factory.mktemp("adapters") / "sketchy"
+    other.save_pretrained(folder)
+    return app.load_adapters(model, f"sketchy={folder}")
+
+
+def _serial(model: MetaPromptModel, adapter: str, names: list[str]) -> tuple[list[float], list[float]]:
+    probs, zero_shot = model.predict(Image.open(EXAMPLE), names, return_zero_shot=True, adapter_name=adapter)
+    return probs[0].tolist(), zero_shot[0].tolist()
+
+
+def test_parse_adapter_specs():
+    assert app.parse_adapter_specs(None) == {}
+    assert app.parse_adapter_specs(" a=org/x ,\nb-2 = runs/b=1,") == {"a": "org/x", "b-2": "runs/b=1"}
+    for text, match in [
+        ("a", "expected 'name=folder_or_hub_id', got 'a'"),
+        ("=x", "expected 'name=folder_or_hub_id'"),
+        ("a.b=x", "adapter name 'a.b' must be"),
+        ("a=x,a=y", "'a' is given twice"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            app.parse_adapter_specs(text)
+
+
+def test_load_adapters_refuses_a_name_already_on_the_model(two_adapter_model, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="'default' is already on the model"):
+        app.load_adapters(two_adapter_model, {"default": str(tmp_path)})
+    # Default: the environment variable; none set means no change.
+    monkeypatch.delenv(app.ADAPTERS_ENV_VAR, raising=False)
+    assert app.load_adapters(two_adapter_model).adapter_names == ["default", "sketchy"]
+
+
+def test_classify_with_each_adapter(two_adapter_model):
+    model = two_adapter_model
+    results = {}
+    for adapter in ("default", "sketchy"):
+        probs, zero_shot = app.classify(str(EXAMPLE), ", ".join(NAMES), "", adapter, model=model)
+        expected, expected_zs = _serial(model, adapter, NAMES)
+        assert list(probs.values()) == pytest.approx(expected, abs=1e-6)
+        assert list(zero_shot.values()) == pytest.approx(expected_zs, abs=1e-6)
+        results[adapter] = list(probs.values())
+    assert results["default"] != pytest.approx(results["sketchy"], abs=1e-4)  # the adapters really differ
+    # No adapter named: the model's active one; the active adapter is never switched by a request.
+    probs, _ = app.classify(str(EXAMPLE), ", ".join(NAMES), model=model)
+    assert list(probs.values()) == pytest.approx(results["default"], abs=1e-6)
+    assert model.active_adapter == "default"
+
+
+@pytest.mark.parametrize(
+    "adapter, message",
+    [
+        ("nope", "Unknown adapter 'nope'; this Space serves: 'default', 'sketchy'."),
+        ("<b>x</b>", "Unknown adapter '&lt;b&gt;x&lt;/b&gt;'"),
+        (3, "The adapter name must be text, got int."),
+    ],
+)
+def test_unknown_adapter_is_a_clear_escaped_error(two_adapter_model, adapter, message):
+    with pytest.raises(gr.Error) as info:
+        app.classify(str(EXAMPLE), "cat, dog", "", adapter, model=two_adapter_model)
+    assert str(info.value.message).startswith(message), info.value.message
+
+
+def test_main_refuses_a_bad_adapter_list_at_start_up(monkeypatch, capsys):
+    monkeypatch.setenv(app.ADAPTERS_ENV_VAR, "sketchy")
+    assert app.main(["--model", "tiny"]) == 2
+    assert "expected 'name=folder_or_hub_id', got 'sketchy'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def multi_client(two_adapter_model) -> Iterator[Client]:
+    demo = app.build_demo(two_adapter_model, model_name="tiny")
+    try:
+        _, url, _ = demo.launch(
+            prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), **app.LAUNCH_KWARGS
+        )
+        yield Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+def test_api_concurrent_requests_for_several_adapters(two_adapter_model, multi_client):
+    """24 requests at once, alternating adapters (and the default, named by no one) and class lists: each answer is
+    its adapter's serial one."""
+    class_lists = [NAMES, NAMES[:2], NAMES[1:]]
+    adapters = ["default", "sketchy", None]
+    expected = {
+        (a, i): _serial(two_adapter_model, a or "default", names)[0]
+        for a in adapters
+        for i, names in enumerate(class_lists)
+    }
+    started = threading.Barrier(24)
+
+    def request(k: int) -> tuple[tuple, dict]:
+        adapter, i = adapters[k % 3], (k // 3) % 3  # every (adapter, class list) pair, several times over
+        args = [handle_file(EXAMPLE), ", ".join(class_lists[i])] + ([] if adapter is None else ["", adapter])
+        started.wait()
+        return (adapter, i), multi_client.predict(*args, api_name="/classify")[0]
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(request, range(24)))
+    assert {key[0] for key, _ in results} == set(adapters)
+    for (adapter, i), label in results:
+        probs = _probabilities(label)
+        assert set(probs) == set(class_lists[i])
+        assert [probs[n] for n in class_lists[i]] == pytest.approx(expected[adapter, i], abs=1e-4)
+    with pytest.raises(AppError, match="Unknown adapter 'nope'"):
+        multi_client.predict(handle_file(EXAMPLE), "cat, dog", "", "nope", api_name="/classify")
+
+
+def test_multi_adapter_ui_offers_the_adapters(two_adapter_model):
+    demo = app.build_demo(two_adapter_model)
+    dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown))
+    assert [c[1] for c in dropdown.choices] == ["default", "sketchy"] and dropdown.value == "default"
+    assert dropdown.visible and dropdown.interactive
+    assert "`sketchy`" in app.describe_model(two_adapter_model)
 
 
 def test_space_readme_front_matter_and_documented_limits():

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm.auto import tqdm
 
-from .data import DataError, ImageDataset, collate
+from .batches import ImageDataset, collate
+from .data import DataError
 
 if TYPE_CHECKING:
     from .protocols import EvalSet
@@ -80,7 +82,9 @@ def evaluate_set(
     # A fresh context per batch: `accelerator.autocast()` is a generator-based context manager, usable only once.
     autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     try:
-        for batch in loader:
+        # A progress bar on the main process of a training/evaluation run (none for library calls without one).
+        show = accelerator is not None and accelerator.is_local_main_process
+        for batch in tqdm(loader, desc="evaluating", disable=not show, leave=False):
             skipped += len(batch["corrupt"])
             if batch["labels"].numel() == 0:
                 pred = batch["labels"]

@@ -111,6 +111,11 @@ METHODS: dict[str, MethodPreset] = {
             meta={"mode": "mldg", "zero_grad_drift": False},
         ),
         MethodPreset(
+            "metaprompt_mldg_second_order",
+            "L_AC + MLDG's objective with the exact second-order gradient, applied by the main optimizer",
+            meta={"mode": "mldg", "second_order": True, "zero_grad_drift": False},
+        ),
+        MethodPreset(
             "metaprompt_faithful",
             "L_AC + the reference's meta step as it ran (quirks 1-3 incl. torch 1.10's drift, docs/method.md §3.3)",
             meta={"mode": "faithful", "second_order": False, "zero_grad_drift": True},

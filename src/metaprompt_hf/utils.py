@@ -88,6 +88,51 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     atomic_write_text(path, to_json(obj, what=os.path.basename(os.fspath(path)), indent=indent, sort_keys=sort_keys))
 
 
+class UnreadableFileError(ValueError):
+    """A file that is there but cannot be read as what it should be (truncated, garbage, wrong fields); the message
+    names the file and what is wrong."""
+
+
+def read_json_file(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object from `path` that holds every key of `required`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnreadableFileError: not UTF-8 JSON, not an object, or lacking a required key.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnreadableFileError(f"{path}: not valid JSON ({err}); the file is damaged") from err
+    if not isinstance(value, dict):
+        raise UnreadableFileError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise UnreadableFileError(f"{path}: lacks {missing}; it was not written by this version, or is damaged")
+    return value
+
+
+def read_safetensors_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The tensors of a safetensors file (never pickle).
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnreadableFileError: truncated, or not a safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return load_file(path)
+    except (SafetensorError, ValueError) as err:  # a short or garbled header, offsets past the end of the file
+        raise UnreadableFileError(f"{path}: cannot be read as safetensors ({err}); the file is damaged") from err
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; restored at once
     os.umask(mask)

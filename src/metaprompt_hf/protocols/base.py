@@ -88,6 +88,25 @@ class Protocol(ABC):
         """Whether training batches interleave source domains (the vision meta step needs two per batch)."""
         return self.meta_prompts == "vision"
 
+    def check_args(self, args: Any) -> None:
+        """Refuse training flags that do nothing under this protocol (a `ValueError` naming the flag), so a run
+        never silently ignores what it was asked."""
+        if not self.needs_target_domain and args.target_domain is not None:
+            raise ValueError(
+                f"target_domain: --protocol {self.name} has no held-out domain, so --target_domain "
+                f"{args.target_domain!r} would be ignored; it applies to domain-generalisation protocols (dg)"
+            )
+        if not self.mixes_domains and args.mix_domains is False:
+            raise ValueError(
+                f"mix_domains: --protocol {self.name} does not interleave source domains, so --mix_domains False "
+                "would be ignored"
+            )
+        if self.meta_prompts != "text" and args.meta_num_class_groups != 2:
+            raise ValueError(
+                f"meta_num_class_groups: --protocol {self.name} meta-learns over domains, not class groups, so "
+                f"--meta_num_class_groups {args.meta_num_class_groups} would be ignored"
+            )
+
     @abstractmethod
     def prepare(
         self,

@@ -19,6 +19,7 @@ from .arguments import DataArguments, MetaPromptTrainingArguments, ModelArgument
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .evaluate import evaluate_adapter
 from .loop import (
+    USER_ERRORS,
     Run,
     TrainerState,
     TrainOutput,
@@ -38,6 +39,7 @@ from .schedule import EpochwiseLR, epochwise_lr
 from .step import StepResult, TrainingStep, UpdateRecord
 
 __all__ = [
+    "USER_ERRORS",
     "DataArguments",
     "EpochwiseLR",
     "MetaPromptTrainingArguments",

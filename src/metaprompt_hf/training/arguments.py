@@ -34,8 +34,8 @@ EMBEDDED_LEARNING_RATE = {"base2new": 0.008, "dg": 0.002}
 EMBEDDED_CROP_SCALE_MIN = 0.5
 
 
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
+def _help(text: str, aliases: Sequence[str] = (), **kw: Any) -> Any:
+    return field(metadata={"help": text, "aliases": list(aliases)}, **kw)
 
 
 @dataclass
@@ -93,13 +93,26 @@ class DataArguments:
         "A <class>/<image> folder of evaluation images, with --train_dir (its split is 'validation').", default=None
     )
     dataset_config_name: str | None = _help("Config name of a Hub dataset.", default=None)
+    train_dir: str | None = _help(
+        "A folder of <class>/<image> training images, read by datasets' imagefolder (instead of --dataset_name's data).",
+        default=None,
+    )
+    validation_dir: str | None = _help(
+        "A folder of <class>/<image> validation images (with --train_dir).", default=None
+    )
     train_split: str = _help("Split the few-shot training images are sampled from.", default="train")
     eval_split: str = _help(
         "Split evaluated after training (if absent: the train-split rows not used for training).", default="test"
     )
-    image_column: str = _help("Image column.", default="image")
-    label_column: str = _help("Label column (a ClassLabel, or strings, or ids with --class_names).", default="label")
-    domain_column: str = _help("Domain column (needed for --protocol dg).", default="domain")
+    image_column: str = _help(aliases=["--image_column_name"], text="Image column.", default="image")
+    label_column: str = _help(
+        aliases=["--label_column_name"],
+        text="Label column (a ClassLabel, or strings, or ids with --class_names).",
+        default="label",
+    )
+    domain_column: str = _help(
+        aliases=["--domain_column_name"], text="Domain column (needed for --protocol dg).", default="domain"
+    )
     class_names: str | None = _help(
         "Class names for label ids without names: comma-separated, or a .txt file with one per line.", default=None
     )
@@ -140,6 +153,13 @@ class TrainingArguments:
         "reference code's quirks 1-3, §3.3) or 'mldg' (MLDG's objective through the main optimizer).",
         default="clean",
     )
+    meta_inner_lr_scale: float = _help(
+        "Inner step α = this × the current lr (clean and mldg; faithful's inner step is the optimizer's).", default=1.0
+    )
+    meta_mldg_in_domain: bool = _help(
+        "mldg: one optimizer step on ∇L_AC + ∇F (True) or ∇F alone for the meta-updated prompt (False).",
+        default=True,
+    )
     meta_outer_reduction: str = _help(
         "'sum' (reference) or 'mean' of the held-out gradients over episodes.", default="sum"
     )
@@ -175,6 +195,9 @@ class TrainingArguments:
         "'no', 'fp16' or 'bf16'; default: what `accelerate launch` says.", default=None
     )
     checkpointing_steps: str | None = _help("Save a checkpoint every N optimizer steps, or 'epoch'.", default=None)
+    checkpoints_total_limit: int | None = _help(
+        "Keep at most this many checkpoints in output_dir, deleting the oldest (default: keep all).", default=None
+    )
     resume_from_checkpoint: str | None = _help(
         "A checkpoint folder to resume from, or 'latest' (in output_dir).", default=None
     )
@@ -204,6 +227,12 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         need(self.protocol in PROTOCOLS, "protocol", f"expected one of {list(PROTOCOLS)}")
         need(self.meta_mode in ("clean", "faithful", "mldg"), "meta_mode", "expected 'clean', 'faithful' or 'mldg'")
         need(self.meta_outer_reduction in ("sum", "mean"), "meta_outer_reduction", "expected 'sum' or 'mean'")
+        need(self.meta_inner_lr_scale > 0, "meta_inner_lr_scale", "expected > 0")
+        need(
+            self.meta_inner_lr_scale == 1.0 or self.meta_mode != "faithful",
+            "meta_inner_lr_scale",
+            "faithful mode's inner step is the optimizer's own step at the current lr",
+        )
         need(self.lr_scheduler_type in ("cosine", "constant"), "lr_scheduler_type", "expected 'cosine' or 'constant'")
         need(self.mixed_precision in (None, "no", "fp16", "bf16"), "mixed_precision", "expected no, fp16 or bf16")
         need(self.shots >= 1, "shots", "expected >= 1")
@@ -231,9 +260,16 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             )
             need(ok, "checkpointing_steps", "expected a positive integer or 'epoch'")
             self.checkpointing_steps = str(self.checkpointing_steps)
+        if self.checkpoints_total_limit is not None:
+            need(
+                isinstance(self.checkpoints_total_limit, int) and self.checkpoints_total_limit >= 1,
+                "checkpoints_total_limit",
+                "expected a positive integer",
+            )
         protocol = get_protocol(self.protocol)
         if protocol.needs_target_domain and self.target_domain is None:
             raise ValueError(f"target_domain: required with --protocol {self.protocol}")
+        protocol.check_args(self)
         need(self.n_ctx >= 1 or not get_method(self.method).text_prompts, "n_ctx", "expected >= 1")
         if get_method(self.method).uses_meta_step and protocol.meta_prompts == "vision":
             need(self.n_pro >= 1, "n_pro", f"{self.protocol} meta-updates the vision prompts, so expected >= 1")
@@ -275,6 +311,8 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             zero_grad_drift=self.meta_zero_grad_drift,
             num_class_groups=self.meta_num_class_groups,
             chunk_size=self.per_device_train_batch_size if vision else None,
+            inner_lr_scale=self.meta_inner_lr_scale,
+            mldg_in_domain=self.meta_mldg_in_domain,
         )
         return self.method_preset.meta_settings(base)
 

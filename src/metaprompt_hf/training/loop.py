@@ -20,23 +20,32 @@ import dataclasses
 import json
 import logging
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..data import DataError, FewShotBatchSampler, ImageDataset, TrainTransform, collate, domain_counts, processor_size
+from ..batches import FewShotBatchSampler, ImageDataset, TrainTransform, collate, domain_counts, processor_size
+from ..data import DataError
 from ..embedded import resolve_base_model
 from ..modeling_metaprompt import MetaPromptModel, load_clip, load_processor
 from ..protocols import ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
 from ..protocols.run import run_templates
-from ..utils import atomic_write_text
+from ..utils import UnreadableFileError, atomic_write_json, atomic_write_text
 from .arguments import MetaPromptTrainingArguments, parse_args
-from .checkpointing import CHECKPOINT_PREFIX, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import (
+    CHECKPOINT_PREFIX,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .schedule import EpochwiseLR
 from .step import TrainingStep
 
@@ -73,6 +82,8 @@ class Run:
     accelerator: Any
     output_dir: Path
     resume_dir: Path | None
+    meta_update_ratios: list[float] = field(default_factory=list)
+    """‖Δ_meta‖ / ‖Δ_in-domain‖ of every optimizer step after warm-up (docs/method.md §3.2), for results.json."""
 
 
 def check_output_dir(args: MetaPromptTrainingArguments) -> None:
@@ -187,14 +198,38 @@ def save_adapter(run: Run, model: MetaPromptModel) -> None:
 
 
 def evaluate_run(
-    args: MetaPromptTrainingArguments, run: Run, model: MetaPromptModel, proto: ProtocolData, data: Any
+    args: MetaPromptTrainingArguments,
+    run: Run,
+    model: MetaPromptModel,
+    proto: ProtocolData,
+    data: Any,
+    step: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The protocol's metrics, written to `results.json` and printed (main process)."""
+    """The protocol's metrics, written to `results.json`, printed (main process) and logged to the trackers at
+    `step` (the final optimizer step)."""
     results = [evaluate_protocol(args, model, proto, data, model.processor, run.accelerator)]
+    ratios = run.meta_update_ratios
+    results[0]["meta_update_ratio"] = float(statistics.median(ratios)) if args.uses_meta_step and ratios else None
+    log_eval_metrics(run.accelerator, results[0], step)
     if run.accelerator.is_main_process:
-        atomic_write_text(run.output_dir / "results.json", json.dumps(results, indent=2))
+        atomic_write_json(run.output_dir / "results.json", results)
         run.accelerator.print(format_results(results[0]))
     return results
+
+
+def log_eval_metrics(accelerator: Any, result: dict[str, Any], step: int | None) -> dict[str, float]:
+    """Log a result entry's numbers (percent, image counts) to the Accelerate trackers as `eval/<key>`; returns
+    what was logged (nothing without trackers). Identity fields (seed, shots) are not metrics and stay out."""
+    identity = {"seed", "shots"}
+    logs = {
+        f"eval/{key}": float(value)
+        for key, value in result.items()
+        if key not in identity and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    if not getattr(accelerator, "trackers", None) or not logs:
+        return {}
+    accelerator.log(logs, step=step)
+    return logs
 
 
 def push_adapter(
@@ -235,7 +270,7 @@ def train(
         global_step = train_loop(args, run, model, proto, callbacks)
         save_adapter(run, model)
     train_seconds = time.perf_counter() - start
-    results = evaluate_run(args, run, model, proto, data) if args.do_eval else []
+    results = evaluate_run(args, run, model, proto, data, step=global_step) if args.do_eval else []
     if args.push_to_hub:
         push_adapter(args, run, model, proto, data, results)
     run.accelerator.end_training()
@@ -299,6 +334,11 @@ def train_loop(
     if resume_dir is not None:
         progress = load_checkpoint(resume_dir, unwrapped, raw_optimizer, schedule)
         global_step = int(progress["global_step"])
+        if global_step > max_steps:
+            raise CheckpointError(
+                f"resume_from_checkpoint: {resume_dir} is at step {global_step}, past --max_steps {max_steps}; "
+                "resume an earlier checkpoint, or raise --max_steps"
+            )
         accelerator.print(f"resumed from {resume_dir} at step {global_step}")
     if accelerator.trackers == [] and args.report_to not in ("none", "", None):
         accelerator.init_trackers(
@@ -343,6 +383,10 @@ def train_loop(
                 continue
             result = train_step.update(step=global_step)
             lr = result.learning_rate
+            ratio = result.meta_update_ratio
+            # after warm-up only: at the warm-up lr (1e-5) both updates are tiny and their ratio is noise
+            if epoch >= args.warmup_epochs and not math.isnan(ratio):
+                run.meta_update_ratios.append(ratio)
             schedule.step()
             global_step += 1
             bar.update(1)
@@ -359,7 +403,14 @@ def train_loop(
             if global_step % args.logging_steps == 0 or global_step == max_steps:
                 logs = {"loss": result.loss, "lr": lr, "epoch": epoch}
                 if args.uses_meta_step:
-                    logs |= {"meta_train_loss": result.meta_train_loss, "meta_test_loss": result.meta_test_loss}
+                    logs |= {
+                        "meta_train_loss": result.meta_train_loss,
+                        "meta_test_loss": result.meta_test_loss,
+                        "meta_update_ratio": ratio,
+                        "meta_episodes": result.meta.episodes if result.meta is not None else 0,
+                        "meta_train_side": sum(tr for tr, _ in result.side_sizes),
+                        "meta_test_side": sum(te for _, te in result.side_sizes),
+                    }
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
                 if accelerator.trackers:
                     accelerator.log(logs, step=global_step)
@@ -375,6 +426,8 @@ def train_loop(
                         schedule,
                         {"global_step": global_step, "epoch": epoch},
                     )
+                    if args.checkpoints_total_limit:
+                        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
                 accelerator.wait_for_everyone()
             for callback in callbacks:
                 callback(state)
@@ -409,7 +462,13 @@ def _describe_meta(args: MetaPromptTrainingArguments) -> str:
     if meta is None:
         return "none"
     extra = ", second order" if meta.second_order else ", torch 1.10 zero-grad drift" if meta.zero_grad_drift else ""
-    return f"β={meta.beta}, {meta.mode}, {meta.reduction}{extra}"
+    if meta.mode == "mldg":
+        extra += ", in-domain step kept" if meta.mldg_in_domain else ", in place of the in-domain step"
+    return f"β={meta.beta}, {meta.mode}, α={meta.inner_lr_scale}×lr, {meta.reduction}{extra}"
+
+
+# What a user can cause (bad data, a damaged or mismatched checkpoint, a missing file): a message, exit status 2.
+USER_ERRORS = (DataError, OSError, UnreadableFileError, CheckpointError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -421,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         train(args)
-    except (DataError, OSError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
