@@ -84,14 +84,6 @@ class DataArguments:
         "(imagenet, caltech101, ..., pacs, vlcs, office_home, domainnet).",
         default=None,
     )
-    train_dir: str | None = _help(
-        "A <class>/<image> folder of training images (read with datasets' imagefolder, as in transformers' "
-        "image-classification example); replaces --dataset_name.",
-        default=None,
-    )
-    validation_dir: str | None = _help(
-        "A <class>/<image> folder of evaluation images, with --train_dir (its split is 'validation').", default=None
-    )
     dataset_config_name: str | None = _help("Config name of a Hub dataset.", default=None)
     train_dir: str | None = _help(
         "A folder of <class>/<image> training images, read by datasets' imagefolder (instead of --dataset_name's data).",
