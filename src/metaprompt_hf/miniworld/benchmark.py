@@ -167,13 +167,19 @@ def load_miniworld(
         if os.path.isfile(os.path.join(target, "dataset_dict.json")):
             return datasets.load_from_disk(target)
     dd = datasets.DatasetDict({s: _build_split(name, s, sizes[s], seed, image_size) for s in _SPLITS})
-    if target is not None:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(target))
-        try:
-            dd.save_to_disk(tmp)
-            os.replace(tmp, target)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-        dd = datasets.load_from_disk(target) if os.path.isdir(target) else dd
-    return dd
+    return save_to_cache(dd, target)
+
+
+def save_to_cache(dd: datasets.DatasetDict, target: str | None) -> datasets.DatasetDict:
+    """Store `dd` at `target` (when given) through a temporary folder renamed into place, so concurrent builders
+    never see half a dataset; returns the stored copy (memory-mapped) or `dd` itself without a cache."""
+    if target is None:
+        return dd
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(target))
+    try:
+        dd.save_to_disk(tmp)
+        os.replace(tmp, target)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(target) if os.path.isdir(target) else dd

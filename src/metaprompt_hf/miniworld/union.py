@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 
 import datasets
 
-from .benchmark import load_miniworld
+from .benchmark import load_miniworld, save_to_cache
 from .catalog import B2N_DATASETS, CLASS_NAMES, MINIWORLD_VERSION, TEMPLATES
 
 UNION = "union"
@@ -70,13 +68,4 @@ def load_union(cache_dir: str | os.PathLike[str] | None = None) -> datasets.Data
             parts.append(ds.cast(features))
         splits[split] = datasets.concatenate_datasets(parts)
     dd = datasets.DatasetDict(splits)
-    if target is not None:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(target))
-        try:
-            dd.save_to_disk(tmp)
-            os.replace(tmp, target)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-        dd = datasets.load_from_disk(target) if os.path.isdir(target) else dd
-    return dd
+    return save_to_cache(dd, target)
