@@ -20,6 +20,7 @@ gradients are all-reduced by hand). Resume after a crash, ending with the same a
 """
 
 import sys
+from collections.abc import Sequence
 
 from metaprompt_hf.protocols import load_protocol_data
 from metaprompt_hf.protocols.run import run_templates
@@ -37,10 +38,10 @@ from metaprompt_hf.training import (
 )
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     # 1. Arguments: model / data / training groups, a YAML --config gives defaults, the command line overrides.
     try:
-        args = parse_args()
+        args = parse_args(argv)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
