@@ -20,6 +20,7 @@ import torch
 
 from ..data import DataError, ImageClassificationData, _describe
 from ..images import try_decode
+from ..meta import class_split_episodes
 
 if TYPE_CHECKING:
     from ..meta import Episode
@@ -122,7 +123,6 @@ class Protocol(ABC):
     ) -> ProtocolData:
         """The few-shot training rows and the evaluation sets (raises `DataError` naming the bad input)."""
 
-    @abstractmethod
     def meta_episodes(
         self,
         labels: torch.Tensor,
@@ -133,7 +133,9 @@ class Protocol(ABC):
         step: int,
         num_class_groups: int = 2,
     ) -> list[Episode]:
-        """The meta step's episodes for one accumulated batch: `labels` (B,) and `domains` (B,) or None, CPU."""
+        """The meta step's episodes for one accumulated batch: `labels` (B,) and `domains` (B,) or None, CPU.
+        By default class-group episodes over the training classes (docs/method.md §3.1); DG overrides it."""
+        return class_split_meta_episodes(labels, proto, seed=seed, step=step, num_class_groups=num_class_groups)
 
     @abstractmethod
     def evaluate(
@@ -238,3 +240,12 @@ def class_groups(labels: Sequence[int], classes: Sequence[int]) -> dict[tuple, l
         if int(lab) in wanted:
             groups.setdefault((int(lab),), []).append(row)
     return groups
+
+
+def class_split_meta_episodes(
+    labels: torch.Tensor, proto: ProtocolData, *, seed: int, step: int, num_class_groups: int
+) -> list[Episode]:
+    """Class-group episodes over the training classes (docs/method.md §3.1); the split is drawn from (seed, step)
+    alone, so it is identical on every process and after a resume."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return class_split_episodes(labels, len(proto.train_class_names), generator, num_class_groups)

@@ -8,12 +8,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..data import DataError, ImageClassificationData
 from ..evaluation import evaluate_set, harmonic_mean
-from ..meta import Episode, class_split_episodes
-from .base import EvalSet, Protocol, ProtocolData, cap, check_common, class_groups, eval_rows, sample_shots
+from .base import (
+    EvalSet,
+    Protocol,
+    ProtocolData,
+    cap,
+    check_common,
+    class_groups,
+    eval_rows,
+    sample_shots,
+)
 
 
 def base_new_split(num_classes: int) -> tuple[list[int], list[int]]:
@@ -21,15 +28,6 @@ def base_new_split(num_classes: int) -> tuple[list[int], list[int]]:
     base, the rest new."""
     m = math.ceil(num_classes / 2)
     return list(range(m)), list(range(m, num_classes))
-
-
-def class_split_meta_episodes(
-    labels: torch.Tensor, proto: ProtocolData, *, seed: int, step: int, num_class_groups: int
-) -> list[Episode]:
-    """Class-group episodes over the training classes (docs/method.md §3.1); the split is drawn from (seed, step)
-    alone, so it is identical on every process and after a resume."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    return class_split_episodes(labels, len(proto.train_class_names), generator, num_class_groups)
 
 
 class Base2NewProtocol(Protocol):
@@ -92,18 +90,6 @@ class Base2NewProtocol(Protocol):
             },
             skipped_corrupt=corrupt,
         )
-
-    def meta_episodes(
-        self,
-        labels: torch.Tensor,
-        domains: torch.Tensor | None,
-        proto: ProtocolData,
-        *,
-        seed: int,
-        step: int,
-        num_class_groups: int = 2,
-    ) -> list[Episode]:
-        return class_split_meta_episodes(labels, proto, seed=seed, step=step, num_class_groups=num_class_groups)
 
     def evaluate(
         self, model: Any, proto: ProtocolData, data: ImageClassificationData, image_processor: Any, **kw: Any

@@ -16,13 +16,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from ..data import DataError, ImageClassificationData
 from ..evaluation import evaluate_set
-from ..meta import Episode
 from .base import EvalSet, Protocol, ProtocolData, cap, check_common, class_groups, eval_rows, sample_shots
-from .base2new import class_split_meta_episodes
 
 logger = logging.getLogger(__name__)
 
@@ -103,19 +100,6 @@ class CrossDatasetProtocol(Protocol):
             },
             skipped_corrupt=corrupt,
         )
-
-    def meta_episodes(
-        self,
-        labels: torch.Tensor,
-        domains: torch.Tensor | None,
-        proto: ProtocolData,
-        *,
-        seed: int,
-        step: int,
-        num_class_groups: int = 2,
-    ) -> list[Episode]:
-        """Class-group episodes over all training classes, as base-to-new (docs/method.md §3.1)."""
-        return class_split_meta_episodes(labels, proto, seed=seed, step=step, num_class_groups=num_class_groups)
 
     def evaluate(
         self, model: Any, proto: ProtocolData, data: ImageClassificationData, image_processor: Any, **kw: Any
