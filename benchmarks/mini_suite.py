@@ -14,6 +14,8 @@ and the small CLIP pretrained on it (`src/metaprompt_hf/assets/mini-clip`):
     python benchmarks/mini_suite.py --tune --output_dir /tmp/mini-tune     # learning-rate selection (validation)
     python benchmarks/mini_suite.py --ablation --tune --output_dir D       # meta-step ablation: selection (validation)
     python benchmarks/mini_suite.py --ablation --output_dir D              # meta-step ablation: paired test runs
+    python benchmarks/mini_suite.py --methods metaprompt --reuse_runs benchmarks/results/runs.json --output_dir D
+                                        # re-run one method (a changed default); the others' runs are reused
 
 The `--ablation` mode (issue 12, `benchmarks/mini_ablation.py`) compares every meta-update variant with
 `metaprompt_no_meta` over 10 paired seeds and writes `ablation.json` / `ablation.md`; see that module.
@@ -94,7 +96,11 @@ def _train_args(run: dict[str, Any], method: str, seed: int, lr: float, out: Pat
 
 
 def run_all(
-    opts: argparse.Namespace, lrs: dict[str, dict[str, float]], runs: list[dict], seeds: list[int]
+    opts: argparse.Namespace,
+    lrs: dict[str, dict[str, float]],
+    runs: list[dict],
+    seeds: list[int],
+    methods: tuple[str, ...] = METHODS,
 ) -> list[dict]:
     """Train and evaluate every (run, method, seed); returns the per-run result entries."""
     from accelerate.state import AcceleratorState, GradientState
@@ -102,11 +108,11 @@ def run_all(
     from metaprompt_hf.training import train
 
     results = []
-    total = len(runs) * len(METHODS) * len(seeds)
+    total = len(runs) * len(methods) * len(seeds)
     done = 0
     start = time.perf_counter()
     for run in runs:
-        for method in METHODS:
+        for method in methods:
             for seed in seeds:
                 lr = lrs.get(method, {}).get(run["protocol"], DEFAULT_LR)
                 tag = "-".join(
@@ -316,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_steps", type=int, default=-1)
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output_dir")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="suite: run only these methods")
+    parser.add_argument(
+        "--reuse_runs",
+        type=Path,
+        default=None,
+        help="suite: a runs.json whose entries for the methods not in --methods complete the tables",
+    )
     opts = parser.parse_args(argv)
     opts.argv = list(argv if argv is not None else sys.argv[1:])
     opts.eval_split = "test"
@@ -347,13 +360,21 @@ def main(argv: list[str] | None = None) -> int:
         opts.seeds, opts.max_steps, shots_dg = [1], 2, (5,)
         opts.max_eval_samples = opts.max_eval_samples or 32
     lrs = json.loads(HPARAMS.read_text())["selected_learning_rate"] if HPARAMS.is_file() else {}
-    results = run_all(opts, lrs, _runs(opts.protocol, opts.quick, shots_dg), opts.seeds)
+    methods = tuple(m for m in METHODS if m in (opts.methods or METHODS))
+    reused: list[dict] = []
+    if opts.reuse_runs is not None:
+        if not opts.reuse_runs.is_file():
+            parser.error(f"--reuse_runs: no file {opts.reuse_runs}")
+        reused = [e for e in json.loads(opts.reuse_runs.read_text()) if e["method"] not in methods]
+    results = reused + run_all(opts, lrs, _runs(opts.protocol, opts.quick, shots_dg), opts.seeds, methods)
     summary = summarise(results)
     summary["settings"] = {
         "seeds": opts.seeds,
         "quick": opts.quick,
         "max_steps": opts.max_steps,
         "learning_rates": lrs or "default",
+        "methods_run": list(methods),
+        "reused_runs": str(opts.reuse_runs) if opts.reuse_runs else None,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "base_model": opts.base_model,
         "command": "python benchmarks/mini_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_round_trip_into_a_fresh_base(tmp_path, pixel_values):
     clip, processor = tiny_clip(seed=0)
     model = _trained(clip, processor)
     model.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == sorted([CONFIG_NAME, WEIGHTS_NAME])  # exactly the two files
+    assert sorted(os.listdir(tmp_path)) == sorted([CONFIG_NAME, WEIGHTS_NAME, "README.md"])  # two files and a card
     with safe_open(str(tmp_path / WEIGHTS_NAME), "pt") as f:
         assert sorted(f.keys()) == ["text_prompts", "vision_prompts"]  # the prompts only, never CLIP
         assert f.metadata()["format"] == "pt"
@@ -71,7 +72,7 @@ def test_save_refuses_to_overwrite_unless_asked(tmp_path):
     assert (tmp_path / WEIGHTS_NAME).read_bytes() == before
     other.save_pretrained(tmp_path, overwrite=True)
     assert (tmp_path / WEIGHTS_NAME).read_bytes() != before
-    assert sorted(os.listdir(tmp_path)) == sorted([CONFIG_NAME, WEIGHTS_NAME])  # no temporary files left
+    assert sorted(os.listdir(tmp_path)) == sorted([CONFIG_NAME, WEIGHTS_NAME, "README.md"])  # no temporary files
 
 
 def test_folder_without_safetensors_is_an_error_and_pickle_is_never_loaded(tmp_path):
@@ -168,9 +169,9 @@ class RecordingApi:
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
 
-    def create_commit(self, repo_id, operations, **kwargs):
-        files = {op.path_in_repo: op.path_or_fileobj for op in operations}
-        self.calls.append(("create_commit", repo_id, files, kwargs))
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+        self.calls.append(("upload_folder", repo_id, files, kwargs))
         return "commit-info"
 
 
@@ -185,8 +186,9 @@ def test_push_to_hub_uploads_two_files_and_a_card_in_one_commit(tmp_path):
     model = _trained(clip, processor)
     api = RecordingApi()
     results = [{"protocol": "base2new", "dataset": "mini-shapes", "base": 91.25, "new": 70.5, "hm": 79.55}]
-    assert model.push_to_hub("me/metaprompt-tiny", api=api, results=results, private=True) == "commit-info"
-    assert [c[0] for c in api.calls] == ["create_repo", "create_commit"]
+    pushed = model.push_to_hub("me/metaprompt-tiny", api=api, model_card_kwargs={"results": results}, private=True)
+    assert pushed == "commit-info"
+    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
     _, repo, files, kwargs = api.calls[1]
     assert repo == "me/metaprompt-tiny" and kwargs["repo_type"] == "model"
     assert sorted(files) == sorted([CONFIG_NAME, WEIGHTS_NAME, "README.md"])
@@ -236,3 +238,75 @@ def test_base_model_kwargs_pass_through_and_prompts_stay_fp32_under_dtype_and_to
     assert torch.equal(loaded.predict(pixel_values, ["a", "b"]), cast.predict(pixel_values, ["a", "b"]))
     with pytest.raises(ValueError, match="pass one"):
         MetaPromptModel.from_pretrained(tmp_path, dtype=torch.float16, torch_dtype=torch.bfloat16)
+
+
+def test_the_model_is_a_hub_mixin_with_its_save_push_and_load_arguments(tmp_path):
+    """`ModelHubMixin`'s conventions: `save_pretrained(push_to_hub=True, repo_id=..., model_card_kwargs=...)`,
+    `push_to_hub(branch=..., create_pr=..., *_patterns=...)`, and a `README.md` card that is never overwritten
+    unless asked."""
+    from huggingface_hub import ModelHubMixin
+
+    clip, processor = tiny_clip()
+    model = _trained(clip, processor)
+    assert isinstance(model, ModelHubMixin)
+    api = RecordingApi()
+    results = [{"protocol": "base2new", "dataset": "mini-shapes", "base": 91.25, "new": 70.5, "hm": 79.55}]
+    folder = tmp_path / "adapter"
+    got = model.save_pretrained(
+        folder,
+        push_to_hub=True,
+        repo_id="me/mixin",
+        model_card_kwargs={"results": results, "model_name": "mixin-test"},
+        api=api,
+        branch="dev",
+        create_pr=True,
+        ignore_patterns=["*.md"],
+    )
+    assert got == "commit-info"
+    _, repo, files, kwargs = api.calls[-1]
+    assert repo == "me/mixin" and kwargs["revision"] == "dev" and kwargs["create_pr"] is True
+    assert kwargs["ignore_patterns"] == ["*.md"]  # passed on to upload_folder, which applies it
+    local_card = (folder / "README.md").read_text()
+    assert "79.55" in local_card and _card_metadata(local_card)["model-index"][0]["name"] == "mixin-test"
+    pushed_card = files["README.md"].decode()  # the same kwargs, plus the repo it now lives in
+    assert "79.55" in pushed_card and 'MetaPromptModel.from_pretrained("me/mixin")' in pushed_card
+    from safetensors.torch import load
+
+    pushed, local = load(files[WEIGHTS_NAME]), load((folder / WEIGHTS_NAME).read_bytes())
+    assert pushed.keys() == local.keys() and all(torch.equal(pushed[k], local[k]) for k in local)
+
+    # A hand-written card is kept, as the mixin keeps it; asking for a generated one without overwrite is an error.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my own card")
+    model.save_pretrained(mine)
+    assert (mine / "README.md").read_text() == "my own card" and (mine / WEIGHTS_NAME).is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "README.md").write_text("my own card")
+    with pytest.raises(FileExistsError, match="README.md"):
+        model.save_pretrained(other, model_card_kwargs={"results": results})
+    assert os.listdir(other) == ["README.md"]  # refused before anything was written
+    model.save_pretrained(other, model_card_kwargs={"results": results}, overwrite=True)
+    assert "79.55" in (other / "README.md").read_text()
+
+    # from_pretrained takes the mixin's keyword arguments; the mixin's loading hook is the same code.
+    loaded = MetaPromptModel.from_pretrained(
+        folder, base_model=clip, processor=processor, force_download=False, token=False, local_files_only=True
+    )
+    via_hook = MetaPromptModel._from_pretrained(
+        model_id=str(folder),
+        revision=None,
+        cache_dir=None,
+        force_download=False,
+        local_files_only=True,
+        token=None,
+        base_model=clip,
+        processor=processor,
+    )
+    for key, value in model.prompt_state_dict().items():
+        assert torch.equal(loaded.prompt_state_dict()[key], value) and torch.equal(
+            via_hook.prompt_state_dict()[key], value
+        )
+    with pytest.raises(TypeError, match="not_an_option"):
+        MetaPromptModel.from_pretrained(folder, base_model=clip, processor=processor, not_an_option=1)

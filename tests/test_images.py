@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metaprompt_hf.images import decode_image, to_rgb, try_decode
+from metaprompt_hf.dataset_images import decode_row_image
+from metaprompt_hf.images import decode_image, to_rgb
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -31,11 +32,12 @@ class Pixels:
 
 @dataclass(frozen=True)
 class Fails:
-    """Clear error: `decode_image` raises `error` with a message matching `match`; `try_decode` gives None."""
+    """Clear error: `decode_image` raises `error` with a message matching `match`; the dataset-row decoder
+    (`decode_row_image`) gives None, so the row is skipped and named."""
 
     error: type[BaseException]
     match: str | None = None
-    refused_by_try_decode: bool = field(default=True)
+    refused_as_a_row: bool = field(default=True)
 
 
 def gray(mode: str, values: list[float], size: tuple[int, int] = (4, 2)) -> Image.Image:
@@ -150,24 +152,35 @@ CASES: list[tuple[str, Callable[[], Any], Pixels | Fails]] = [
     ("truncated PNG", lambda: saved(Image.new("RGB", (64, 64), RED), "PNG")[:60], Fails(OSError)),
     ("missing file", lambda: "/nonexistent/image.png", Fails(FileNotFoundError, "nonexistent")),
     ("datasets value without bytes or path", lambda: {"bytes": None, "path": None}, Fails(ValueError, "neither bytes nor a path")),
-    ("not an image type", lambda: 3.5, Fails(TypeError, "got float", refused_by_try_decode=False)),
+    ("not an image type", lambda: 3.5, Fails(TypeError, "got float", refused_as_a_row=False)),
 ]  # fmt: skip
+
+
+def _as_row_value(value: Any) -> Any:
+    """The value as a `datasets` row stores it (undecoded), or None for a PIL image (rows never hold one)."""
+    if isinstance(value, bytes):
+        return {"bytes": value, "path": None}
+    return None if isinstance(value, Image.Image) else value
 
 
 @pytest.mark.parametrize("make, expected", [row[1:] for row in CASES], ids=[row[0] for row in CASES])
 def test_decode(make, expected):
+    """`decode_image` (predict) and `decode_row_image` (datasets' `Image` feature, training and evaluation) give the
+    same pixels for the same file, and refuse the same files."""
     value = make()
+    row_value = _as_row_value(value)
     if isinstance(expected, Fails):
         with pytest.raises(expected.error, match=expected.match):
             decode_image(value)
-        if expected.refused_by_try_decode:
-            assert try_decode(value) is None
+        if expected.refused_as_a_row:
+            assert decode_row_image(row_value) is None
         return
-    image = decode_image(value)
-    assert image.mode == "RGB" and image.size == expected.size
-    for xy, rgb in expected.at.items():
-        got = image.getpixel(xy)
-        assert max(abs(g - e) for g, e in zip(got, rgb)) <= expected.tol, f"pixel {xy}: {got} != {rgb}"
+    images = [decode_image(value)] + ([decode_row_image(row_value)] if row_value is not None else [])
+    for image in images:
+        assert image.mode == "RGB" and image.size == expected.size
+        for xy, rgb in expected.at.items():
+            got = image.getpixel(xy)
+            assert max(abs(g - e) for g, e in zip(got, rgb)) <= expected.tol, f"pixel {xy}: {got} != {rgb}"
 
 
 def test_sixteen_bit_photo_matches_its_eight_bit_version():

@@ -52,6 +52,22 @@ def test_meta_variants_fix_their_fields_over_the_run_arguments():
     assert MetaPromptTrainingArguments(method="ivlp").meta_settings() is None
 
 
+@pytest.mark.parametrize(
+    "kwargs, beta",
+    [
+        ({"method": "metaprompt"}, 5.0),  # clean: validation-selected (benchmarks/results/ablation.md)
+        ({"method": "metaprompt", "meta_mode": "faithful"}, 0.2),  # the reference's META_STEP
+        ({"method": "metaprompt_faithful"}, 0.2),  # the preset fixes the mode, so the β of that mode
+        ({"method": "metaprompt_mldg"}, 0.2),
+        ({"method": "metaprompt_second_order"}, 5.0),
+        ({"method": "metaprompt_faithful", "meta_step": 1.5}, 1.5),  # an explicit β always wins
+    ],
+)
+def test_the_default_beta_is_the_variants(kwargs, beta):
+    args = MetaPromptTrainingArguments(**kwargs)
+    assert args.meta_step == beta and args.meta_settings().beta == beta
+
+
 @pytest.mark.parametrize("method", ["coop", "ivlp", "metaprompt_no_meta"])
 def test_the_step_trains_with_the_models_own_loss(method):
     """No second loss implementation: the step's loss is the model's `forward(labels=)` loss, L_AC for the coupled

@@ -170,15 +170,18 @@ def test_push_to_hub_fills_the_card_from_the_results_file(results_file):
         def create_repo(self, repo_id, **kwargs):
             self.calls.append(("create_repo", repo_id, kwargs))
 
-        def create_commit(self, repo_id, operations, **kwargs):
-            self.calls.append(("create_commit", repo_id, {op.path_in_repo: op.path_or_fileobj for op in operations}))
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            self.calls.append(
+                ("upload_folder", repo_id, {p.name: p.read_bytes() for p in Path(folder_path).iterdir()})
+            )
             return "commit-info"
 
     clip, processor = tiny_clip()
     clip.name_or_path = BASE
     model = MetaPromptModel(clip, MetaPromptConfig(), processor)
     api = RecordingApi()
-    assert push_to_hub(model, REPO_ID, results=str(results_file), training=TRAINING, api=api) == "commit-info"
+    card_kwargs = {"results": str(results_file), "training": TRAINING}
+    assert push_to_hub(model, REPO_ID, model_card_kwargs=card_kwargs, api=api) == "commit-info"
     (_, repo_id, files) = api.calls[-1]
     assert repo_id == REPO_ID
     card = files["README.md"].decode("utf-8")

@@ -85,7 +85,11 @@ def test_per_call_adapter_equals_separately_loaded_models(base, adapter_dirs, pi
 def test_saving_writes_only_that_adapter(base, adapter_dirs, tmp_path):
     model = _multi(base, adapter_dirs)
     model.save_pretrained(tmp_path / "b", adapter_name="b")
-    assert sorted(os.listdir(tmp_path / "b")) == ["metaprompt_config.json", "metaprompt_model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "b")) == [
+        "README.md",
+        "metaprompt_config.json",
+        "metaprompt_model.safetensors",
+    ]
     again = MetaPromptModel.from_pretrained(tmp_path / "b", base_model=base[0], processor=base[1])
     assert again.config == model.adapters["b"].config
     assert all(torch.equal(again.prompt_state_dict()[k], v) for k, v in model.prompt_state_dict("b").items())

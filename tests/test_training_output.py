@@ -40,6 +40,9 @@ def test_run_logs_eval_metrics_and_keeps_the_newest_checkpoints(tiny_clip_dir, d
     )
     result = train(args)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    # the adapter's model card, rewritten once the results are in (ModelHubMixin writes README.md beside weights)
+    card = (out / "README.md").read_text()
+    assert f"{result.results[0]['hm']:.2f}" in card and "model-index" in card and "name: run" in card
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -57,9 +57,15 @@ def adapter_bytes(config: MetaPromptConfig, tensors: dict[str, torch.Tensor]) ->
     return {WEIGHTS_NAME: save(tensors, metadata), CONFIG_NAME: config_data}
 
 
-def save_adapter(folder: str | os.PathLike, config: MetaPromptConfig, tensors: dict[str, torch.Tensor]) -> None:
-    """Write an adapter folder as one unit (see `utils.write_folder`)."""
-    write_folder(folder, adapter_bytes(config, tensors))
+def save_adapter(
+    folder: str | os.PathLike,
+    config: MetaPromptConfig,
+    tensors: dict[str, torch.Tensor],
+    extra_files: dict[str, bytes] | None = None,
+) -> None:
+    """Write an adapter folder (its two files, then `extra_files` such as the model card) as one unit
+    (see `utils.write_folder`)."""
+    write_folder(folder, adapter_bytes(config, tensors) | (extra_files or {}))
 
 
 def read_adapter(source: str, **hub_kwargs: Any) -> AdapterFiles:

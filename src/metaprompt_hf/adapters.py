@@ -13,6 +13,8 @@ import contextlib
 import dataclasses
 import itertools
 import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,7 +23,7 @@ from torch import nn
 from .adapter_io import AdapterFiles, check_shapes, read_adapter, save_adapter
 from .backbones import DualEncoderBackbone, get_backbone, load_base_model, load_base_processor, resolve_base_model
 from .configuration_metaprompt import MetaPromptConfig
-from .constants import CONFIG_NAME, DEFAULT_ADAPTER_NAME, PROMPT_KEYS, WEIGHTS_NAME
+from .constants import CONFIG_NAME, DEFAULT_ADAPTER_NAME, MODEL_CARD_NAME, PROMPT_KEYS, WEIGHTS_NAME
 
 if TYPE_CHECKING:
     from .modeling_metaprompt import MetaPromptModel
@@ -196,27 +198,38 @@ class AdapterMixin:
                 getattr(adapter, key).copy_(state[key].to(device=self.backbone.device, dtype=torch.float32))
         self.clear_cache()
 
+    # ------------------------------------------------------------------ Hub (huggingface_hub.ModelHubMixin)
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
         *,
         overwrite: bool = False,
         adapter_name: str | None = None,
-        push_to_hub: bool = False,
         repo_id: str | None = None,
-        **push_kwargs: Any,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **push_to_hub_kwargs: Any,
     ) -> Any:
-        """Write one adapter (default: the active one) as `metaprompt_config.json` + `metaprompt_model.safetensors`,
-        prompts only, never the frozen base model.
+        """Write one adapter (default: the active one) as `metaprompt_config.json` + `metaprompt_model.safetensors`
+        (prompts only, never the frozen base model) and a `README.md` model card; `ModelHubMixin`'s signature.
 
-        The folder's adapter files are replaced as one unit (`utils.write_folder`), and only with
-        `overwrite=True`; the weights record the digest of the config written with them. With `push_to_hub=True` the
-        adapter is then uploaded to `repo_id` (default: the folder's name) with `push_to_hub(**push_kwargs)`, whose
-        commit info is returned."""
+        Nothing is replaced unless `overwrite=True`: existing adapter files raise `FileExistsError`, and an existing
+        `README.md` (perhaps hand-written) is kept, as `ModelHubMixin` keeps it, unless `overwrite=True`. The files
+        are written as one unit (`utils.write_folder`) and the weights record the digest of the config written with
+        them.
+
+        Args:
+            model_card_kwargs: what the card shows (`generate_model_card`): `results` (a list of result entries or
+                the path of a `results.json`), `training`, `datasets`, `model_name`, `repo_id`.
+            push_to_hub, repo_id, push_to_hub_kwargs: then upload to `repo_id` (default: the folder's name) with
+                `push_to_hub(repo_id, **push_to_hub_kwargs)`, whose commit info is returned.
+        """
         from . import __version__
 
-        if not push_to_hub and (repo_id is not None or push_kwargs):
-            raise ValueError(f"save_pretrained: {sorted(push_kwargs) or ['repo_id']} apply only with push_to_hub=True")
+        if not push_to_hub and (repo_id is not None or push_to_hub_kwargs):
+            raise ValueError(
+                f"save_pretrained: {sorted(push_to_hub_kwargs) or ['repo_id']} apply only with push_to_hub=True"
+            )
         save_directory = os.fspath(save_directory)
         if os.path.exists(save_directory) and not os.path.isdir(save_directory):
             raise NotADirectoryError(f"{save_directory} exists and is not a folder")
@@ -224,13 +237,57 @@ class AdapterMixin:
             for name in (CONFIG_NAME, WEIGHTS_NAME):
                 if os.path.exists(os.path.join(save_directory, name)):
                     raise FileExistsError(f"{os.path.join(save_directory, name)} exists; pass overwrite=True")
+        card_path = os.path.join(save_directory, MODEL_CARD_NAME)
+        write_card = overwrite or not os.path.exists(card_path)
+        if model_card_kwargs and not write_card:
+            raise FileExistsError(
+                f"{card_path} exists; pass overwrite=True to replace it with the card of model_card_kwargs"
+            )
         adapter = self._adapter(adapter_name)
         config = dataclasses.replace(adapter.config, inference_mode=True, metaprompt_version=__version__)
-        save_adapter(save_directory, config, self.prompt_state_dict(adapter_name))
+        card = {}
+        if write_card:
+            text = str(self.generate_model_card(adapter_name=adapter_name, **(model_card_kwargs or {})))
+            card[MODEL_CARD_NAME] = (text.rstrip("\n") + "\n").encode("utf-8")
+        save_adapter(save_directory, config, self.prompt_state_dict(adapter_name), card)
         if push_to_hub:
             repo = repo_id or os.path.basename(os.path.abspath(save_directory))
-            return self.push_to_hub(repo, adapter_name=adapter_name, **push_kwargs)
+            return self.push_to_hub(
+                repo, adapter_name=adapter_name, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs
+            )
         return None
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """`ModelHubMixin`'s hook: the active adapter's two files (replacing them, as the mixin's contract says)."""
+        from . import __version__
+
+        config = dataclasses.replace(self.config, inference_mode=True, metaprompt_version=__version__)
+        save_adapter(save_directory, config, self.prompt_state_dict())
+
+    def generate_model_card(
+        self,
+        *,
+        adapter_name: str | None = None,
+        model_name: str = "MetaPrompt adapter",
+        results: Sequence[Mapping[str, Any]] | str | os.PathLike | None = None,
+        training: Mapping[str, Any] | None = None,
+        datasets: Sequence[str] | None = None,
+        repo_id: str | None = None,
+    ) -> Any:
+        """The adapter's `huggingface_hub.ModelCard` (`hub.build_model_card`); `results` may be a `results.json`
+        path. These are the keys `model_card_kwargs` takes in `save_pretrained` and `push_to_hub`."""
+        from .hub import build_model_card, load_results
+
+        if isinstance(results, (str, os.PathLike)):
+            results = load_results(results)
+        return build_model_card(
+            self._adapter(adapter_name).config,
+            model_name=model_name,
+            results=results,
+            training=training,
+            datasets=datasets,
+            repo_id=repo_id,
+        )
 
     @classmethod
     def from_pretrained(
@@ -239,13 +296,62 @@ class AdapterMixin:
         base_model: str | os.PathLike | nn.Module | None = None,
         revision: str | None = None,
         *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        **model_kwargs: Any,
+    ) -> MetaPromptModel:
+        """Load an adapter from a local folder or a Hub repo, with its base model (docs/method.md §5).
+
+        `ModelHubMixin.from_pretrained`'s signature (plus `base_model` and `revision` positionally); the work is
+        in `_from_pretrained`. Unlike the mixin, no `config.json` is probed: an adapter repo holds
+        `metaprompt_config.json`.
+
+        Args:
+            pretrained_model_name_or_path: folder holding `metaprompt_config.json` and
+                `metaprompt_model.safetensors`, or a Hub repo id (resolved from the cache with `HF_HUB_OFFLINE=1`).
+            base_model: a loaded base model (`CLIPModel`, `SiglipModel`, ...), or a Hub id / path to load instead of
+                the config's `base_model_name_or_path` ("embedded" is the small CLIP shipped in the package).
+            revision: revision of the adapter repo.
+            force_download, token, cache_dir, local_files_only: Hub download options, for the adapter and the base.
+            model_kwargs:
+                processor: the base model's processor; loaded from the base model when omitted.
+                base_model_revision: revision of the base model (default: the config's `revision`).
+                subfolder: folder of the adapter inside the repo.
+                dtype: dtype to load the base model in (e.g. torch.bfloat16; `torch_dtype` is the older name); the
+                    prompts stay fp32 and are cast at injection, as after `.to(dtype)`.
+                device: device for the base model and prompts.
+                is_trainable: leave the prompts trainable (default: frozen, inference mode).
+                device_map, attn_implementation: passed to the base model's `from_pretrained`; the prompts go to the
+                    device of the logit scale.
+                class_chunk_size, adapter_name: as in `MetaPromptModel(...)`.
+        """
+        return cls._from_pretrained(
+            model_id=os.fspath(pretrained_model_name_or_path),
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            base_model=base_model,
+            **model_kwargs,
+        )
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | os.PathLike | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        base_model: str | os.PathLike | nn.Module | None = None,
         processor: Any | None = None,
         base_model_revision: str | None = None,
         subfolder: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        token: str | bool | None = None,
-        local_files_only: bool = False,
-        force_download: bool = False,
         dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         is_trainable: bool = False,
@@ -255,23 +361,7 @@ class AdapterMixin:
         device_map: Any | None = None,
         attn_implementation: str | None = None,
     ) -> MetaPromptModel:
-        """Load an adapter from a local folder or a Hub repo, with its base model (docs/method.md §5).
-
-        Args:
-            pretrained_model_name_or_path: folder holding `metaprompt_config.json` and
-                `metaprompt_model.safetensors`, or a Hub repo id (resolved from the cache with `HF_HUB_OFFLINE=1`).
-            base_model: a loaded base model (`CLIPModel`, `SiglipModel`, ...), or a Hub id / path to load instead of
-                the config's `base_model_name_or_path` ("embedded" is the small CLIP shipped in the package).
-            revision: revision of the adapter repo.
-            processor: the base model's processor; loaded from the base model when omitted.
-            base_model_revision: revision of the base model (default: the config's `revision`).
-            dtype: dtype to load the base model in (e.g. torch.bfloat16; `torch_dtype` is the older name); the
-                prompts stay fp32 and are cast at injection, as after `.to(dtype)`.
-            device: device for the base model and prompts.
-            is_trainable: leave the prompts trainable (default: frozen, inference mode).
-            device_map, attn_implementation: passed to the base model's `from_pretrained` (as are `cache_dir`,
-                `token`, `local_files_only` and the base revision); the prompts go to the device of the logit scale.
-        """
+        """`ModelHubMixin`'s loading hook; the arguments are `from_pretrained`'s."""
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ValueError(f"dtype: got dtype={dtype!r} and torch_dtype={torch_dtype!r}; pass one")
         dtype = dtype if dtype is not None else torch_dtype
@@ -283,7 +373,7 @@ class AdapterMixin:
             local_files_only=local_files_only,
             force_download=force_download,
         )
-        source = os.fspath(pretrained_model_name_or_path)
+        source = model_id
         files = read_adapter(source, **hub_kwargs)  # config, header shapes and their agreement: before any load
         config = files.config
         if isinstance(base_model, nn.Module):
@@ -324,7 +414,8 @@ class AdapterMixin:
         return model.train(is_trainable)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Upload the two adapter files and a generated model card in one commit; see `hub.push_to_hub`."""
+        """Upload one adapter (its two files and a generated `README.md` card) in one commit; `ModelHubMixin`'s
+        signature plus `adapter_name` and `api`. See `hub.push_to_hub`."""
         from .hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)

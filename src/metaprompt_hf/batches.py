@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import _describe
-from .images import try_decode
+from .dataset_images import with_decoded_images
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +75,10 @@ def processor_size(image_processor: Any) -> int:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Rows of a `datasets.Dataset` as model inputs. Items are addressed by `(row, seed)` pairs from the samplers
-    so augmentation is reproducible; an unreadable image yields None, which the collator drops and counts."""
+    """Rows of a `datasets.Dataset` as model inputs. Images are decoded by the rows' `with_transform`
+    (`dataset_images.with_decoded_images`); items are addressed by `(row, seed)` pairs from the samplers so that
+    augmentation is reproducible; an unreadable image is logged by name and yields an item the collator drops and
+    counts."""
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class ImageDataset(torch.utils.data.Dataset):
         image_processor: Any,
         train_transform: TrainTransform | None = None,
     ) -> None:
-        self.rows = rows.select_columns(["image"])
+        self.rows = with_decoded_images(rows)
         self.labels = list(labels)
         self.domains = list(domains) if domains is not None else None
         self.image_processor = image_processor
@@ -98,11 +99,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
         row, seed = key if isinstance(key, tuple) else (key, 0)
-        value = self.rows[int(row)]["image"]
-        image = try_decode(value)
+        decoded = self.rows[int(row)]
+        image = decoded["image"]
         if image is None:
-            logger.warning("skipping unreadable image %s", _describe(value))
-            return {"corrupt": _describe(value)}
+            logger.warning("skipping unreadable image %s", decoded["image_source"])
+            return {"corrupt": decoded["image_source"]}
         if self.train_transform is not None:
             pixels = self.train_transform(image, _sample_seed(seed, row))
         else:

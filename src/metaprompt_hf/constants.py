@@ -6,12 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 LIBRARY_NAME = "metaprompt_hf"
+TASK = "zero-shot-image-classification"
+PAPER_URL = "https://arxiv.org/abs/2212.04196"
+CODE_URL = "https://github.com/Vill-Lab/2024-TIP-MetaPrompt"
 METHOD_NAME = "METAPROMPT"
 
 # An adapter folder (or Hub repo) holds exactly these two files. The namespaced names keep transformers and PEFT
 # from mistaking the folder for theirs.
 CONFIG_NAME = "metaprompt_config.json"
 WEIGHTS_NAME = "metaprompt_model.safetensors"
+# The model card written beside them by `save_pretrained` and uploaded by `push_to_hub`.
+MODEL_CARD_NAME = "README.md"
 # safetensors metadata key holding the sha256 of the config file written with the weights, so a loader can tell
 # that the two files belong together.
 CONFIG_DIGEST_KEY = "metaprompt_config_sha256"

@@ -356,10 +356,3 @@ def _normalise(
         if labels.size and (labels.min() < 0 or labels.max() >= num):
             raise DataError(f"label_column: split {split_name!r} has label ids outside 0..{num - 1}")
     return ImageClassificationData(splits=splits, class_names=names, domain_names=domain_names, name=source)
-
-
-# ---------------------------------------------------------------------------------------------------- decoding
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("path") or "<in-memory image>")
-    return str(value)

@@ -20,15 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .configuration_metaprompt import MetaPromptConfig
-from .constants import CONFIG_NAME, EMBEDDED_NAME, LIBRARY_NAME, WEIGHTS_NAME
+from .constants import CODE_URL, EMBEDDED_NAME, LIBRARY_NAME, PAPER_URL, TASK
 from .protocols.registry import METRIC_KEYS
 
 if TYPE_CHECKING:
     from .modeling_metaprompt import MetaPromptModel
-
-PAPER_URL = "https://arxiv.org/abs/2212.04196"
-CODE_URL = "https://github.com/Vill-Lab/2024-TIP-MetaPrompt"
-TASK = "zero-shot-image-classification"
 
 
 def model_card_template() -> str:
@@ -268,48 +264,44 @@ def push_to_hub(
     commit_message: str = "Upload MetaPrompt adapter",
     private: bool | None = None,
     token: str | bool | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
-    results: Sequence[Mapping[str, Any]] | str | os.PathLike | None = None,
-    training: Mapping[str, Any] | None = None,
-    datasets: Sequence[str] | None = None,
+    branch: str | None = None,
+    create_pr: bool | None = None,
+    allow_patterns: list[str] | str | None = None,
+    ignore_patterns: list[str] | str | None = None,
+    delete_patterns: list[str] | str | None = None,
+    model_card_kwargs: Mapping[str, Any] | None = None,
     api: Any | None = None,
     adapter_name: str | None = None,
 ) -> Any:
-    """Create the repo if needed and upload `metaprompt_config.json`, `metaprompt_model.safetensors` and a model
-    card generated from `model_card.md`, in ONE commit. Returns the `CommitInfo`.
+    """Create the repo if needed and upload one adapter folder, as `save_pretrained` writes it
+    (`metaprompt_config.json`, `metaprompt_model.safetensors` and a `README.md` card generated from `model_card.md`),
+    in ONE commit (`HfApi.upload_folder`). `ModelHubMixin.push_to_hub`'s arguments; returns the `CommitInfo`.
 
     Args:
-        results: run results (a list of dicts, or the path of a `results.json`) for the card's model-index.
-        api: an `HfApi` (or a stand-in with `create_repo` / `create_commit`); default `HfApi(token=token)`.
+        model_card_kwargs: what the card shows (`MetaPromptModel.generate_model_card`): `results` (entries or the
+            path of a `results.json`, for the model-index), `training`, `datasets`, `model_name` (default: the
+            repo's name).
+        branch, create_pr, allow_patterns, ignore_patterns, delete_patterns: as in `HfApi.upload_folder`.
+        api: an `HfApi` (or a stand-in with `create_repo` / `upload_folder`); default `HfApi(token=token)`.
         adapter_name: which of the model's adapters to upload (default: the active one).
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import HfApi
 
-    if isinstance(results, (str, os.PathLike)):
-        results = load_results(results)
     api = api if api is not None else HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    card = build_model_card(
-        model.config if adapter_name is None else model.peft_config[adapter_name],
-        model_name=repo_id.split("/")[-1],
-        results=results,
-        training=training,
-        datasets=datasets,
-        repo_id=repo_id,
-    )
+    created = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    repo_id = getattr(created, "repo_id", None) or repo_id  # "name" becomes "user/name"
+    card_kwargs = {"model_name": repo_id.split("/")[-1], "repo_id": repo_id} | dict(model_card_kwargs or {})
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, adapter_name=adapter_name)
-        operations = [
-            CommitOperationAdd(path_in_repo=name, path_or_fileobj=Path(tmp, name).read_bytes())
-            for name in (CONFIG_NAME, WEIGHTS_NAME)
-        ]
-        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8")))
-        return api.create_commit(
-            repo_id,
-            operations=operations,
-            commit_message=commit_message,
+        folder = Path(tmp, "adapter")
+        model.save_pretrained(folder, adapter_name=adapter_name, model_card_kwargs=card_kwargs)
+        return api.upload_folder(
+            repo_id=repo_id,
             repo_type="model",
-            revision=revision,
+            folder_path=str(folder),
+            commit_message=commit_message,
+            revision=branch,
             create_pr=create_pr,
+            allow_patterns=allow_patterns,
+            ignore_patterns=ignore_patterns,
+            delete_patterns=delete_patterns,
         )

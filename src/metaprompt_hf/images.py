@@ -1,7 +1,8 @@
 """One way to turn any image Pillow opens into the 8-bit RGB image CLIP's processor expects.
 
-Used by training and evaluation (`decode_image` on dataset rows), by `MetaPromptModel.predict` (`to_rgb` on PIL
-images) and by the demo Space, so a file gives the same pixels everywhere.
+Used by `MetaPromptModel.predict` (`decode_image` on paths and bytes, `to_rgb` on PIL images), by the demo Space, and
+by training and evaluation after `datasets`' `Image` feature has opened a row's file (`dataset_images`), so a file
+gives the same pixels everywhere.
 
 Pillow's own `convert("RGB")` is right for the 8-bit modes but clips the wider ones: a 16-bit grayscale photo
 (`I;16`, values up to 65535) comes out all white. `to_rgb` scales those instead:
@@ -116,11 +117,3 @@ def decode_image(value: Any) -> Image.Image:
     with Image.open(source) as img:
         img.load()
         return to_rgb(img)
-
-
-def try_decode(value: Any) -> Image.Image | None:
-    """`decode_image`, or None for a file that is not a readable image (the caller logs and counts it)."""
-    try:
-        return decode_image(value)
-    except DECODE_ERRORS:
-        return None

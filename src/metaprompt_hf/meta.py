@@ -53,6 +53,14 @@ __all__ = [
 ]
 
 
+#: β per meta-update variant when the run does not set one (`--meta_step`; docs/method.md §3.2, departure D17).
+#: `faithful` keeps the reference's META_STEP = 0.2. For `clean`, 0.2 makes the outer update a few percent of the
+#: in-domain step (β·η·Σg against η·v with momentum), so the meta phase hardly acts; β = 5 won the mini world's
+#: validation selection (benchmarks/results/ablation.md) and brings the meta update to the size of the in-domain
+#: one, as the reference's own (unreverted, momentum-driven) phase 2 is. `mldg`'s validation selection kept 0.2.
+DEFAULT_META_STEP: dict[str, float] = {"clean": 5.0, "faithful": 0.2, "mldg": 0.2}
+
+
 @dataclass(frozen=True)
 class MetaSettings:
     """How the meta step runs (docs/method.md §3).

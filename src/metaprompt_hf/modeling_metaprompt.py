@@ -25,13 +25,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelHubMixin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .adapters import AdapterMixin, PromptAdapter
 from .backbones import get_backbone, load_base_model, load_base_processor
 from .configuration_metaprompt import MetaPromptConfig, check_templates
-from .constants import DEFAULT_ADAPTER_NAME, WEIGHTS_NAME
+from .constants import CODE_URL, DEFAULT_ADAPTER_NAME, LIBRARY_NAME, PAPER_URL, TASK, WEIGHTS_NAME
 from .frozen_base import FrozenBaseMixin
 from .injection import install_prompt_hooks, text_prompts_in_context, vision_prompts_in_context
 from .inputs import as_image_list, check_batch_size, check_class_names, check_pixel_values, clean_class_name
@@ -41,9 +42,25 @@ from .outputs import MetaPromptOutput
 __all__ = ["WEIGHTS_NAME", "MetaPromptModel", "MetaPromptOutput", "get_metaprompt_model"]
 
 
-class MetaPromptModel(AdapterMixin, FrozenBaseMixin, nn.Module):
+class MetaPromptModel(
+    AdapterMixin,
+    FrozenBaseMixin,
+    nn.Module,
+    ModelHubMixin,
+    library_name=LIBRARY_NAME,
+    license="mit",
+    pipeline_tag=TASK,
+    paper_url=PAPER_URL,
+    repo_url=CODE_URL,
+    tags=["metaprompt", "prompt-learning", "clip"],
+):
     """MetaPrompt adapter(s) on a frozen dual encoder: deep prompts θ_t (depth, n_ctx, d_text) and θ_v
     (depth, n_pro, d_vision) per adapter. Only the prompts require grad.
+
+    A `huggingface_hub.ModelHubMixin`: `save_pretrained(..., push_to_hub=True, repo_id=...,
+    model_card_kwargs=...)`, `push_to_hub(...)` and `from_pretrained(...)` take the mixin's arguments (`AdapterMixin`
+    implements them for adapter folders: namespaced file names, one adapter per folder, nothing overwritten unless
+    asked).
 
     Args:
         clip_model: the frozen base model, any transformers dual encoder with a registered backbone

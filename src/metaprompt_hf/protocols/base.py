@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from ..data import DataError, ImageClassificationData, _describe
-from ..images import try_decode
+from ..data import DataError, ImageClassificationData
+from ..dataset_images import with_decoded_images
 from ..meta import class_split_episodes
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def sample_shots(
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     corrupt: list[str] = []
-    images = split.select_columns(["image"])
+    images = with_decoded_images(split)
     for key in sorted(groups):
         candidates = list(groups[key])
         rng.shuffle(candidates)
@@ -193,9 +193,9 @@ def sample_shots(
         for row in candidates:
             if len(picked) == shots:
                 break
-            value = images[int(row)]["image"]
-            if try_decode(value) is None:
-                corrupt.append(_describe(value))
+            decoded = images[int(row)]
+            if decoded["image"] is None:
+                corrupt.append(decoded["image_source"])
                 continue
             picked.append(int(row))
         if len(picked) < shots:

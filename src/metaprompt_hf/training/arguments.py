@@ -4,8 +4,8 @@ the data and protocol (`DataArguments`) and the optimisation, meta step and run 
 `training_args.json` use; `parse_args` reads the three groups from the command line and a YAML `--config`.
 
 Every default lives once, here: the paper's values (docs/method.md §4) as field defaults, and the two that depend
-on the run (the protocol's prompt tokens, and the embedded base model's learning rate and crop scale) in
-`_resolve_defaults`.
+on the run (the protocol's prompt tokens, the embedded base model's learning rate and crop scale, and the meta
+variant's β) in `_resolve_defaults`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from ..configuration_metaprompt import MetaPromptConfig
 from ..constants import EMBEDDED_NAME
-from ..meta import MetaSettings
+from ..meta import DEFAULT_META_STEP, MetaSettings
 from ..methods import METHODS, get_method
 from ..protocols import PROTOCOLS, get_protocol
 
@@ -139,7 +139,11 @@ class TrainingArguments:
 
     _argument_group_name = "training"
 
-    meta_step: float = _help("β: the meta update is θ ← θ0 − β·lr·g (reference META_STEP = 0.2).", default=0.2)
+    meta_step: float | None = _help(
+        "β: clean's outer update θ ← θ0 − β·lr·g, MLDG's held-out weight. Default per --meta_mode: clean 5.0 "
+        "(validation-selected, benchmarks/results/ablation.md), faithful 0.2 (the reference's META_STEP), mldg 0.2.",
+        default=None,
+    )
     meta_mode: str = _help(
         "The meta-update variant (docs/method.md §3.2): 'clean' (exact reset, plain-SGD inner step), 'faithful' (the "
         "reference code's quirks 1-3, §3.3) or 'mldg' (MLDG's objective through the main optimizer).",
@@ -267,8 +271,8 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             need(self.n_pro >= 1, "n_pro", f"{self.protocol} meta-updates the vision prompts, so expected >= 1")
 
     def _resolve_defaults(self) -> None:
-        """The defaults that depend on the run: the protocol's prompt tokens (docs/method.md §4) and the embedded
-        base model's learning rate and crop scale (D16 of docs/method.md §3.3)."""
+        """The defaults that depend on the run: the protocol's prompt tokens (docs/method.md §4), the embedded
+        base model's learning rate and crop scale (D16 of docs/method.md §3.3) and the meta variant's β (D17)."""
         embedded = self.base_model == EMBEDDED_NAME
         if self.learning_rate is None:
             self.learning_rate = (
@@ -276,6 +280,9 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             )
         if self.crop_scale_min is None:
             self.crop_scale_min = EMBEDDED_CROP_SCALE_MIN if embedded else PAPER_CROP_SCALE_MIN
+        if self.meta_step is None:  # the variant's β: a preset that fixes the mode decides it
+            mode = (get_method(self.method).meta or {}).get("mode", self.meta_mode)
+            self.meta_step = DEFAULT_META_STEP[mode]
         if self.protocol in PROTOCOLS:
             tokens = get_protocol(self.protocol).default_tokens
             self.n_ctx = tokens if self.n_ctx is None else self.n_ctx

@@ -79,7 +79,7 @@ def _write_checkpoint(
 ) -> None:
     from safetensors.torch import save_file
 
-    model.save_pretrained(tmp, overwrite=True)
+    model._save_pretrained(tmp)  # the adapter files only (ModelHubMixin's hook): a checkpoint needs no model card
     tensors, scalars = _flatten_optimizer_state(optimizer.state_dict())
     save_file(tensors, str(tmp / "optimizer.safetensors"), {"format": "pt"})
     rng = {"torch_cpu": torch.get_rng_state()}

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..batches import FewShotBatchSampler, ImageDataset, TrainTransform, collate, domain_counts, processor_size
+from ..constants import MODEL_CARD_NAME
 from ..data import DataError
 from ..embedded import resolve_base_model
 from ..modeling_metaprompt import MetaPromptModel, load_clip, load_processor
@@ -213,6 +214,9 @@ def evaluate_run(
     log_eval_metrics(run.accelerator, results[0], step)
     if run.accelerator.is_main_process:
         atomic_write_json(run.output_dir / "results.json", results)
+        if args.method_preset.trains:  # the card `save_adapter` wrote, now with the results
+            card = model.generate_model_card(**model_card_kwargs(args, run, proto, data, results))
+            atomic_write_text(run.output_dir / MODEL_CARD_NAME, str(card).rstrip("\n") + "\n")
         run.accelerator.print(format_results(results[0]))
     return results
 
@@ -246,10 +250,20 @@ def push_adapter(
             args.hub_model_id or run.output_dir.resolve().name,
             private=args.hub_private_repo,
             token=args.hub_token,
-            results=results,
-            training=card_training_settings(args, proto),
-            datasets=[data.name],
+            model_card_kwargs=model_card_kwargs(args, run, proto, data, results),
         )
+
+
+def model_card_kwargs(
+    args: MetaPromptTrainingArguments, run: Run, proto: ProtocolData, data: Any, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What the run's model card shows (`MetaPromptModel.generate_model_card`)."""
+    return {
+        "model_name": (args.hub_model_id or run.output_dir.resolve().name).split("/")[-1],
+        "results": results,
+        "training": card_training_settings(args, proto),
+        "datasets": [data.name],
+    }
 
 
 def train(
