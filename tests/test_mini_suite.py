@@ -72,6 +72,27 @@ def test_existing_results_are_not_overwritten(quick_run):
     assert (out / "results.json").read_bytes() == before
 
 
+@pytest.mark.slow
+def test_one_method_is_rerun_and_the_others_reused(quick_run, mini_cache, tmp_path):
+    """`--methods M --reuse_runs runs.json`: M's runs are made again, every other method's entry is taken as is."""
+    out, _ = quick_run
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "mini_suite.py"), "--quick", "--protocol", "dg"]
+    cmd += ["--methods", "zeroshot", "--reuse_runs", str(out / "runs.json"), "--output_dir", str(tmp_path)]
+    cmd += ["--cache_dir", str(mini_cache)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    old = json.loads((out / "runs.json").read_text())
+    new = json.loads((tmp_path / "runs.json").read_text())
+    assert [e for e in new if e["method"] != "zeroshot"] == [e for e in old if e["method"] != "zeroshot"]
+    assert sorted(e["target_domain"] for e in new if e["method"] == "zeroshot") == sorted(miniworld.DG_DOMAINS)
+    settings = json.loads((tmp_path / "results.json").read_text())["settings"]
+    assert settings["methods_run"] == ["zeroshot"] and settings["reused_runs"] == str(out / "runs.json")
+    missing = [sys.executable, str(ROOT / "benchmarks" / "mini_suite.py"), "--reuse_runs", str(tmp_path / "no.json")]
+    proc = subprocess.run(missing + ["--output_dir", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--reuse_runs: no file" in proc.stderr
+
+
 # ---------------------------------------------------------------------------------------------------- ablation
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import mini_ablation  # noqa: E402
