@@ -296,3 +296,16 @@ def test_single_result_object_is_accepted(tmp_path, config):
     path.write_text(json.dumps(RUN_RESULTS[2]))  # the loop may write one object instead of a list
     meta, _ = _split_card(str(build_model_card(config, results=load_results(path), repo_id=REPO_ID)))
     assert _model_index(meta) == _expected_model_index([RUN_RESULTS[2]])
+
+
+def test_card_states_the_meta_steps_measured_effect_and_this_runs_ratio(config):
+    """Issue 12: the card gives the meta step's measured effect with its interval, and the run's update ratio."""
+    runs = [{"protocol": "base2new", "dataset": "miniworld:objects", "base": 80.0, "new": 70.0, "hm": 74.67}]
+    card = str(build_model_card(config, results=[runs[0] | {"meta_update_ratio": 0.5}], training=TRAINING))
+    section = card[card.index("### The meta step") : card.index("## Intended uses")]
+    assert "median 0.50× the in-domain update" in section
+    assert "+0.27 ± 0.13 points (95 % CI −0.02 to +0.57)" in section and "−0.34 ± 0.12" in section
+    assert "does not measurably help" in section
+    without = str(build_model_card(config, results=runs, training=TRAINING | {"meta step": "none"}))
+    section = without[without.index("### The meta step") : without.index("## Intended uses")]
+    assert "trained without MetaPrompt's meta-learning step" in section and "median" not in section
