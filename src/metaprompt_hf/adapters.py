@@ -14,7 +14,6 @@ import dataclasses
 import itertools
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -224,7 +223,6 @@ class AdapterMixin:
             push_to_hub, repo_id, push_to_hub_kwargs: then upload to `repo_id` (default: the folder's name) with
                 `push_to_hub(repo_id, **push_to_hub_kwargs)`, whose commit info is returned.
         """
-        from . import __version__
 
         if not push_to_hub and (repo_id is not None or push_to_hub_kwargs):
             raise ValueError(
@@ -243,13 +241,11 @@ class AdapterMixin:
             raise FileExistsError(
                 f"{card_path} exists; pass overwrite=True to replace it with the card of model_card_kwargs"
             )
-        adapter = self._adapter(adapter_name)
-        config = dataclasses.replace(adapter.config, inference_mode=True, metaprompt_version=__version__)
         card = {}
         if write_card:
             text = str(self.generate_model_card(adapter_name=adapter_name, **(model_card_kwargs or {})))
             card[MODEL_CARD_NAME] = (text.rstrip("\n") + "\n").encode("utf-8")
-        save_adapter(save_directory, config, self.prompt_state_dict(adapter_name), card)
+        self._save_pretrained(save_directory, adapter_name=adapter_name, extra_files=card)
         if push_to_hub:
             repo = repo_id or os.path.basename(os.path.abspath(save_directory))
             return self.push_to_hub(
@@ -257,12 +253,20 @@ class AdapterMixin:
             )
         return None
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """`ModelHubMixin`'s hook: the active adapter's two files (replacing them, as the mixin's contract says)."""
+    def _save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        adapter_name: str | None = None,
+        extra_files: dict[str, bytes] | None = None,
+    ) -> None:
+        """`ModelHubMixin`'s hook: one adapter's two files (default: the active one) and `extra_files`, replacing
+        what is there, as the mixin's contract says (`save_pretrained` checks before calling it)."""
         from . import __version__
 
-        config = dataclasses.replace(self.config, inference_mode=True, metaprompt_version=__version__)
-        save_adapter(save_directory, config, self.prompt_state_dict())
+        config = dataclasses.replace(
+            self._adapter(adapter_name).config, inference_mode=True, metaprompt_version=__version__
+        )
+        save_adapter(save_directory, config, self.prompt_state_dict(adapter_name), extra_files)
 
     def generate_model_card(
         self,
