@@ -39,9 +39,11 @@ from metaprompt_hf.training import (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # 1. Arguments: model / data / training groups, a YAML --config gives defaults, the command line overrides.
+    # 1. Arguments: model / data / training groups, a YAML --config gives defaults, the command line overrides;
+    #    --plugins modules are imported first, so --method / --protocol accept what they register.
     try:
         args = parse_args(argv)
+        method = args.build_method()  # the registered method with its --method_args
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -55,10 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_run_files(args, run, proto, data)
         # 4. Model: the base CLIP and a fresh adapter of --method, with the dataset's hand-crafted templates.
         model = build_model(args, run_templates(args.template, args.dataset_name))
-        # 5. Train: in-domain step + the method's meta step per optimizer step, checkpoints, logging.
+        # 5. Train: the method's loss (+ its meta step) per optimizer step, its hooks, checkpoints, logging.
         step = 0
-        if args.method_preset.trains:
-            step = train_loop(args, run, model, proto)
+        if method.trains:
+            step = train_loop(args, run, model, proto, method=method)
             save_adapter(run, model)
         # 6. Evaluate (Base / New / HM, or the DG target accuracy, also logged to the trackers at the final step) and
         #    optionally push adapter + model card.

@@ -1,15 +1,17 @@
-"""The method presets: one table decides prompts, loss and meta step (methods.METHODS)."""
+"""Methods as registered objects: each decides prompts, loss, meta step and hooks (methods/)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from metaprompt_hf import MetaPromptModel
+from metaprompt_hf import MetaPromptConfig, MetaPromptModel
 from metaprompt_hf.losses import asymmetric_contrastive_loss
 from metaprompt_hf.meta import MetaSettings
-from metaprompt_hf.methods import METHODS, get_method
+from metaprompt_hf.methods import METHODS, Method, MethodConfig, get_method, parse_method_args, register_method
 from metaprompt_hf.testing import tiny_clip
 from metaprompt_hf.training import MetaPromptTrainingArguments, TrainingStep
 
@@ -29,7 +31,7 @@ def test_presets_decide_prompts_and_loss():
         "metaprompt_mldg",
     ):
         assert (cfg[name].n_ctx, cfg[name].n_pro, cfg[name].coupled_branches) == (3, 2, True), name
-    assert [n for n, p in METHODS.items() if p.uses_meta_step] == [
+    assert [n for n in METHODS if get_method(n).uses_meta_step] == [
         "metaprompt",
         "metaprompt_second_order",
         "metaprompt_mldg",
@@ -85,7 +87,73 @@ def test_the_step_trains_with_the_models_own_loss(method):
     else:
         expected = F.cross_entropy(out.logits, labels)
     optimizer = torch.optim.SGD(model.prompt_parameters(), lr=0.01)
-    step = TrainingStep(model, optimizer, NAMES, meta=args.meta_settings())
+    step = TrainingStep(model, optimizer, NAMES, meta=args.meta_settings(), method=args.build_method())
     result = step({"pixel_values": pixel_values, "labels": labels}, record=True)
     assert result.loss == pytest.approx(expected.item(), rel=1e-5)
     assert result.meta is None and len(result.updates) == 1
+
+
+def test_the_adapter_config_names_its_method_and_version():
+    config = get_method("ivlp").adapter_config(["a {}"], n_ctx=2, n_pro=2)
+    assert config.method_config == {"name": "ivlp", "version": 1}
+    assert MetaPromptConfig.from_dict(config.to_dict()).method_config == {"name": "ivlp", "version": 1}
+
+
+@dataclass
+class _Knobs(MethodConfig):
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.weight >= 0:
+            raise ValueError(f"weight: expected >= 0, got {self.weight!r}")
+
+
+class _Weighted(Method):
+    config_class = _Knobs
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        ({"weight": 2.0}, None),
+        ({"name": "w", "version": 1, "weight": 2.0}, None),
+        ({"weight": -1.0}, r"method_args \(w\): weight: expected >= 0"),
+        ({"wieght": 2.0}, r"unknown field\(s\) \['wieght'\]; known fields are \['weight'\]"),
+        ({"version": 2, "weight": 2.0}, r"version 2 is newer than this metaprompt_hf understands \(1\)"),
+    ],
+)
+def test_a_method_config_is_strict_about_fields_and_versions(data, error):
+    if error is None:
+        assert _Weighted("w", data).config.weight == 2.0
+    else:
+        with pytest.raises(ValueError, match=error):
+            _Weighted("w", data)
+
+
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        (None, {}),
+        ('{"weight": 8.0, "mode": "x"}', {"weight": 8.0, "mode": "x"}),
+        ("weight=8.0, mode=x", {"weight": 8.0, "mode": "x"}),
+        ({"weight": 1}, {"weight": 1}),
+    ],
+)
+def test_method_args_parse_json_pairs_or_mappings(text, parsed):
+    assert parse_method_args(text) == parsed
+
+
+def test_method_args_errors_name_the_field():
+    with pytest.raises(ValueError, match="method_args: expected key=value pairs"):
+        parse_method_args("weight")
+    with pytest.raises(ValueError, match=r"method_args \(ivlp\): unknown field\(s\) \['weight'\]"):
+        MetaPromptTrainingArguments(method="ivlp", method_args="weight=2")
+
+
+def test_register_method_refuses_bad_classes_and_silent_replacement():
+    with pytest.raises(TypeError, match="expected a subclass of metaprompt_hf.methods.Method"):
+        register_method("bad", object)
+    with pytest.raises(ValueError, match="method 'coop' is already registered"):
+        register_method("coop", _Weighted)
+    with pytest.raises(ValueError, match="method name: expected a non-empty word"):
+        register_method("a,b", _Weighted)

@@ -7,7 +7,7 @@ import pytest
 
 from metaprompt_hf.training import MetaPromptTrainingArguments, train
 from metaprompt_hf.training.checkpointing import prune_checkpoints
-from metaprompt_hf.training.loop import log_eval_metrics
+from metaprompt_hf.training.run import log_eval_metrics
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@ IEEE TIP 2024) as a PEFT-style adapter around transformers' CLIPModel."""
 
 __version__ = "0.1.0"
 
+from .backbones import get_backbone, register_backbone  # noqa: E402
 from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig  # noqa: E402
 from .losses import asymmetric_contrastive_loss, coupled_logits  # noqa: E402
 from .modeling_metaprompt import (  # noqa: E402
@@ -18,6 +19,23 @@ from .templates import templates_for_dataset  # noqa: E402
 # imported; other models keep transformers' own pipeline (see pipelines.py).
 register_pipeline()
 
+# The training side (methods, protocols) is imported only when one of its names is asked for, so `import
+# metaprompt_hf` and predicting with an adapter load no training module (docs/architecture.md §1).
+_LAZY = {
+    "register_method": "metaprompt_hf.methods",
+    "get_method": "metaprompt_hf.methods",
+    "register_protocol": "metaprompt_hf.protocols",
+    "get_protocol": "metaprompt_hf.protocols",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'metaprompt_hf' has no attribute {name!r}")
+
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
@@ -27,7 +45,13 @@ __all__ = [
     "__version__",
     "asymmetric_contrastive_loss",
     "coupled_logits",
+    "get_backbone",
     "get_metaprompt_model",
+    "get_method",
+    "get_protocol",
     "pipeline",
+    "register_backbone",
+    "register_method",
+    "register_protocol",
     "templates_for_dataset",
 ]

@@ -138,6 +138,14 @@ class MetaPromptConfig:
             "prompted text; docs/method.md §1.1). False gives the IVLP/CoOp logits s·<prompted image, prompted text>."
         },
     )
+    method_config: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "The training method that produced the adapter and its own knobs: {'name': <--method>, "
+            "'version': <int>, <field>: <value>, ...} (docs/architecture.md §4.2). None for adapters saved before "
+            "methods were recorded."
+        },
+    )
     inference_mode: bool = field(
         default=False, metadata={"help": "Whether the adapter was loaded for inference only (prompts frozen)."}
     )
@@ -194,6 +202,7 @@ class MetaPromptConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name}: expected a string or None, got {value!r}")
+        self.method_config = _check_method_config(self.method_config)
         if not isinstance(self.metaprompt_version, str):
             raise ValueError(f"metaprompt_version: expected a string, got {self.metaprompt_version!r}")
 
@@ -266,6 +275,25 @@ class MetaPromptConfig:
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{source}: not valid JSON ({err})") from err
         return cls.from_dict(parsed, source=source)
+
+
+def _check_method_config(value: Any) -> dict[str, Any] | None:
+    """None, or a JSON object with a method `name` (str) and `version` (int >= 1); the method's own fields are
+    checked by the method's `MethodConfig` when a training run reads them."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"method_config: expected a JSON object or null, got {value!r}")
+    name, version = value.get("name"), value.get("version")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"method_config: expected a 'name' string, got {name!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"method_config: expected a 'version' integer >= 1, got {version!r}")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"method_config: not JSON-serialisable ({err})") from None
+    return dict(value)
 
 
 _DIM_FIELDS = ("text_hidden_size", "vision_hidden_size", "text_num_layers", "vision_num_layers")

@@ -106,10 +106,10 @@ def install_prompt_hooks(backbone: DualEncoderBackbone) -> None:
         backbone.token_embedding.register_forward_hook(_text_embedding_hook)
         for i, layer in enumerate(backbone.text_layers):
             if i >= 1:
-                layer.register_forward_pre_hook(_text_layer_hook(i), with_kwargs=True)
+                layer.register_forward_pre_hook(_text_layer_hook(i, backbone), with_kwargs=True)
         backbone.vision_embeddings.register_forward_hook(_vision_embedding_hook)
         for i, layer in enumerate(backbone.vision_layers):
-            layer.register_forward_pre_hook(_vision_layer_hook(i), with_kwargs=True)
+            layer.register_forward_pre_hook(_vision_layer_hook(i, backbone), with_kwargs=True)
         sink = backbone.vision_prompt_sink
         if sink is not None:
             sink.register_forward_hook(_vision_sink_hook)
@@ -123,12 +123,12 @@ def _text_embedding_hook(_module: nn.Module, _args: tuple, output: torch.Tensor)
     return _replace_rows(output, call.prompts[0], call.start)
 
 
-def _text_layer_hook(index: int) -> Callable:
+def _text_layer_hook(index: int, backbone: DualEncoderBackbone) -> Callable:
     def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         call = _TEXT.get()
         if call is None or index >= call.prompts.shape[0]:
             return None
-        return _with_hidden(args, kwargs, lambda h: _replace_rows(h, call.prompts[index], call.start))
+        return backbone.with_layer_hidden(args, kwargs, lambda h: _replace_rows(h, call.prompts[index], call.start))
 
     return hook
 
@@ -141,7 +141,7 @@ def _vision_embedding_hook(_module: nn.Module, _args: tuple, output: torch.Tenso
     return torch.cat([output, rows], dim=1)
 
 
-def _vision_layer_hook(index: int) -> Callable:
+def _vision_layer_hook(index: int, backbone: DualEncoderBackbone) -> Callable:
     def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         call = _VISION.get()
         if call is None:
@@ -150,11 +150,11 @@ def _vision_layer_hook(index: int) -> Callable:
         if not replace and not call.frozen_rows:
             return None
         n_pro = call.prompts.shape[1]
-        args, kwargs = _with_hidden(
+        args, kwargs = backbone.with_layer_hidden(
             args, kwargs, (lambda h: _replace_rows(h, call.prompts[index], -n_pro)) if replace else (lambda h: h)
         )
         if call.frozen_rows:
-            args, kwargs = _with_mask(args, kwargs, _frozen_mask(call, args[0]))
+            args, kwargs = backbone.with_layer_attention_mask(args, kwargs, _frozen_mask(call, args[0]))
         return args, kwargs
 
     return hook
@@ -176,24 +176,3 @@ def _frozen_mask(call: _VisionCall, hidden: torch.Tensor) -> torch.Tensor:
         mask[: call.frozen_rows, :, :, -call.prompts.shape[1] :] = torch.finfo(hidden.dtype).min
         call.masks[key] = mask
     return mask
-
-
-def _with_hidden(args: tuple, kwargs: dict, fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[tuple, dict]:
-    # An encoder layer is called as `layer(hidden_states, attention_mask, **kwargs)` in transformers 5.x.
-    if args:
-        return (fn(args[0]), *args[1:]), kwargs
-    kwargs = dict(kwargs)
-    return (fn(kwargs.pop("hidden_states")),), kwargs
-
-
-def _with_mask(args: tuple, kwargs: dict, mask: torch.Tensor) -> tuple[tuple, dict]:
-    rest = list(args[1:])
-    if rest:
-        if rest[0] is not None:
-            raise RuntimeError("unexpected attention mask in a vision layer; cannot batch frozen passes")
-        rest[0] = mask
-    else:
-        if kwargs.get("attention_mask") is not None:
-            raise RuntimeError("unexpected attention mask in a vision layer; cannot batch frozen passes")
-        kwargs = {**kwargs, "attention_mask": mask}
-    return (args[0], *rest), kwargs

@@ -12,7 +12,7 @@ cross-entropy only: no text→image direction and no in-batch negatives.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -64,3 +64,17 @@ def asymmetric_contrastive_loss(
     loss_i = F.cross_entropy(logits_i.float(), labels)
     loss_t = F.cross_entropy(logits_t.float(), labels)
     return ACLoss(loss_o + loss_i + loss_t, loss_o, loss_i, loss_t)
+
+
+def adapter_loss(output: Any, labels: torch.Tensor, coupled_branches: bool) -> torch.Tensor:
+    """The adapter's own training loss on a forward output (docs/method.md §2): L_AC over the coupled pairs, or CE on
+    the prompted logits s<x̃, t> (IVLP, CoOp). `forward(labels=...)` and every method's default `loss` use it.
+
+    Args:
+        output: a `MetaPromptOutput` with `logits` (B, C) and, for coupled branches, `logits_image` / `logits_text`.
+        labels: (B,) class indices into C.
+    """
+    labels = labels.to(output.logits.device)
+    if coupled_branches:
+        return asymmetric_contrastive_loss(output.logits, output.logits_image, output.logits_text, labels).loss
+    return F.cross_entropy(output.logits, labels)

@@ -36,7 +36,7 @@ from .constants import CODE_URL, DEFAULT_ADAPTER_NAME, LIBRARY_NAME, PAPER_URL, 
 from .frozen_base import FrozenBaseMixin
 from .injection import install_prompt_hooks, text_prompts_in_context, vision_prompts_in_context
 from .inputs import as_image_list, check_batch_size, check_class_names, check_pixel_values, clean_class_name
-from .losses import asymmetric_contrastive_loss, coupled_logits
+from .losses import adapter_loss, coupled_logits
 from .outputs import MetaPromptOutput
 
 __all__ = ["WEIGHTS_NAME", "MetaPromptModel", "MetaPromptOutput", "get_metaprompt_model"]
@@ -415,11 +415,7 @@ class MetaPromptModel(
                 rows = self._tokenize(strings, check_placeholders=True, adapter=adapter)
                 out.text_features = self._encode_ids_chunked(rows, adapter.text_prompts, normalize=False)
         if labels is not None:
-            labels = labels.to(out.logits.device)
-            if cfg.coupled_branches:
-                out.loss = asymmetric_contrastive_loss(out.logits, out.logits_image, out.logits_text, labels).loss
-            else:
-                out.loss = F.cross_entropy(out.logits, labels)
+            out.loss = adapter_loss(out, labels, cfg.coupled_branches)
         return out
 
     # ------------------------------------------------------------------ inference

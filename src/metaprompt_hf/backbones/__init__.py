@@ -20,6 +20,22 @@ BACKBONES: dict[str, type[DualEncoderBackbone]] = {
 }
 
 
+def register_backbone(
+    model_type: str, cls: type[DualEncoderBackbone], *, overwrite: bool = False
+) -> type[DualEncoderBackbone]:
+    """Register a `DualEncoderBackbone` subclass for base models whose `config.model_type` is `model_type`; refuses to
+    replace a registered type unless `overwrite`. The class's `model_type` attribute is set to the key."""
+    if not isinstance(model_type, str) or not model_type.strip():
+        raise ValueError(f"model_type: expected a non-empty string, got {model_type!r}")
+    if not (isinstance(cls, type) and issubclass(cls, DualEncoderBackbone)):
+        raise TypeError(f"register_backbone({model_type!r}, ...): expected a subclass of DualEncoderBackbone")
+    if model_type in BACKBONES and BACKBONES[model_type] is not cls and not overwrite:
+        raise ValueError(f"backbone {model_type!r} is already registered ({BACKBONES[model_type].__name__})")
+    cls.model_type = model_type
+    BACKBONES[model_type] = cls
+    return cls
+
+
 def backbone_class(model_type: str | None, source: str = "base model") -> type[DualEncoderBackbone]:
     """The registered backbone for a transformers `model_type`; a clear error for any other."""
     cls = BACKBONES.get(model_type or "")
@@ -30,8 +46,11 @@ def backbone_class(model_type: str | None, source: str = "base model") -> type[D
     return cls
 
 
-def get_backbone(model: nn.Module) -> DualEncoderBackbone:
-    """Wrap a stock transformers dual encoder (e.g. `CLIPModel`, `SiglipModel`) in its registered backbone."""
+def get_backbone(model: nn.Module | str) -> DualEncoderBackbone | type[DualEncoderBackbone]:
+    """Wrap a stock transformers dual encoder (e.g. `CLIPModel`, `SiglipModel`) in its registered backbone; given a
+    `model_type` string, return the registered backbone class."""
+    if isinstance(model, str):
+        return backbone_class(model)
     if isinstance(model, DualEncoderBackbone):
         return model
     config = getattr(model, "config", None)
@@ -78,6 +97,7 @@ __all__ = [
     "BACKBONES",
     "CLIPBackbone",
     "DualEncoderBackbone",
+    "register_backbone",
     "SiglipBackbone",
     "backbone_class",
     "get_backbone",

@@ -15,7 +15,7 @@ Subclasses register themselves under the base model's `config.model_type` (see `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -115,6 +115,33 @@ class DualEncoderBackbone:
     @property
     def dtype(self) -> torch.dtype:
         return self.token_embedding.weight.dtype
+
+    # ------------------------------------------------------------------ calling convention of the encoder layers
+    def with_layer_hidden(
+        self, args: tuple, kwargs: dict, fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[tuple, dict]:
+        """The (args, kwargs) of an encoder-layer call with its hidden states (B, L, d) replaced by `fn(hidden)`.
+        Default: transformers 5.x calls a layer as `layer(hidden_states, attention_mask, **kwargs)`; a backbone whose
+        layers take their inputs otherwise overrides this (and `with_layer_attention_mask`)."""
+        if args:
+            return (fn(args[0]), *args[1:]), kwargs
+        kwargs = dict(kwargs)
+        return (fn(kwargs.pop("hidden_states")),), kwargs
+
+    def with_layer_attention_mask(self, args: tuple, kwargs: dict, mask: torch.Tensor) -> tuple[tuple, dict]:
+        """The (args, kwargs) of a vision-layer call with the additive attention mask (B, 1, 1, L) that hides the
+        prompt tokens from the frozen rows of a batched frozen+prompted call; the call must carry no mask of its
+        own. Called after `with_layer_hidden`, so the hidden states are the first positional argument."""
+        rest = list(args[1:])
+        if rest:
+            if rest[0] is not None:
+                raise RuntimeError("unexpected attention mask in a vision layer; cannot batch frozen passes")
+            rest[0] = mask
+        else:
+            if kwargs.get("attention_mask") is not None:
+                raise RuntimeError("unexpected attention mask in a vision layer; cannot batch frozen passes")
+            kwargs = {**kwargs, "attention_mask": mask}
+        return (args[0], *rest), kwargs
 
     # ------------------------------------------------------------------ computation
     def pad_token_id(self, tokenizer: Any) -> int:

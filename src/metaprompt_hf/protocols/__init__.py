@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .base import EvalSet, Protocol, ProtocolData
 from .base2new import base_new_split
-from .registry import METRIC_KEYS, PROTOCOLS, get_protocol
+from .registry import METRIC_KEYS, PROTOCOLS, get_protocol, register_protocol
 from .run import evaluate_protocol, format_results, load_protocol_data, prepare_protocol
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "get_protocol",
     "load_protocol_data",
     "prepare_protocol",
+    "register_protocol",
 ]

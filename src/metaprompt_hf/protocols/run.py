@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataError, ImageClassificationData, load_image_classification
-from ..methods import get_method
 from ..readers import load_standard
 from ..templates import templates_for_dataset
 from .base import ProtocolData, check_eval_sets
@@ -125,7 +124,7 @@ def evaluate_protocol(
     """The result entry of one run: its identity (protocol, method, dataset, seed, shots, split) and the
     protocol's metrics in percent (base / new / HM, target-domain accuracy, ...)."""
     protocol = get_protocol(args.protocol)
-    kind = get_method(args.method).eval_logits
+    kind = args.build_method().eval_logits
     kw = dict(accelerator=accelerator, batch_size=args.per_device_eval_batch_size, logits=kind)
     entry: dict[str, Any] = {
         "protocol": args.protocol,

@@ -8,22 +8,23 @@ Modules, in the order a run uses them:
 - `step`: `TrainingStep`, one optimizer step (in-domain update, then the method's meta step) that the loop, the
   benchmarks and the fidelity tests all drive;
 - `checkpointing`: resumable safetensors + JSON checkpoints, written atomically;
-- `loop`: `start_run`, `build_model`, `train_loop`, `save_adapter`, `evaluate_run`, `push_adapter`, and `train`,
-  the whole run in one call;
+- `loop`: `build_model`, the training loader and schedule, and `train_loop` (the optimizer steps, the method's
+  loss and hooks, checkpoints);
+- `run`: `start_run`, `save_adapter`, `evaluate_run`, `push_adapter`, and `train`, the whole run in one call (its
+  pieces — model, optimizer, method, callbacks — may be passed in);
 - `evaluate`: `evaluate_adapter`, scoring a saved adapter.
 """
 
 from __future__ import annotations
 
+from ..methods import TrainerState
 from .arguments import DataArguments, MetaPromptTrainingArguments, ModelArguments, TrainingArguments, parse_args
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .evaluate import evaluate_adapter
-from .loop import (
+from .loop import Run, build_model, build_schedule, build_train_loader, train_loop
+from .run import (
     USER_ERRORS,
-    Run,
-    TrainerState,
     TrainOutput,
-    build_model,
     check_output_dir,
     check_trainable,
     evaluate_run,
@@ -32,7 +33,6 @@ from .loop import (
     save_adapter,
     start_run,
     train,
-    train_loop,
     write_run_files,
 )
 from .schedule import EpochwiseLR, epochwise_lr
@@ -52,6 +52,8 @@ __all__ = [
     "TrainingStep",
     "UpdateRecord",
     "build_model",
+    "build_schedule",
+    "build_train_loader",
     "check_output_dir",
     "check_trainable",
     "epochwise_lr",

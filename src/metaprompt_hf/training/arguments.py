@@ -11,6 +11,7 @@ variant's β) in `_resolve_defaults`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,7 +21,8 @@ from typing import Any
 from ..configuration_metaprompt import MetaPromptConfig
 from ..constants import EMBEDDED_NAME
 from ..meta import DEFAULT_META_STEP, MetaSettings
-from ..methods import METHODS, get_method
+from ..methods import METHODS, Method, get_method, parse_method_args
+from ..plugins import load_plugins
 from ..protocols import PROTOCOLS, get_protocol
 
 PAPER_LEARNING_RATE = 0.0015  # docs/method.md §4
@@ -50,7 +52,19 @@ class ModelArguments:
     )
     base_model_revision: str | None = _help("Revision of the base model on the Hub.", default=None)
     method: str = _help(
-        "One of " + ", ".join(f"{k} ({p.summary})" for k, p in METHODS.items()) + ".", default="metaprompt"
+        "One of " + ", ".join(f"{k} ({p.summary})" for k, p in METHODS.items()) + ", or one a --plugins module "
+        "registers.",
+        default="metaprompt",
+    )
+    method_args: str | None = _help(
+        "The method's own knobs (its MethodConfig fields): a JSON object or key=value pairs separated by commas, "
+        "e.g. 'weight=8.0'; a mapping in a YAML --config.",
+        default=None,
+    )
+    plugins: str | None = _help(
+        "Modules to import before the arguments are resolved (comma list, also $METAPROMPT_HF_PLUGINS): they "
+        "register their own methods, protocols and backbones (docs/architecture.md §4).",
+        default=None,
     )
     n_ctx: int | None = _help(
         "Text prompt tokens; default 2 for base2new, 4 for dg (docs/method.md §4).", default=None
@@ -219,7 +233,11 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             if not cond:
                 raise ValueError(f"{name}: {msg}, got {getattr(self, name)!r}")
 
+        load_plugins(self.plugins, with_env=False)  # parse_args imported them already; a direct caller may not
         need(self.method in METHODS, "method", f"expected one of {list(METHODS)}")
+        if isinstance(self.method_args, dict):  # from a YAML mapping: kept as one string in training_args.json
+            self.method_args = json.dumps(self.method_args, sort_keys=True)
+        self.build_method()  # unknown or invalid method_args fail here, naming the field
         need(self.protocol in PROTOCOLS, "protocol", f"expected one of {list(PROTOCOLS)}")
         need(self.meta_mode in ("clean", "faithful", "mldg"), "meta_mode", "expected 'clean', 'faithful' or 'mldg'")
         need(self.meta_outer_reduction in ("sum", "mean"), "meta_outer_reduction", "expected 'sum' or 'mean'")
@@ -288,14 +306,13 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             self.n_ctx = tokens if self.n_ctx is None else self.n_ctx
             self.n_pro = tokens if self.n_pro is None else self.n_pro
 
-    @property
-    def method_preset(self) -> Any:
-        """The `methods.MethodPreset` of `method`."""
-        return get_method(self.method)
+    def build_method(self) -> Method:
+        """A fresh `Method` of `method` with its knobs `method_args` (hooks may keep per-run state)."""
+        return get_method(self.method, parse_method_args(self.method_args))
 
     @property
     def uses_meta_step(self) -> bool:
-        return self.method_preset.uses_meta_step
+        return self.build_method().uses_meta_step
 
     def meta_settings(self) -> MetaSettings | None:
         """How the meta step runs, or None without one (docs/method.md §3): the method preset's fixed fields over
@@ -313,11 +330,11 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             inner_lr_scale=self.meta_inner_lr_scale,
             mldg_in_domain=self.meta_mldg_in_domain,
         )
-        return self.method_preset.meta_settings(base)
+        return self.build_method().meta_settings(base)
 
     def adapter_config(self, templates: Sequence[str]) -> MetaPromptConfig:
         """The `MetaPromptConfig` of this method (the baselines are knobs of the same model)."""
-        return self.method_preset.adapter_config(
+        return self.build_method().adapter_config(
             templates,
             n_ctx=self.n_ctx,
             n_pro=self.n_pro,
@@ -334,16 +351,12 @@ def parse_args(argv: Sequence[str] | None = None) -> MetaPromptTrainingArguments
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    load_plugins(_argv_value(argv, "--plugins"))  # before anything reads the registries
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.add_argument(
         "--config", default=None, help="YAML file of argument defaults; the command line overrides them."
     )
-    config_path = None
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            config_path = argv[i + 1]
-        elif arg.startswith("--config="):
-            config_path = arg.split("=", 1)[1]
+    config_path = _argv_value(argv, "--config")
     if config_path is not None:
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"--config: no such file {config_path}")
@@ -355,9 +368,21 @@ def parse_args(argv: Sequence[str] | None = None) -> MetaPromptTrainingArguments
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"--config: unknown key(s) {unknown} in {config_path}")
+        load_plugins(values.get("plugins"), with_env=False)
         parser.set_defaults(**values)
     groups = parser.parse_args_into_dataclasses(args=argv)[:3]  # the fourth holds --config
     values: dict[str, Any] = {}
     for group in groups:
         values |= {f.name: getattr(group, f.name) for f in dataclasses.fields(group)}
     return MetaPromptTrainingArguments(**values)
+
+
+def _argv_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of `flag` in `argv` (`--flag value` or `--flag=value`; the last one wins), or None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value

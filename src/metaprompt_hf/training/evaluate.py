@@ -32,7 +32,7 @@ def evaluate_adapter(args: MetaPromptTrainingArguments, adapter_dir: str | os.Pa
             shots=run.get("shots", args.shots),
         )
     data, proto = load_protocol_data(dataclasses.replace(args, allow_fewer_shots=True))
-    if not args.method_preset.trains:  # nothing was saved: rebuild the frozen model
+    if not args.build_method().trains:  # nothing was saved: rebuild the frozen model
         model = build_model(args, run_templates(args.template, args.dataset_name))
     else:
         model = MetaPromptModel.from_pretrained(

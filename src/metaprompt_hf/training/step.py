@@ -39,6 +39,7 @@ from ..meta import (
     text_episode_loss,
     vision_episode_loss,
 )
+from ..methods import Method
 
 PROMPT_NAMES = ("text_prompts", "vision_prompts")
 
@@ -133,6 +134,8 @@ class TrainingStep:
         seed: seed of the default class splits.
         accelerator: an `accelerate.Accelerator` (backward, autocast, cross-process reduction), or None.
         module: what the forward goes through (the DDP-wrapped model); default `model`.
+        method: the `Method` whose loss phase 1 descends (`methods/`); default: the adapter's own loss (L_AC for
+            coupled branches, CE otherwise), as `forward(labels=...)` computes it.
     """
 
     def __init__(
@@ -147,8 +150,10 @@ class TrainingStep:
         seed: int = 0,
         accelerator: Any | None = None,
         module: torch.nn.Module | None = None,
+        method: Method | None = None,
     ) -> None:
         self.model = model
+        self.method = method if method is not None else Method("adapter")
         self.module = module if module is not None else model
         self.optimizer = optimizer
         self.raw_optimizer = getattr(optimizer, "optimizer", optimizer)
@@ -184,7 +189,8 @@ class TrainingStep:
         """Phase 1's forward and backward on one (micro-)batch with the model's own loss; keeps what the meta step
         needs. `batch`: pixel_values (B, 3, H, W), labels (B,), domains (B,) for DG. Returns the detached loss."""
         with self._autocast():
-            out = self.module(batch["pixel_values"], self.class_names, labels=batch["labels"])
+            out = self.module(batch["pixel_values"], self.class_names, **self.method.forward_kwargs())
+            out.loss = self.method.loss(out, batch["labels"], self.model)
         if self.accelerator is not None:
             self.accelerator.backward(out.loss)
         else:
