@@ -29,6 +29,7 @@ from metaprompt_hf.training import (
     build_model,
     check_trainable,
     evaluate_run,
+    fetch_data,
     parse_args,
     push_adapter,
     save_adapter,
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = start_run(args)
         # 3. Data: the protocol's few-shot training set and evaluation sets (bad input fails here, before training).
         with run.accelerator.main_process_first():
+            fetch_data(args)  # --download: the dataset from the Hub into --data_dir, checked and unpacked safely
             data, proto = load_protocol_data(args)
         check_trainable(args, proto, data)
         write_run_files(args, run, proto, data)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .data import DataError
 from .dataset_sources import DEFAULT_REPO_ID, DEFAULT_REPO_TYPE, NOT_DOWNLOADABLE, SOURCES, DatasetSource
@@ -211,12 +212,33 @@ def download_datasets(names: Sequence[str], data_dir: str | os.PathLike, **kwarg
     return [download_dataset(n, data_dir, **kwargs) for n in names]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from transformers import HfArgumentParser
+def fetch_data(args: Any) -> None:
+    """Training's `--download`: fetch `--dataset_name` into `--data_dir` (a no-op when already complete)."""
+    if getattr(args, "download", False):
+        download_dataset(args.dataset_name, args.data_dir, cache_dir=args.cache_dir)
 
+
+def parse_args(argv: Sequence[str] | None = None) -> DownloadArguments:
+    """`DownloadArguments` from the command line: the dataset names are positional, the rest `--<field>`."""
+    import argparse
+    import dataclasses
+
+    parser = argparse.ArgumentParser(prog="python -m metaprompt_hf.download", description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(DownloadArguments):
+        if f.name == "names":
+            parser.add_argument("names", nargs="+", help=f.metadata["help"])
+        else:
+            required = f.default is dataclasses.MISSING
+            kind = str if required or f.default is None else type(f.default)
+            default = None if required else f.default
+            parser.add_argument(f"--{f.name}", type=kind, default=default, required=required, help=f.metadata["help"])
+    return DownloadArguments(**vars(parser.parse_args(argv)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        (args,) = HfArgumentParser(DownloadArguments).parse_args_into_dataclasses(args=argv)
+        args = parse_args(argv)
         for path in download_datasets(
             args.names,
             args.data_dir,

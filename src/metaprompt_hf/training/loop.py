@@ -6,12 +6,10 @@ evaluation and Hub upload.
 
     args = parse_args()                         # model / data / training arguments (+ a YAML --config)
     run = start_run(args)                       # Accelerator, logging, seed, resume point
-    data, proto = load_protocol_data(args)      # few-shot training set and evaluation sets of the protocol
+    fetch_data(args); data, proto = load_protocol_data(args)  # (--download), few-shot and evaluation sets
     model = build_model(args, templates)        # base CLIP + a fresh adapter of the method
     train_loop(args, run, model, proto)         # optimizer steps
-    save_adapter(run, model) → evaluate_protocol(...) → push_adapter(...)
-
-The baselines are presets of the same loop (`--method`, see `methods.METHODS`).
+    save_adapter(run, model) → evaluate_protocol(...) → push_adapter(...)   # baselines: `--method` presets
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ import torch
 from ..batches import FewShotBatchSampler, ImageDataset, TrainTransform, collate, domain_counts, processor_size
 from ..constants import MODEL_CARD_NAME
 from ..data import DataError
+from ..download import fetch_data
 from ..embedded import resolve_base_model
 from ..modeling_metaprompt import MetaPromptModel, load_clip, load_processor
 from ..protocols import ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
@@ -274,6 +273,7 @@ def train(
     and optionally push. `examples/train.py` is the same sequence written out."""
     run = start_run(args)
     with run.accelerator.main_process_first():  # fails fast on bad input
+        fetch_data(args)
         data, proto = load_protocol_data(args)
     check_trainable(args, proto, data)
     model = build_model(args, run_templates(args.template, args.dataset_name))
