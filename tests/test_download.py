@@ -162,3 +162,13 @@ def test_train_with_download(cache, tmp_path, tiny_clip_dir):
     assert recipe.main(argv) == 0
     assert json.loads((out / "results.json").read_text())[0]["dataset"] == "eurosat"
     assert is_complete(tmp_path / "DATA" / "eurosat")
+
+
+def test_the_docs_list_every_dataset_with_its_archive_licence_and_source():
+    text = (ROOT / "docs" / "paper_protocols.md").read_text()
+    section = text.split("## Getting the data in one command", 1)[1].split("\n## ", 1)[0]
+    for name, source in SOURCES.items():
+        row = next((line for line in section.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, name
+        assert f"`{source.archive}`" in row and source.licence in row and source.source in row, row
+    assert "| `imagenet` |" in section and "python -m metaprompt_hf.download" in text.split("## ", 2)[1]

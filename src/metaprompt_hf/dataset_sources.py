@@ -1,6 +1,6 @@
 """Where each dataset of the paper kit is downloaded from: the one table `SOURCES` (dataset name → Hub file,
 pinned revision, checksum, folder inside the archive, licence and original source), read by `download.py` and the
-docs (docs/paper_protocols.md §0).
+docs (docs/paper_protocols.md, "Getting the data in one command").
 
 What the table rests on (read on the Hub; nothing here was downloaded to check it):
 - The default repository `zhengli97/prompt_learning_dataset` is a **model** repository on the Hub (its page is
@@ -29,7 +29,8 @@ What the table rests on (read on the Hub; nothing here was downloaded to check i
 
 A mirror with the same file names (`--repo_id`, `--revision`, `--repo_type`) is used as is; its archives are
 checked against the Hub's own sha256, since the recorded ones belong to the default repository.
-Licences are those the original sources state; check them before redistributing.
+Licences are those the original sources state on their pages, to our knowledge: they were not re-read when this
+table was written; check them before use or redistribution.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The paper kit's datasets in one command: fetch each archive from the Hub, check it, unpack it safely into the
-layout `readers/` read (docs/paper_protocols.md §0).
+layout `readers/` read (docs/paper_protocols.md, "Getting the data in one command").
 
     python -m metaprompt_hf.download eurosat dtd imagenet_a --data_dir DATA
     python -m metaprompt_hf.download pacs --data_dir DATA --repo_id <mirror> --repo_type dataset

@@ -1,5 +1,5 @@
 """A standard benchmark as a `datasets` dataset people can share: `python -m metaprompt_hf.export_dataset NAME
---data_dir DATA --output_dir OUT [--push_to_hub REPO_ID]` (docs/paper_protocols.md §0).
+--data_dir DATA --output_dir OUT [--push_to_hub REPO_ID]` (docs/paper_protocols.md, "Getting the data in one command").
 
 OUT holds parquet shards (`data/<split>-*.parquet`: the image bytes with their path relative to `DATA/`, the label
 as a `ClassLabel` of the class names, the domain as a `ClassLabel` where the dataset has domains; the official
