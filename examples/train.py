@@ -13,6 +13,10 @@ The paper's settings (docs/method.md §4), on your own data and base model:
     accelerate launch examples/train.py --config examples/configs/dg_vitb16_5shot.yaml \
         --dataset_name path/to/PACS --target_domain sketch --output_dir runs/pacs-sketch
 
+A benchmark of the paper kit, fetched from the Hub into DATA/ first (docs/paper_protocols.md):
+
+    accelerate launch examples/train.py --dataset_name eurosat --data_dir DATA --download
+
 Paper parity (the reference's meta step as it ran): `--config examples/configs/b2n_vitb16_faithful.yaml`.
 On several GPUs or CPU processes: `accelerate launch --num_processes 2 examples/train.py ...` (DDP; the meta
 gradients are all-reduced by hand). Resume after a crash, ending with the same adapter as an uninterrupted run:

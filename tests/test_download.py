@@ -172,3 +172,12 @@ def test_the_docs_list_every_dataset_with_its_archive_licence_and_source():
         assert row is not None, name
         assert f"`{source.archive}`" in row and source.licence in row and source.source in row, row
     assert "| `imagenet` |" in section and "python -m metaprompt_hf.download" in text.split("## ", 2)[1]
+
+
+def test_download_flag_is_checked_before_the_run_starts(tmp_path):
+    from metaprompt_hf.training import parse_args
+
+    with pytest.raises(ValueError, match="download: needs --data_dir"):
+        parse_args(["--dataset_name", "eurosat", "--download"])
+    with pytest.raises(ValueError, match="dataset_name: --download fetches one of"):
+        parse_args(["--dataset_name", "imagenet", "--data_dir", str(tmp_path), "--download"])

@@ -24,7 +24,7 @@ from typing import Any
 
 from .data import DataError
 from .dataset_sources import DEFAULT_REPO_ID, DEFAULT_REPO_TYPE, NOT_DOWNLOADABLE, SOURCES, DatasetSource
-from .extraction import ExtractionError, ExtractionLimits, is_complete, read_marker, safe_extract, verify_sha256
+from .extraction import ExtractionError, ExtractionLimits, is_complete, read_marker, safe_extract
 from .readers import FOLDERS, load_standard
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,12 @@ def _fetch(
     name: str, source: DatasetSource, repo_id: str, repo_type: str, revision: str, cache_dir: str | None
 ) -> str:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     where = f"{source.archive} of {repo_type} repository {repo_id} at revision {revision}"
     try:
@@ -88,7 +93,7 @@ def _fetch(
             f"{os.environ.get('HF_HUB_OFFLINE', '0')}); run once with network access, or copy the cache "
             f"({cache_dir or 'HF_HUB_CACHE'}) from a machine that has it ({err})"
         ) from err
-    except (EntryNotFoundError, RepositoryNotFoundError) as err:
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
         raise DownloadError(
             f"{name}: {where} does not exist ({type(err).__name__}); check --repo_id / --revision"
         ) from err
@@ -168,14 +173,14 @@ def download_dataset(
         raise DownloadError(
             f"{name}: {path} has {os.path.getsize(path)} bytes, the recorded archive {source.size}; not extracted"
         )
-    verify_sha256(path, expected, f"{name} ({source.archive}, sha256 {what})")
     check = os.path.basename(_layout_probe(name))
     commit = os.path.basename(os.path.dirname(path)) if "snapshots" in path else rev
     safe_extract(
         path,
         target,
         limits=limits,
-        sha256=None,  # verified just above
+        sha256=expected,  # checked before anything is unpacked
+        what=f"{name} ({source.archive}, sha256 {what})",
         select=_select(source.inner, check),
         validate=lambda staged: _validate(name, staged),
         marker={"dataset": name, "repo_id": repo, "repo_type": kind, "revision": rev, "commit": commit},

@@ -257,6 +257,7 @@ def safe_extract(
     select: Callable[[Path], Path] | None = None,
     validate: Callable[[Path], None] | None = None,
     marker: dict[str, Any] | None = None,
+    what: str | None = None,
 ) -> Path:
     """Extract `archive` (zip or tar, any compression tarfile reads) so that `target` holds its contents.
 
@@ -267,6 +268,7 @@ def safe_extract(
         validate: called on the staged folder (already named like `target`, inside the temporary sibling) before it
             is moved into place; raise to refuse it.
         marker: extra fields for the completion marker.
+        what: how messages name the archive (default: its file name).
 
     Returns:
         `target`. A `target` that exists already is refused (complete or not: the caller decides to skip or remove).
@@ -276,7 +278,7 @@ def safe_extract(
     if os.path.lexists(target):
         state = "is already complete" if is_complete(target) else "exists without a completion marker (partial?)"
         raise ExtractionError(f"{target} {state}; remove it to extract again")
-    digest = verify_sha256(archive, sha256, os.path.basename(archive)) if sha256 else sha256_file(archive)
+    digest = verify_sha256(archive, sha256, what or os.path.basename(archive)) if sha256 else sha256_file(archive)
     with _open_archive(archive) as opened:
         if isinstance(opened, zipfile.ZipFile):
             members = _zip_members(opened, archive, limits)

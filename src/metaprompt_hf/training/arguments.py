@@ -19,6 +19,7 @@ from typing import Any
 
 from ..configuration_metaprompt import MetaPromptConfig
 from ..constants import EMBEDDED_NAME
+from ..dataset_sources import SOURCES
 from ..meta import DEFAULT_META_STEP, MetaSettings
 from ..methods import METHODS, get_method
 from ..protocols import PROTOCOLS, get_protocol
@@ -238,6 +239,11 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         need(self.mixed_precision in (None, "no", "fp16", "bf16"), "mixed_precision", "expected no, fp16 or bf16")
         need(self.shots >= 1, "shots", "expected >= 1")
         need(not self.download or bool(self.data_dir), "download", "needs --data_dir (where the dataset goes)")
+        need(
+            not self.download or self.dataset_name in SOURCES,
+            "dataset_name",
+            f"--download fetches one of {list(SOURCES)}",
+        )
         need(self.num_train_epochs >= 1, "num_train_epochs", "expected >= 1")
         need(self.per_device_train_batch_size >= 1, "per_device_train_batch_size", "expected >= 1")
         need(self.per_device_eval_batch_size >= 1, "per_device_eval_batch_size", "expected >= 1")
