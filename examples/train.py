@@ -13,6 +13,10 @@ The paper's settings (docs/method.md §4), on your own data and base model:
     accelerate launch examples/train.py --config examples/configs/dg_vitb16_5shot.yaml \
         --dataset_name path/to/PACS --target_domain sketch --output_dir runs/pacs-sketch
 
+A benchmark of the paper kit, fetched from the Hub into DATA/ first (docs/paper_protocols.md):
+
+    accelerate launch examples/train.py --dataset_name eurosat --data_dir DATA --download
+
 Paper parity (the reference's meta step as it ran): `--config examples/configs/b2n_vitb16_faithful.yaml`.
 On several GPUs or CPU processes: `accelerate launch --num_processes 2 examples/train.py ...` (DDP; the meta
 gradients are all-reduced by hand). Resume after a crash, ending with the same adapter as an uninterrupted run:
@@ -29,6 +33,7 @@ from metaprompt_hf.training import (
     build_model,
     check_trainable,
     evaluate_run,
+    fetch_data,
     parse_args,
     push_adapter,
     save_adapter,
@@ -52,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = start_run(args)
         # 3. Data: the protocol's few-shot training set and evaluation sets (bad input fails here, before training).
         with run.accelerator.main_process_first():
+            fetch_data(args)  # --download: the dataset from the Hub into --data_dir, checked and unpacked safely
             data, proto = load_protocol_data(args)
         check_trainable(args, proto, data)
         write_run_files(args, run, proto, data)

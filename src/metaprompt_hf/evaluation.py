@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import statistics
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -33,13 +35,29 @@ METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 @cache
 def load_metric(name: str) -> Any:
-    """An `evaluate` metric shipped with the package ("accuracy" or "harmonic_mean"), loaded by path."""
+    """An `evaluate` metric shipped with the package ("accuracy" or "harmonic_mean"), built from its script.
+
+    Not through `evaluate.load(path)`, which copies the script into `$HF_HOME/modules` and keeps lock files in
+    `$HF_HOME/metrics`: a read-only shared `HF_HOME` would fail evaluation. Scores are kept in memory; the only
+    thing written is the metric's empty cache folder, under `HF_METRICS_CACHE` when the user sets it, else the
+    temporary folder (`TMPDIR`)."""
+    import importlib.util
+
     import evaluate
 
-    path = METRICS_DIR / name
-    if not (path / f"{name}.py").is_file():
+    path = METRICS_DIR / name / f"{name}.py"
+    if not path.is_file():
         raise ValueError(f"metric: no shipped metric {name!r} under {METRICS_DIR}")
-    return evaluate.load(str(path))
+    spec = importlib.util.spec_from_file_location(f"metaprompt_hf_metric_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (metric_class,) = (
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and issubclass(v, evaluate.EvaluationModule) and v.__module__ == module.__name__
+    )
+    cache_dir = os.environ.get("HF_METRICS_CACHE") or os.path.join(tempfile.gettempdir(), "metaprompt_hf-metrics")
+    return metric_class(keep_in_memory=True, cache_dir=cache_dir)
 
 
 def harmonic_mean(base: float, new: float) -> float:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..data import DataError, ImageClassificationData, load_image_classification
 from ..readers import load_standard
+from ..readers.exported import export_info
 from ..templates import templates_for_dataset
 from .base import ProtocolData, check_eval_sets
 from .registry import PROTOCOLS, get_protocol
@@ -69,7 +70,8 @@ def run_templates(template: str | None, dataset_name: str) -> list[str]:
             return [miniworld.TEMPLATES[name]]
         if name == miniworld.UNION:
             return [miniworld.UNION_TEMPLATE]
-    return templates_for_dataset(dataset_name)
+    exported = export_info(dataset_name)  # an export of a standard dataset: that dataset's preset
+    return templates_for_dataset(exported["dataset_name"] if exported else dataset_name)
 
 
 def load_dataset_for(args: Any) -> ImageClassificationData:
@@ -110,6 +112,9 @@ def load_protocol_data(args: Any) -> tuple[ImageClassificationData, ProtocolData
         proto.fewshot["files"] = [
             os.path.relpath(value["path"], root) for value in proto.train_rows.select_columns(["image"])["image"]
         ]
+    elif proto.train_rows is not None and export_info(args.dataset_name):
+        # An export keeps each image's path relative to DATA/: the same record as from the layout itself.
+        proto.fewshot["files"] = [value["path"] for value in proto.train_rows.select_columns(["image"])["image"]]
     return data, proto
 
 

@@ -17,6 +17,7 @@ Modules, in the order a run uses them:
 
 from __future__ import annotations
 
+from ..download import fetch_data
 from ..methods import TrainerState
 from .arguments import DataArguments, MetaPromptTrainingArguments, ModelArguments, TrainingArguments, parse_args
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -40,6 +41,7 @@ from .step import StepResult, TrainingStep, UpdateRecord
 
 __all__ = [
     "USER_ERRORS",
+    "fetch_data",
     "DataArguments",
     "EpochwiseLR",
     "MetaPromptTrainingArguments",

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..configuration_metaprompt import MetaPromptConfig
 from ..constants import EMBEDDED_NAME
+from ..dataset_sources import SOURCES
 from ..meta import DEFAULT_META_STEP, MetaSettings
 from ..methods import METHODS, Method, get_method, parse_method_args
 from ..plugins import load_plugins
@@ -97,6 +98,11 @@ class DataArguments:
         "A DATA/ folder in the CoOp / Dassl layouts; --dataset_name is then one of metaprompt_hf.readers.READERS "
         "(imagenet, caltech101, ..., pacs, vlcs, office_home, domainnet).",
         default=None,
+    )
+    download: bool = _help(
+        "Fetch --dataset_name into --data_dir from the Hub first (python -m metaprompt_hf.download; skipped when "
+        "already complete).",
+        default=False,
     )
     dataset_config_name: str | None = _help("Config name of a Hub dataset.", default=None)
     train_dir: str | None = _help(
@@ -250,6 +256,12 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         need(self.lr_scheduler_type in ("cosine", "constant"), "lr_scheduler_type", "expected 'cosine' or 'constant'")
         need(self.mixed_precision in (None, "no", "fp16", "bf16"), "mixed_precision", "expected no, fp16 or bf16")
         need(self.shots >= 1, "shots", "expected >= 1")
+        need(not self.download or bool(self.data_dir), "download", "needs --data_dir (where the dataset goes)")
+        need(
+            not self.download or self.dataset_name in SOURCES,
+            "dataset_name",
+            f"--download fetches one of {list(SOURCES)}",
+        )
         need(self.num_train_epochs >= 1, "num_train_epochs", "expected >= 1")
         need(self.per_device_train_batch_size >= 1, "per_device_train_batch_size", "expected >= 1")
         need(self.per_device_eval_batch_size >= 1, "per_device_eval_batch_size", "expected >= 1")

@@ -5,7 +5,7 @@ steps of `training/loop.py`, the adapter, evaluation and Hub upload.
 
     args = parse_args()                         # model / data / training arguments (+ a YAML --config, --plugins)
     run = start_run(args)                       # Accelerator, logging, seed, resume point
-    data, proto = load_protocol_data(args)      # few-shot training set and evaluation sets of the protocol
+    fetch_data(args); data, proto = load_protocol_data(args)  # (--download), few-shot and evaluation sets
     model = build_model(args, templates)        # base CLIP + a fresh adapter of the method
     train_loop(args, run, model, proto)         # optimizer steps, with the method's loss and hooks
     save_adapter(run, model) → evaluate_run(...) → push_adapter(...)
@@ -31,6 +31,7 @@ import torch
 from ..batches import domain_counts
 from ..constants import MODEL_CARD_NAME
 from ..data import DataError
+from ..download import fetch_data
 from ..methods import Method, TrainerState
 from ..modeling_metaprompt import MetaPromptModel
 from ..protocols import ProtocolData, evaluate_protocol, format_results, load_protocol_data
@@ -230,6 +231,7 @@ def train(
     method = method if method is not None else args.build_method()
     run = start_run(args)
     with run.accelerator.main_process_first():  # fails fast on bad input
+        fetch_data(args)
         data, proto = load_protocol_data(args)
     check_trainable(args, proto, data)
     write_run_files(args, run, proto, data)
