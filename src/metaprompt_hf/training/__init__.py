@@ -8,7 +8,7 @@ Modules, in the order a run uses them:
 - `step`: `TrainingStep`, one optimizer step (in-domain update, then the method's meta step) that the loop, the
   benchmarks and the fidelity tests all drive;
 - `checkpointing`: resumable safetensors + JSON checkpoints, written atomically;
-- `loop`: `start_run`, `build_model`, `train_loop`, `save_adapter`, `evaluate_run`, `push_adapter`, and `train`,
+- `loop`: `start_run`, `build_model`, `build_optimizer`, `train_loop`, `save_adapter`, `evaluate_run`, `push_adapter`, and `train`,
   the whole run in one call;
 - `evaluate`: `evaluate_adapter`, scoring a saved adapter.
 """
@@ -24,6 +24,7 @@ from .loop import (
     TrainerState,
     TrainOutput,
     build_model,
+    build_optimizer,
     check_output_dir,
     check_trainable,
     evaluate_run,
@@ -52,6 +53,7 @@ __all__ = [
     "TrainingStep",
     "UpdateRecord",
     "build_model",
+    "build_optimizer",
     "check_output_dir",
     "check_trainable",
     "epochwise_lr",

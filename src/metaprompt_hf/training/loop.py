@@ -148,6 +148,13 @@ def build_model(
     return model
 
 
+def build_optimizer(
+    model: MetaPromptModel, learning_rate: float, momentum: float, weight_decay: float
+) -> torch.optim.SGD:
+    """Plain SGD over the prompts only (docs/method.md §4: momentum 0.9, wd 5e-4, no dampening, no Nesterov)."""
+    return torch.optim.SGD(model.prompt_parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+
+
 def check_trainable(args: MetaPromptTrainingArguments, proto: ProtocolData, data: Any) -> None:
     """Refuse to train a method with prompts on a dataset that has no training split (evaluation-only data)."""
     if proto.train_rows is None and args.method_preset.trains:
@@ -324,9 +331,7 @@ def train_loop(
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
     )
-    params = model.prompt_parameters()
-    # Plain SGD over the prompts only (docs/method.md §4: momentum 0.9, wd 5e-4, no dampening, no Nesterov).
-    optimizer = torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(model, args.learning_rate, args.momentum, args.weight_decay)
     ddp_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     unwrapped = accelerator.unwrap_model(ddp_model)
 
