@@ -18,7 +18,7 @@ from metaprompt_hf.evaluation import harmonic_mean
 
 
 @torch.no_grad()
-def text_features(model, tok, prompts: list[str]) -> torch.Tensor:
+def text_features(model: Any, tok: Any, prompts: list[str]) -> torch.Tensor:
     enc = tok(prompts, padding=True, return_tensors="pt")
     f = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     f = getattr(f, "pooler_output", f)
@@ -26,7 +26,7 @@ def text_features(model, tok, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def image_features(model, processor, images: list, batch: int = 256) -> torch.Tensor:
+def image_features(model: Any, processor: Any, images: list, batch: int = 256) -> torch.Tensor:
     feats = []
     for k in range(0, len(images), batch):
         px = processor(images=images[k : k + batch], return_tensors="pt")["pixel_values"]
@@ -73,7 +73,7 @@ def zs_init_probe(
     return float((pred == y).mean())
 
 
-def evaluate(model, processor, tok, args: argparse.Namespace) -> dict[str, Any]:
+def evaluate(model: Any, processor: Any, tok: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Zero-shot accuracy with each dataset's template; 16-shot nearest-centroid and linear-probe checks."""
     from sklearn.linear_model import LogisticRegression
 

@@ -34,7 +34,7 @@ def tune_malloc() -> None:
         pass
 
 
-def build_model(args: argparse.Namespace):
+def build_model(args: argparse.Namespace) -> Any:
     from transformers import CLIPConfig, CLIPModel
 
     cfg = CLIPConfig(
@@ -80,7 +80,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def pretrain(
-    model,
+    model: Any,
     images: np.ndarray,
     ids: torch.Tensor,
     cap_idx: torch.Tensor,

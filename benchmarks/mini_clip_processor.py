@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ def bpe_vocab_and_merges(bpe_path: str | os.PathLike[str]) -> tuple[dict[str, in
     return {tok: i for i, tok in enumerate(vocab)}, merges  # type: ignore[return-value]
 
 
-def build_tokenizer(bpe_path: str | None, tokenizer_dir: str | None):
+def build_tokenizer(bpe_path: str | None, tokenizer_dir: str | None) -> tuple[Any, str]:
     from transformers import CLIPTokenizer
 
     if bpe_path:
@@ -57,13 +58,13 @@ def build_tokenizer(bpe_path: str | None, tokenizer_dir: str | None):
     return tok, source
 
 
-def build_processor(tok, image_size: int):
+def build_processor(tok: Any, image_size: int) -> Any:
     from transformers import CLIPProcessor
 
     return CLIPProcessor(image_processor=image_processor(image_size), tokenizer=tok)
 
 
-def save_tokenizer_files(tok, out: Path) -> None:
+def save_tokenizer_files(tok: Any, out: Path) -> None:
     """Vendor ``vocab.json`` / ``merges.txt`` (OpenAI's BPE, MIT) next to transformers' own tokenizer files."""
     model = json.loads((out / "tokenizer.json").read_text())["model"]
     (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")

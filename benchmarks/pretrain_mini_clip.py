@@ -40,6 +40,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def load_corpus(args: argparse.Namespace) -> tuple[np.ndarray, list[str], list[s
     return images, captions, tags
 
 
-def replace_dir_atomically(out: Path, populate) -> None:
+def replace_dir_atomically(out: Path, populate: Callable[[Path], None]) -> None:
     """Build the new folder in a temporary sibling with ``populate(tmp)``, then swap it in atomically."""
     tmp = Path(temporary_sibling(out))
     try:
