@@ -21,7 +21,11 @@ from metaprompt_hf import MetaPromptConfig, MetaPromptModel
 from metaprompt_hf.meta import Episode, Side, domain_split_episodes, meta_gradient, vision_episode_loss
 from metaprompt_hf.testing import tiny_clip
 
-PERF_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "perf.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+PERF_PATH = BENCHMARKS / "perf.py"
+sys.path.insert(0, str(BENCHMARKS))  # perf.py's sibling modules, as the script itself imports them
+import perf_memory  # noqa: E402
+import perf_workload  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +118,9 @@ def test_chunk_checkpointing_recomputes_all_chunks_but_the_last(perf):
     tokenizer = perf.load_tokenizer(None)
     clip = perf.build_clip("tiny", tokenizer, "sdpa", "cpu")
     processor = perf.make_processor(clip, tokenizer)
-    names = perf.synthetic_class_names(10, tokenizer)
-    pixel_values, labels = perf.b2n_batch(4, 10, clip.config.vision_config.image_size, "cpu")
-    step = perf.TrainStep(
+    names = perf_workload.synthetic_class_names(10, tokenizer)
+    pixel_values, labels = perf_workload.b2n_batch(4, 10, clip.config.vision_config.image_size, "cpu")
+    step = perf_workload.TrainStep(
         clip, processor, "metaprompt", "base2new", names, pixel_values, labels, None, class_chunk_size=4
     )
     step()
@@ -127,6 +131,19 @@ def test_chunk_checkpointing_recomputes_all_chunks_but_the_last(perf):
     assert counts["vision_rows"] == 8 and counts["vision_recompute_calls"] == 0
 
 
+def test_dg_parts_ablation_times_one_pass_per_meta_train_side(perf):
+    """The "before" side of the DG ablation really runs the old episodes: each meta-train side (the images of the
+    other N − 1 domains) is encoded on its own, where the shared per-domain parts encode every image once."""
+    result = perf.run(
+        perf.parse_args(["--quick", "--sections", "ablations", "--ablations", "dg_parts", "--warmup", "0"])
+    )
+    calls = result["ablations"]["dg_parts"]["encoder_calls_per_step"]
+    b, n = result["settings"]["dg_batch_size"], result["settings"]["dg_domains"]
+    assert calls["shared_parts"]["vision_rows"] == 4 * b
+    # frozen + prompted in-domain (2B), N sides of (N − 1)·B/N images at θ0, N held-out domains of B/N each
+    assert calls["one_pass_per_side"]["vision_rows"] == 2 * b + (n - 1) * b + b
+
+
 def test_memory_section_structure(perf, monkeypatch):
     """The memory sweep with its subprocesses run in-process (the peak is then meaningless; the keys are not)."""
 
@@ -134,7 +151,7 @@ def test_memory_section_structure(perf, monkeypatch):
         spec = json.loads(cmd[cmd.index("--_memory_child") + 1])
         return subprocess.CompletedProcess(cmd, 0, json.dumps(perf.memory_child(spec)) + "\n", "")
 
-    monkeypatch.setattr(perf.subprocess, "run", fake_run)
+    monkeypatch.setattr(perf_memory.subprocess, "run", fake_run)
     ctx = perf.SimpleNamespace(
         memory_batch_size=2,
         memory_classes=(3, 5),
@@ -154,7 +171,7 @@ def test_memory_section_structure(perf, monkeypatch):
 
 def test_synthetic_class_names_have_three_to_five_tokens(perf):
     tokenizer = perf.load_tokenizer(None)
-    names = perf.synthetic_class_names(300, tokenizer)
+    names = perf_workload.synthetic_class_names(300, tokenizer)
     assert len(set(names)) == 300
     lengths = [len(tokenizer(n, add_special_tokens=False)["input_ids"]) for n in names]
     assert set(lengths) == {3, 4, 5}

@@ -22,7 +22,7 @@ from ..methods import TrainerState
 from .arguments import DataArguments, MetaPromptTrainingArguments, ModelArguments, TrainingArguments, parse_args
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .evaluate import evaluate_adapter
-from .loop import Run, build_model, build_schedule, build_train_loader, train_loop
+from .loop import Run, build_model, build_optimizer, build_schedule, build_train_loader, train_loop
 from .run import (
     USER_ERRORS,
     TrainOutput,
@@ -54,6 +54,7 @@ __all__ = [
     "TrainingStep",
     "UpdateRecord",
     "build_model",
+    "build_optimizer",
     "build_schedule",
     "build_train_loader",
     "check_output_dir",

@@ -40,13 +40,21 @@ class Run:
 
 
 def build_model(
-    args: MetaPromptTrainingArguments, templates: Sequence[str], torch_seed: int | None = None
+    args: MetaPromptTrainingArguments,
+    templates: Sequence[str],
+    torch_seed: int | None = None,
+    *,
+    clip: torch.nn.Module | None = None,
+    processor: Any | None = None,
 ) -> MetaPromptModel:
     """Base CLIP + processor + a fresh adapter of `args.method`, prompts initialised from `torch_seed`
-    (default: `args.seed`)."""
+    (default: `args.seed`). `clip` / `processor` replace loading `args.base_model` (benchmarks build a random
+    ViT-B/16 in code, or reuse one processor over many runs)."""
     base = resolve_base_model(args.base_model)
-    clip = load_clip(base, revision=args.base_model_revision, cache_dir=args.cache_dir)
-    processor = load_processor(base, revision=args.base_model_revision, cache_dir=args.cache_dir)
+    if clip is None:
+        clip = load_clip(base, revision=args.base_model_revision, cache_dir=args.cache_dir)
+    if processor is None:
+        processor = load_processor(base, revision=args.base_model_revision, cache_dir=args.cache_dir)
     config = dataclasses.replace(
         args.adapter_config(templates), base_model_name_or_path=args.base_model, revision=args.base_model_revision
     )
@@ -55,6 +63,19 @@ def build_model(
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
+
+
+def build_optimizer(
+    model: MetaPromptModel,
+    learning_rate: float,
+    momentum: float,
+    weight_decay: float,
+    params: Sequence[torch.nn.Parameter] | None = None,
+) -> torch.optim.SGD:
+    """Plain SGD over `params` (default: the prompts; docs/method.md §4: momentum 0.9, wd 5e-4, no dampening, no
+    Nesterov)."""
+    params = list(model.prompt_parameters() if params is None else params)
+    return torch.optim.SGD(params, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
 
 
 def build_train_loader(
@@ -127,12 +148,8 @@ def train_loop(
     accelerator, resume_dir = run.accelerator, run.resume_dir
     loader, sampler = build_train_loader(args, proto, model)
     if optimizer is None:
-        optimizer = torch.optim.SGD(
-            method.trainable_parameters(model),
-            lr=args.learning_rate,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
-        )
+        params = method.trainable_parameters(model)
+        optimizer = build_optimizer(model, args.learning_rate, args.momentum, args.weight_decay, params)
     ddp_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     unwrapped = accelerator.unwrap_model(ddp_model)
     raw_optimizer = getattr(optimizer, "optimizer", optimizer)
