@@ -1,8 +1,7 @@
 """metaprompt_hf: MetaPrompt (Zhao et al., "Learning Domain Invariant Prompt for Vision-Language Models",
 IEEE TIP 2024) as a PEFT-style adapter around transformers' CLIPModel."""
 
-__version__ = "0.1.0"
-
+from .constants import __version__  # noqa: E402
 from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig  # noqa: E402
 from .losses import asymmetric_contrastive_loss, coupled_logits  # noqa: E402
 from .modeling_metaprompt import (  # noqa: E402
