@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from metaprompt_hf import miniworld as mw  # noqa: E402
+from metaprompt_hf.results import harmonic_mean  # noqa: E402
 from metaprompt_hf.testing import bytes_to_unicode  # noqa: E402
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -311,10 +312,6 @@ def subset_accuracy(img: torch.Tensor, txt: torch.Tensor, labels: np.ndarray, cl
     return float((pred == labels[keep]).mean())
 
 
-def hm(a: float, b: float) -> float:
-    return 2 * a * b / (a + b) if a + b > 0 else 0.0
-
-
 def zs_init_probe(
     x_tr: np.ndarray,
     y_tr: np.ndarray,
@@ -373,7 +370,7 @@ def evaluate(model, processor, tok, args: argparse.Namespace) -> dict[str, Any]:
             else:
                 r["base"] = subset_accuracy(img, txt, labels, base)
                 r["new"] = subset_accuracy(img, txt, labels, new)
-                r["hm"] = hm(r["base"], r["new"])
+                r["hm"] = harmonic_mean(r["base"], r["new"])
             res["zero_shot"].setdefault(name, {})[split] = r
             log(f"zero-shot {name:8s} {split:10s} " + " ".join(f"{k}={v:.3f}" for k, v in r.items() if k != "n"))
         # few-shot sanity check: 16 shots per base class (per class over all domains for styles)

@@ -41,6 +41,7 @@ CORE = (
 TRAINING = (
     "protocols",
     "evaluation",
+    "scoring",
     "training",
     "data",
     "dataset_images",
