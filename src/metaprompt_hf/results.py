@@ -97,7 +97,8 @@ class Report:
         return tuple(m.key for m in self.metrics)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as JSON types (lists, not tuples), so an entry in memory equals the one read back."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "report") -> Report:

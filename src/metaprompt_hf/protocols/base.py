@@ -82,6 +82,8 @@ class Protocol(ABC):
         needs_target_domain: whether `--target_domain` is required.
         target_templates: evaluate with the templates of the evaluated dataset rather than the adapter's own
             (transfer protocols, where an adapter trained on one dataset is scored on another).
+        embedded_learning_rate: the learning rate for the embedded base model when `--learning_rate` is not given
+            (tuned on the mini world's validation split, departure D16 of docs/method.md §3.3); None: the paper's.
     """
 
     name: ClassVar[str]
@@ -91,6 +93,7 @@ class Protocol(ABC):
     meta_prompts: ClassVar[str] = "text"
     needs_target_domain: ClassVar[bool] = False
     target_templates: ClassVar[bool] = False
+    embedded_learning_rate: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

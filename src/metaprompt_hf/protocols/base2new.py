@@ -60,6 +60,7 @@ class Base2NewProtocol(Protocol):
     )
     default_tokens = 2
     meta_prompts = "text"
+    embedded_learning_rate = 0.008  # benchmarks/mini_hparams.json
 
     def prepare(
         self,
