@@ -124,7 +124,7 @@ def test_a_protocol_giving_only_metric_keys_gets_a_plain_report():
 @pytest.mark.parametrize(
     ("entry", "match"),
     [
-        ({"protocol": "nope", "accuracy": 1.0}, r"entry 0: needs a 'report'.*got protocol 'nope'"),
+        ({"protocol": "nope", "accuracy": 1.0}, r"entry 0 needs a 'protocol'.*or a 'report'.*got protocol 'nope'"),
         ({"protocol": "x", "accuracy": 1.0, "report": {"metrics": []}}, r"entry 0: report: a report needs"),
         ({"protocol": "x", "accuracy": 1.0, "report": {"section": "s"}}, r"entry 0: report: not a valid report"),
         (

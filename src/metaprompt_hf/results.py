@@ -180,8 +180,8 @@ def report_of(entry: Mapping[str, Any], source: str = "results") -> Report:
     if protocol in LEGACY_REPORTS:
         return LEGACY_REPORTS[protocol]
     raise ValueError(
-        f"{source}: needs a 'report' (written by the protocol that produced it) or a 'protocol', one of "
-        f"{sorted(LEGACY_REPORTS)}; got protocol {protocol!r}"
+        f"{source} needs a 'protocol', one of {sorted(LEGACY_REPORTS)}, or a 'report' written by the protocol that "
+        f"produced it; got protocol {protocol!r}"
     )
 
 
