@@ -122,6 +122,7 @@ def test_the_layer_sets_name_every_module() -> None:
 
 
 def test_core_imports_nothing_from_training() -> None:
+    """Nor the package's root, which re-exports the core: a core module importing it closes a cycle."""
     graph = import_graph()
     bad = sorted(
         f"{src} -> {dst}"
@@ -169,24 +170,25 @@ def test_the_graph_sees_function_level_and_relative_imports() -> None:
 _PREDICT = """
 import json, sys
 import torch
-import metaprompt_hf
 from metaprompt_hf import MetaPromptConfig, MetaPromptModel
 from metaprompt_hf.testing import tiny_clip
 
 clip, processor = tiny_clip(seed=0)
-model = MetaPromptModel(clip, MetaPromptConfig(), processor)
+adapter = MetaPromptModel(clip, MetaPromptConfig(base_model_name_or_path=sys.argv[1]), processor)
+adapter.save_pretrained(sys.argv[2])
+model = MetaPromptModel.from_pretrained(sys.argv[2])
 probs = model.predict(torch.rand(2, 3, 32, 32), ["red", "green", "blue"])
 assert probs.shape == (2, 3), probs.shape
 print(json.dumps(sorted(sys.modules)))
 """
 
 
-def test_predicting_loads_no_training_module() -> None:
-    """`import metaprompt_hf` and a prediction load neither the training side nor `datasets`, `evaluate` or
-    `gradio` (transformers itself may import accelerate; that is not the package's doing)."""
-    out = subprocess.run(
-        [sys.executable, "-c", _PREDICT], capture_output=True, text=True, check=True, timeout=300
-    ).stdout
+def test_predicting_loads_no_training_module(tiny_clip_dir, tmp_path) -> None:
+    """`import metaprompt_hf`, saving an adapter, `from_pretrained` and a prediction load neither the training side
+    nor `datasets`, `evaluate` or `gradio` (transformers itself may import accelerate; that is not the package's
+    doing)."""
+    argv = [sys.executable, "-c", _PREDICT, tiny_clip_dir, str(tmp_path / "adapter")]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300).stdout
     loaded = json.loads(out.strip().splitlines()[-1])
     heavy = [m for m in loaded if m.split(".")[0] in ("datasets", "evaluate", "gradio")]
     training = [m for m in loaded if m.startswith(PACKAGE + ".") and _layer(m, TRAINING)]
