@@ -136,6 +136,10 @@ def test_a_protocol_giving_only_metric_keys_gets_a_plain_report():
             r"metric 'a': of_means must be one of \['harmonic_mean'\]",
         ),
         ({"protocol": "dg", "accuracy": "55"}, r"entry 0: 'accuracy' must be a finite number"),
+        (
+            {"protocol": "x", "a": 1.0, "report": {"metrics": [{"key": "a", "label": 5}]}},
+            r"entry 0: report: metric 'a': label must be a string, got 5",
+        ),
     ],
 )
 def test_bad_entries_are_refused_naming_the_field(entry, match):

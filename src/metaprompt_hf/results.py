@@ -104,9 +104,7 @@ class Report:
     def from_dict(cls, data: Mapping[str, Any], source: str = "report") -> Report:
         """Read a `report` of a results file (raises ValueError naming the bad field)."""
         try:
-            metrics = tuple(
-                Metric(**{**m, "of_means": _of_means(m.get("of_means"))}) for m in data["metrics"]
-            )  # fmt: skip
+            metrics = tuple(Metric(**{**m, "of_means": _of_means(m.get("of_means"))}) for m in data["metrics"])
             columns = tuple(Column(**c) for c in data.get("columns") or ())
             report = cls(
                 metrics=metrics,
@@ -119,6 +117,15 @@ class Report:
             raise ValueError(f"{source}: not a valid report ({err})") from err
         if not metrics:
             raise ValueError(f"{source}: a report needs at least one metric")
+        texts = [
+            (f"metric {m.key!r}: {f}", getattr(m, f))
+            for m in metrics
+            for f in ("key", "label", "type", "config", "name")
+        ]
+        texts += [(f"column {c.key!r}: {f}", getattr(c, f)) for c in columns for f in ("key", "label", "default")]
+        for where, value in texts + [("section", report.section if report.section is not None else "")]:
+            if not isinstance(value, str):
+                raise ValueError(f"{source}: {where} must be a string, got {value!r}")
         for m in metrics:
             if m.of_means is not None and m.of_means[0] not in COMBINATIONS:
                 raise ValueError(f"{source}: metric {m.key!r}: of_means must be one of {sorted(COMBINATIONS)}")
