@@ -21,7 +21,8 @@ import sys
 
 from metaprompt_hf.evaluation import aggregate, markdown_table
 from metaprompt_hf.hub import load_results
-from metaprompt_hf.protocols import METRIC_KEYS
+from metaprompt_hf.protocols import PROTOCOLS
+from metaprompt_hf.results import report_of
 from metaprompt_hf.training import evaluate_adapter, parse_args
 from metaprompt_hf.utils import atomic_write_json, atomic_write_text
 
@@ -46,7 +47,10 @@ def read_runs(runs: list[str]) -> tuple[list[dict], list[str]]:
         if not entries:
             problems.append(f"{path}: holds no result entries")
         for i, entry in enumerate(entries):
-            missing = [k for k in METRIC_KEYS[entry["protocol"]] if k not in entry]
+            if entry["protocol"] not in PROTOCOLS:  # aggregating runs is the protocol's
+                problems.append(f"{path}: entry {i}: protocol {entry['protocol']!r} is not one of {list(PROTOCOLS)}")
+                continue
+            missing = [k for k in report_of(entry).metric_keys if k not in entry]
             if missing:
                 problems.append(f"{path}: entry {i} ({entry['protocol']}) lacks {missing}")
         results.extend(entries)

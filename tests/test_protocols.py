@@ -20,7 +20,8 @@ def test_registry_entries_implement_the_interface():
         assert protocol.metric_keys and all(isinstance(k, str) for k in protocol.metric_keys)
         assert protocol.meta_prompts in ("text", "vision")
         assert protocol.default_tokens >= 1
-    assert hub._METRIC_KEYS == METRIC_KEYS == {n: p.metric_keys for n, p in PROTOCOLS.items()}
+    assert {n: p.metric_keys for n, p in PROTOCOLS.items()} == METRIC_KEYS
+    assert all(p.metric_keys == p.report.metric_keys for p in PROTOCOLS.values())
     with pytest.raises(ValueError, match="protocol: expected one of"):
         get_protocol("nope")
 

@@ -1,19 +1,18 @@
 """metaprompt_hf: MetaPrompt (Zhao et al., "Learning Domain Invariant Prompt for Vision-Language Models",
 IEEE TIP 2024) as a PEFT-style adapter around transformers' CLIPModel."""
 
-__version__ = "0.1.0"
-
-from .backbones import get_backbone, register_backbone  # noqa: E402
-from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig  # noqa: E402
-from .losses import asymmetric_contrastive_loss, coupled_logits  # noqa: E402
-from .modeling_metaprompt import (  # noqa: E402
+from .backbones import get_backbone, register_backbone
+from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig
+from .constants import __version__
+from .losses import asymmetric_contrastive_loss, coupled_logits
+from .modeling_metaprompt import (
     WEIGHTS_NAME,
     MetaPromptModel,
     MetaPromptOutput,
     get_metaprompt_model,
 )
-from .pipelines import pipeline, register_pipeline  # noqa: E402
-from .templates import templates_for_dataset  # noqa: E402
+from .pipelines import pipeline, register_pipeline
+from .templates import templates_for_dataset
 
 # `transformers.pipeline("zero-shot-image-classification", model=<MetaPromptModel>)` works once the package is
 # imported; other models keep transformers' own pipeline (see pipelines.py).

@@ -44,7 +44,7 @@ def adapter_bytes(config: MetaPromptConfig, tensors: dict[str, torch.Tensor]) ->
     """The two files of an adapter folder, weights first; the weights' metadata records the config's digest."""
     from safetensors.torch import save
 
-    from . import __version__
+    from .constants import __version__
 
     config_data = config.to_json_string().encode("utf-8")
     metadata = {

@@ -261,7 +261,7 @@ class AdapterMixin:
     ) -> None:
         """`ModelHubMixin`'s hook: one adapter's two files (default: the active one) and `extra_files`, replacing
         what is there, as the mixin's contract says (`save_pretrained` checks before calling it)."""
-        from . import __version__
+        from .constants import __version__
 
         config = dataclasses.replace(
             self._adapter(adapter_name).config, inference_mode=True, metaprompt_version=__version__

@@ -53,7 +53,7 @@ def check_templates(templates: Any, field_name: str = "templates") -> list[str]:
 
 
 def _package_version() -> str:
-    from . import __version__
+    from .constants import __version__
 
     return __version__
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The package version (read by the build backend from this line; `metaprompt_hf.__version__` re-exports it).
+__version__ = "0.1.0"
+
 LIBRARY_NAME = "metaprompt_hf"
 TASK = "zero-shot-image-classification"
 PAPER_URL = "https://arxiv.org/abs/2212.04196"

@@ -8,8 +8,6 @@ for `adapter_config.json` and hands it to PEFT, and reads `config.json` as its o
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import re
@@ -21,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from .configuration_metaprompt import MetaPromptConfig
 from .constants import CODE_URL, EMBEDDED_NAME, LIBRARY_NAME, PAPER_URL, TASK
-from .protocols.registry import METRIC_KEYS
+from .results import LEGACY_REPORTS, check_results, combine_runs, fill, group_runs, report_of
+from .results import load_results as load_results
 
 if TYPE_CHECKING:
     from .modeling_metaprompt import MetaPromptModel
@@ -38,36 +37,8 @@ def model_card_template() -> str:
     raise FileNotFoundError("model_card.md template not found in the package nor at the repository root")
 
 
-_METRIC_KEYS = METRIC_KEYS  # per protocol, from the protocol registry
-
-
-def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a results file written by the training/evaluation loop (`results.json`): a JSON object or a list of
-    them, each with `protocol` ("base2new" or "dg") and the metrics in percent (`base`, `new`, `hm`, or
-    `accuracy` with `target_domain`)."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
-    items = data if isinstance(data, list) else [data]
-    _check_results(items, str(path))
-    return items
-
-
-def _check_results(items: Sequence[Any], source: str) -> None:
-    """Each entry: a dict with a known `protocol` and at least one of its metrics, all numbers."""
-    for i, item in enumerate(items):
-        if not isinstance(item, Mapping) or item.get("protocol") not in _METRIC_KEYS:
-            raise ValueError(f"{source}: entry {i} needs a 'protocol', one of {sorted(_METRIC_KEYS)}")
-        expected = _METRIC_KEYS[item["protocol"]]
-        metrics = [k for k in expected if k in item]
-        if not metrics:
-            raise ValueError(f"{source}: entry {i} ({item['protocol']}) has none of the metrics {expected}")
-        for key in metrics:
-            value = item[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{source}: entry {i}: {key!r} must be a finite number (percent), got {value!r}")
+# Reading and checking results files is `results.py`'s; the names stay here for the card's callers.
+_check_results = check_results
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -90,24 +61,27 @@ def _dataset_config(r: Mapping[str, Any]) -> str | None:
 
 
 def _summarize_results(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (method, protocol, dataset, dataset config, split, target domain), in first-seen order.
+    """One row per (method, protocol, dataset, dataset config, split, target domain), in first-seen order, with
+    the entries' report (`results.Report`) under "report".
 
-    A single run keeps its numbers exactly; several runs (seeds) are averaged, and base-to-new HM is then the HM of
-    the mean base and new accuracies, as the paper's tables report it (also `evaluation.aggregate`'s convention).
+    A single run keeps its numbers exactly; several runs (seeds) are combined as their report says
+    (`results.combine_runs`: means, and base-to-new HM as the HM of the mean base and new accuracies, as the
+    paper's tables report it).
     """
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for r in results:
-        key = (
+    groups = group_runs(
+        results,
+        lambda r: (
             r.get("method"),
             r["protocol"],
             str(r.get("dataset", "unknown")),
             _dataset_config(r),
             str(r.get("eval_split") or "test"),
             r.get("target_domain"),
-        )
-        groups.setdefault(key, []).append(r)
+        ),
+    )
     out = []
-    for (method, protocol, dataset, config, split, target), rows in groups.items():
+    for (method, protocol, dataset, config, split, _), rows in groups.items():
+        report = report_of(rows[0])
         entry: dict[str, Any] = {
             "method": method,
             "protocol": protocol,
@@ -118,32 +92,42 @@ def _summarize_results(results: Sequence[Mapping[str, Any]]) -> list[dict[str, A
             "n_runs": len(rows),
             "seeds": [r["seed"] for r in rows if r.get("seed") is not None],
         }
-        if protocol == "dg":
-            entry["target_domain"] = str(target if target is not None else "target")
-        for key in _METRIC_KEYS[protocol]:
-            values = [float(r[key]) for r in rows if key in r]
-            if len(values) == len(rows):  # a metric missing from some runs is not averaged over the others
-                entry[key] = values[0] if len(rows) == 1 else sum(values) / len(values)
-        if protocol == "base2new" and len(rows) > 1 and "base" in entry and "new" in entry:
-            b, n = entry["base"], entry["new"]
-            entry["hm"] = 2 * b * n / (b + n) if b + n > 0 else 0.0
+        for column in report.columns:
+            value = rows[0].get(column.key)
+            entry[column.key] = str(value if value is not None else column.default)
+        entry |= combine_runs(rows, report)
+        entry["report"] = report
         out.append(entry)
     return out
 
 
-# (summary key, metric type, metric config, name): base/new live in the metric's config and name, so the dataset
-# keeps its conventional split name (what `load_dataset` calls it).
-_B2N_METRICS = (
-    ("base", "accuracy", "base-classes", "Base accuracy"),
-    ("new", "accuracy", "new-classes", "New accuracy"),
-    ("hm", "harmonic_mean", "base-new", "Harmonic mean of base and new accuracy"),
-)
+def _card_sections(results: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The card's result tables: one per report section, with its entries and the mean rows of its settings
+    that have several runs. Sections of legacy entries come in the order the card always gave them."""
+    sections: dict[str, dict[str, Any]] = {}
+    for r in results:
+        report = report_of(r)
+        if report.section is None:
+            continue
+        section = sections.setdefault(report.section, {"report": report, "rows": [], "means": []})
+        section["rows"].append(r)
+    for s in summary:
+        if s["n_runs"] > 1 and s["report"].section in sections:
+            sections[s["report"].section]["means"].append(s)
+    legacy = [r.section for r in LEGACY_REPORTS.values()]
+    order = sorted(sections, key=lambda t: legacy.index(t) if t in legacy else len(legacy))
+    return [
+        {**vars(sections[t]["report"]), **sections[t], "method_column": bool(sections[t]["rows"][0].get("method"))}
+        for t in order
+    ]
 
 
 def _eval_results(results: Sequence[Mapping[str, Any]], repo_id: str | None) -> list[Any]:
     """model-index entries for the results on Hub datasets (`dataset.type` must be a Hub dataset id; results on
-    local folders and the mini world stay in the card's tables): Base / New / HM per base-to-new dataset, accuracy
-    per DG target domain, in percent (averaged over runs when the results hold several seeds)."""
+    local folders and the mini world stay in the card's tables): each metric of the entries' report (Base / New /
+    HM, the accuracy on a DG target domain or on a transfer dataset), in percent (averaged over runs when the
+    results hold several seeds). Base/new live in the metric's config and name, so the dataset keeps its
+    conventional split name (what `load_dataset` calls it)."""
     from huggingface_hub import EvalResult
 
     source = {"source_name": repo_id, "source_url": f"https://huggingface.co/{repo_id}"} if repo_id else {}
@@ -161,24 +145,16 @@ def _eval_results(results: Sequence[Mapping[str, Any]], repo_id: str | None) -> 
         )
         prefix = f"{s['method']}: " if several_methods and s["method"] else ""
         suffix = f" (%, mean of {s['n_runs']} runs)" if s["n_runs"] > 1 else " (%)"
-        if s["protocol"] == "base2new":
-            metrics = [(key, kind, config, name) for key, kind, config, name in _B2N_METRICS if key in s]
-        elif "accuracy" in s and s.get("target_domain") is None:  # transfer protocols: a whole other dataset
-            protocol = s["protocol"]
-            metrics = [("accuracy", "accuracy", protocol, f"Accuracy ({protocol})")]
-        elif "accuracy" in s:
-            domain = s["target_domain"]
-            metrics = [("accuracy", "accuracy", f"target-domain-{domain}", f"Accuracy on unseen domain {domain}")]
-        else:
-            metrics = []
-        for key, kind, config, name in metrics:
+        for metric in s["report"].metrics:
+            if metric.key not in s:
+                continue
             out.append(
                 EvalResult(
                     **common,
-                    metric_type=kind,
-                    metric_config=config,
-                    metric_name=prefix + name + suffix,
-                    metric_value=round(float(s[key]), 2),
+                    metric_type=metric.type,
+                    metric_config=fill(metric.config, s),
+                    metric_name=prefix + fill(metric.name or metric.label, s) + suffix,
+                    metric_value=round(float(s[metric.key]), 2),
                 )
             )
     return out
@@ -206,12 +182,12 @@ def build_model_card(
     import transformers
     from huggingface_hub import ModelCard, ModelCardData
 
-    from . import __version__
+    from .constants import __version__
 
     base = config.base_model_name_or_path
     base_on_hub = is_hub_id(base)
     results = list(results or [])
-    _check_results(results, "results")
+    check_results(results, "results")
     summary = _summarize_results(results)
     hub_datasets = list(
         dict.fromkeys([d for d in datasets or () if is_hub_id(d)] + [s["dataset"] for s in summary if s["on_hub"]])
@@ -243,6 +219,7 @@ def build_model_card(
         config=config.to_dict(),
         results=results,
         summary=summary,
+        sections=_card_sections(results, summary),
         indexed=[s for s in summary if s["on_hub"]],
         training=dict(training or {}),
         paper_url=PAPER_URL,

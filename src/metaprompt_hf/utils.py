@@ -297,7 +297,7 @@ def resolve_file(
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 
-    from . import __version__
+    from .constants import __version__
 
     try:
         return hf_hub_download(

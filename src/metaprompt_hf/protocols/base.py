@@ -2,9 +2,12 @@
 containers (docs/method.md §6).
 
 A protocol turns a loaded dataset (`data.ImageClassificationData`) into a few-shot training set and evaluation
-sets (`prepare`), says which meta-learning episodes its training uses (`meta_episodes`, built by `meta.py`),
-scores a model on its evaluation sets (`evaluate`) and names the metrics it reports (`metric_keys`). Everything
-protocol-specific lives in one module per protocol; `protocols/__init__.py` holds the registry.
+sets (`prepare`), says which meta-learning episodes its training uses (`meta_episodes`, built by `episodes.py`),
+scores a model on its evaluation sets (`evaluate`) and owns its results: the `report` written into each result
+entry (its metrics with their names and Hub types, its model card section; read by the library's card in
+`hub.py` without knowing the protocol), their aggregation over seeds (`aggregate`) and their table rows
+(`table_header`, `table_row`). Everything protocol-specific lives in one module per protocol; `registry.py`
+holds the registry. Nothing outside `protocols/` branches on a protocol's name.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import torch
 
 from ..data import DataError, ImageClassificationData
 from ..dataset_images import with_decoded_images
-from ..meta import class_split_episodes
+from ..episodes import class_split_episodes, domain_split_episodes
+from ..results import Metric, Report, combine_runs, sample_std
 
 if TYPE_CHECKING:
-    from ..meta import Episode
+    from ..episodes import Episode
 
 logger = logging.getLogger(__name__)
 
@@ -68,21 +72,40 @@ class Protocol(ABC):
 
     Class attributes:
         name: the `--protocol` value.
-        metric_keys: the metrics (percent) its result entries carry; the model card and `hub.load_results` check them.
+        report: how its result entries are reported (`results.Report`: the metrics in percent, with their table
+            labels and model-index type, config and name; the model card section), written into each entry.
+        metric_keys: the metrics (percent) its result entries carry: the keys of `report` (a protocol that gives
+            only `metric_keys` gets a plain report of accuracies, its section named after the protocol).
         default_tokens: text and vision prompt tokens when `--n_ctx` / `--n_pro` are not given (docs/method.md §4).
         meta_prompts: which prompts the meta step updates, "text" (θ_t over class splits) or "vision" (θ_v over
             domain splits) (docs/method.md §3.1).
         needs_target_domain: whether `--target_domain` is required.
         target_templates: evaluate with the templates of the evaluated dataset rather than the adapter's own
             (transfer protocols, where an adapter trained on one dataset is scored on another).
+        embedded_learning_rate: the learning rate for the embedded base model when `--learning_rate` is not given
+            (tuned on the mini world's validation split, departure D16 of docs/method.md §3.3); None: the paper's.
     """
 
     name: ClassVar[str]
+    report: ClassVar[Report]
     metric_keys: ClassVar[tuple[str, ...]]
     default_tokens: ClassVar[int] = 2
     meta_prompts: ClassVar[str] = "text"
     needs_target_domain: ClassVar[bool] = False
     target_templates: ClassVar[bool] = False
+    embedded_learning_rate: ClassVar[float | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "report" in cls.__dict__:
+            if "metric_keys" in cls.__dict__ and tuple(cls.metric_keys) != cls.report.metric_keys:
+                raise TypeError(f"{cls.__name__}: metric_keys {cls.metric_keys} differ from its report's")
+            cls.metric_keys = cls.report.metric_keys
+        elif "metric_keys" in cls.__dict__:
+            cls.report = Report(
+                metrics=tuple(Metric(k, k, "accuracy", "{protocol}", f"{k} ({{protocol}})") for k in cls.metric_keys),
+                section=f"Protocol {cls.__dict__.get('name', cls.__name__)}",
+            )
 
     @property
     def mixes_domains(self) -> bool:
@@ -133,9 +156,18 @@ class Protocol(ABC):
         step: int,
         num_class_groups: int = 2,
     ) -> list[Episode]:
-        """The meta step's episodes for one accumulated batch: `labels` (B,) and `domains` (B,) or None, CPU.
-        By default class-group episodes over the training classes (docs/method.md §3.1); DG overrides it."""
-        return class_split_meta_episodes(labels, proto, seed=seed, step=step, num_class_groups=num_class_groups)
+        """The meta step's episodes for one accumulated batch: `labels` (B,) and `domains` (B,) or None, CPU;
+        `draw_meta_episodes` for this protocol's `meta_prompts` (docs/method.md §3.1)."""
+        return draw_meta_episodes(
+            self.meta_prompts,
+            labels,
+            domains,
+            num_classes=len(proto.train_class_names),
+            source_domains=proto.source_domains,
+            seed=seed,
+            step=step,
+            num_class_groups=num_class_groups,
+        )
 
     @abstractmethod
     def evaluate(
@@ -146,6 +178,44 @@ class Protocol(ABC):
     @abstractmethod
     def describe(self, entry: Mapping[str, Any]) -> str:
         """One line of a result entry, e.g. `Base 81.20 | New 70.10 | HM 75.24`."""
+
+    # ------------------------------------------------------------------ results over runs
+    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The runs (seeds) of one setting as one row: their identity, the target domain, each metric combined as
+        the report says (`results.combine_runs`: the mean, a single run exactly) and its sample std under "std"."""
+        values = combine_runs(rows, self.report)
+        return run_identity(rows) | {
+            "target_domain": rows[0].get("target_domain"),
+            **values,
+            "std": {k: sample_std([float(r[k]) for r in rows]) for k in self.metric_keys if k in values},
+        }
+
+    def table_header(self) -> list[str]:
+        """The Markdown header of this protocol's aggregated rows (protocols with the same header share a table)."""
+        labels = [m.label for m in self.report.metrics]
+        return [
+            "| method | dataset | target domain | seeds | " + " | ".join(labels) + " |",
+            "|---|---|---|---|" + "---|" * len(labels),
+        ]
+
+    def table_row(self, row: Mapping[str, Any]) -> str:
+        """One aggregated row (from `aggregate`) as a line of `table_header`'s table: mean ± std."""
+        cells = [f"{row[k]:.2f} ± {row['std'][k]:.2f}" for k in self.metric_keys]
+        return f"| {row['method']} | {row['dataset']} | {row['target_domain'] or '—'} | {row['n_runs']} | " + (
+            " | ".join(cells) + " |"
+        )
+
+
+def run_identity(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the runs of one setting share: method, protocol, dataset, their seeds (sorted) and how many runs."""
+    first = rows[0]
+    return {
+        "method": first.get("method", "metaprompt"),
+        "protocol": first["protocol"],
+        "dataset": first.get("dataset", ""),
+        "seeds": sorted(r.get("seed") for r in rows if r.get("seed") is not None),
+        "n_runs": len(rows),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- shared steps
@@ -242,10 +312,34 @@ def class_groups(labels: Sequence[int], classes: Sequence[int]) -> dict[tuple, l
     return groups
 
 
-def class_split_meta_episodes(
-    labels: torch.Tensor, proto: ProtocolData, *, seed: int, step: int, num_class_groups: int
+def split_generator(seed: int, step: int) -> torch.Generator:
+    """(Departure D10 of docs/method.md §3.3.) The generator of the class split of optimizer step `step`: drawn
+    from (seed, step) alone, so it is identical on every process and after a resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def draw_meta_episodes(
+    meta_prompts: str,
+    labels: torch.Tensor,
+    domains: torch.Tensor | None,
+    *,
+    num_classes: int,
+    source_domains: Sequence[int] | None,
+    seed: int,
+    step: int,
+    num_class_groups: int = 2,
 ) -> list[Episode]:
-    """Class-group episodes over the training classes (docs/method.md §3.1); the split is drawn from (seed, step)
-    alone, so it is identical on every process and after a resume."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    return class_split_episodes(labels, len(proto.train_class_names), generator, num_class_groups)
+    """The meta step's episodes of optimizer step `step` (docs/method.md §3.1), the one rule training uses
+    (`Protocol.meta_episodes`, and `training.step.TrainingStep` when it is given no protocol): for "text" prompts
+    a class split of the `num_classes` training classes into `num_class_groups` groups drawn from (seed, step);
+    for "vision" prompts one leave-one-source-domain-out episode per source domain, over all classes.
+
+    Args:
+        labels: (B,) labels of the accumulated batch, CPU.
+        domains: (B,) domain ids, or None (refused for "vision").
+    """
+    if meta_prompts == "text":
+        return class_split_episodes(labels, num_classes, split_generator(seed, step), num_class_groups)
+    if domains is None:
+        raise ValueError("domains: the DG meta step needs the batch's domain ids")
+    return domain_split_episodes(labels, domains, source_domains, num_classes)

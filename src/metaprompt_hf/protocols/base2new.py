@@ -4,13 +4,14 @@ base classes among base classes, on new classes among new classes, and their har
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..data import DataError, ImageClassificationData
-from ..evaluation import evaluate_set, harmonic_mean
+from ..results import Metric, Report, combine_runs, harmonic_mean, mean, sample_std
+from ..scoring import evaluate_set
 from .base import (
     EvalSet,
     Protocol,
@@ -19,6 +20,7 @@ from .base import (
     check_common,
     class_groups,
     eval_rows,
+    run_identity,
     sample_shots,
 )
 
@@ -32,9 +34,33 @@ def base_new_split(num_classes: int) -> tuple[list[int], list[int]]:
 
 class Base2NewProtocol(Protocol):
     name = "base2new"
-    metric_keys = ("base", "new", "hm")
+    report = Report(
+        metrics=(
+            Metric("base", "base", "accuracy", "base-classes", "Base accuracy"),
+            Metric("new", "new", "accuracy", "new-classes", "New accuracy"),
+            # Over seeds, the HM of the mean base and mean new accuracy, as the paper's tables (§6.1).
+            Metric(
+                "hm",
+                "HM",
+                "harmonic_mean",
+                "base-new",
+                "Harmonic mean of base and new accuracy",
+                of_means=("harmonic_mean", ("base", "new")),
+            ),
+        ),
+        section="Base-to-new generalisation",
+        about=(
+            "Trained on the base half of each dataset's classes; evaluated among base classes (Base) and, with the "
+            "same\nprompts, among the unseen new classes (New). HM = 2·B·N/(B+N). Accuracy in %."
+        ),
+        means_note=(
+            "Means are over runs (seeds); the HM of a mean row is the HM of the mean base and new accuracies, as in "
+            "the paper."
+        ),
+    )
     default_tokens = 2
     meta_prompts = "text"
+    embedded_learning_rate = 0.008  # benchmarks/mini_hparams.json
 
     def prepare(
         self,
@@ -115,3 +141,30 @@ class Base2NewProtocol(Protocol):
         if "new" not in entry:
             return f"Base {entry['base']:.2f}"
         return f"Base {entry['base']:.2f} | New {entry['new']:.2f} | HM {entry['hm']:.2f}"
+
+    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Mean base, mean new and HM(mean B, mean N) — the README convention of the reference (docs/method.md
+        §6.1) — plus the mean of the per-seed HMs, each with its sample std."""
+        values = combine_runs(rows, self.report)
+        hms = [float(r["hm"]) for r in rows]
+        return run_identity(rows) | {
+            "base": values["base"],
+            "new": values["new"],
+            "hm": values["hm"],
+            "mean_of_hms": mean(hms),
+            "std": {
+                "base": sample_std([float(r["base"]) for r in rows]),
+                "new": sample_std([float(r["new"]) for r in rows]),
+                "hm": sample_std(hms),
+            },
+        }
+
+    def table_header(self) -> list[str]:
+        return ["| method | dataset | seeds | base | new | HM |", "|---|---|---|---|---|---|"]
+
+    def table_row(self, row: Mapping[str, Any]) -> str:
+        s = row["std"]
+        return (
+            f"| {row['method']} | {row['dataset']} | {row['n_runs']} | {row['base']:.2f} ± {s['base']:.2f} | "
+            f"{row['new']:.2f} ± {s['new']:.2f} | {row['hm']:.2f} |"
+        )

@@ -9,11 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..data import DataError, ImageClassificationData
-from ..evaluation import evaluate_set
-from ..meta import Episode, domain_split_episodes
+from ..results import Column, Metric, Report
+from ..scoring import evaluate_set
 from .base import EvalSet, Protocol, ProtocolData, cap, check_common, eval_rows, sample_shots
 
 logger = logging.getLogger(__name__)
@@ -21,9 +20,23 @@ logger = logging.getLogger(__name__)
 
 class DGProtocol(Protocol):
     name = "dg"
-    metric_keys = ("accuracy",)
+    report = Report(
+        metrics=(
+            Metric(
+                "accuracy",
+                "accuracy",
+                "accuracy",
+                "target-domain-{target_domain}",
+                "Accuracy on unseen domain {target_domain}",
+            ),
+        ),
+        section="Domain generalisation",
+        about="Trained on the source domains; evaluated on a target domain never seen in training. Accuracy in %.",
+        columns=(Column("target_domain", "target domain", "target"),),
+    )
     default_tokens = 4
-    meta_prompts = "vision"
+    meta_prompts = "vision"  # leave-one-source-domain-out episodes (`base.draw_meta_episodes`)
+    embedded_learning_rate = 0.002  # benchmarks/mini_hparams.json
     needs_target_domain = True
 
     def prepare(
@@ -99,21 +112,6 @@ class DGProtocol(Protocol):
             },
             skipped_corrupt=corrupt,
         )
-
-    def meta_episodes(
-        self,
-        labels: torch.Tensor,
-        domains: torch.Tensor | None,
-        proto: ProtocolData,
-        *,
-        seed: int,
-        step: int,
-        num_class_groups: int = 2,
-    ) -> list[Episode]:
-        """Leave-one-source-domain-out episodes over all training classes (docs/method.md §3.1)."""
-        if domains is None:
-            raise ValueError("domains: the DG meta step needs the batch's domain ids")
-        return domain_split_episodes(labels, domains, proto.source_domains, len(proto.train_class_names))
 
     def evaluate(
         self, model: Any, proto: ProtocolData, data: ImageClassificationData, image_processor: Any, **kw: Any

@@ -126,8 +126,9 @@ def evaluate_protocol(
     processor: Any,
     accelerator: Any | None = None,
 ) -> dict[str, Any]:
-    """The result entry of one run: its identity (protocol, method, dataset, seed, shots, split) and the
-    protocol's metrics in percent (base / new / HM, target-domain accuracy, ...)."""
+    """The result entry of one run: its identity (protocol, method, dataset, seed, shots, split), the
+    protocol's metrics in percent (base / new / HM, target-domain accuracy, ...) and its `report` (how to show
+    them, `results.Report`)."""
     protocol = get_protocol(args.protocol)
     kind = args.build_method().eval_logits
     kw = dict(accelerator=accelerator, batch_size=args.per_device_eval_batch_size, logits=kind)
@@ -142,6 +143,7 @@ def evaluate_protocol(
     if protocol.target_templates:  # an adapter scored on another dataset uses that dataset's templates (§8)
         kw["templates"] = run_templates(args.template, data.name)
     entry |= protocol.evaluate(model, proto, data, processor.image_processor, **kw)
+    entry["report"] = protocol.report.to_dict()  # what the model card needs, so it never looks the protocol up
     return entry
 
 

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..data import DataError, ImageClassificationData
-from ..evaluation import evaluate_set
+from ..results import Metric, Report
+from ..scoring import evaluate_set
 from .base import EvalSet, Protocol, ProtocolData, cap, check_common, class_groups, eval_rows, sample_shots
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ logger = logging.getLogger(__name__)
 
 class CrossDatasetProtocol(Protocol):
     name = "cross_dataset"
-    metric_keys = ("accuracy",)
+    # No section of the model card's tables (the numbers go to its model-index, the metric config naming the
+    # protocol); `examples/evaluate_runs.py` tabulates them.
+    report = Report(metrics=(Metric("accuracy", "accuracy", "accuracy", "{protocol}", "Accuracy ({protocol})"),))
     default_tokens = 2
     meta_prompts = "text"
     target_templates = True

@@ -31,9 +31,8 @@ PAPER_CROP_SCALE_MIN = 0.08  # torchvision's RandomResizedCrop default, used by 
 # The embedded default departs from the paper's two data-dependent settings, as any new dataset would
 # (departure D16 of docs/method.md §3.3):
 # - MetaPrompt's learning rate selected on the mini world's VALIDATION split by `benchmarks/mini_suite.py --tune`
-#   (benchmarks/mini_hparams.json; grid 0.002 / 0.008 / 0.032), per protocol;
+#   (benchmarks/mini_hparams.json; grid 0.002 / 0.008 / 0.032), per protocol (`Protocol.embedded_learning_rate`);
 # - its images are 32 px, where a crop down to 8% of the area leaves about 9×9 pixels, so crops keep half the image.
-EMBEDDED_LEARNING_RATE = {"base2new": 0.008, "dg": 0.002}
 EMBEDDED_CROP_SCALE_MIN = 0.5
 
 
@@ -305,9 +304,8 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         base model's learning rate and crop scale (D16 of docs/method.md §3.3) and the meta variant's β (D17)."""
         embedded = self.base_model == EMBEDDED_NAME
         if self.learning_rate is None:
-            self.learning_rate = (
-                EMBEDDED_LEARNING_RATE.get(self.protocol, PAPER_LEARNING_RATE) if embedded else PAPER_LEARNING_RATE
-            )
+            tuned = get_protocol(self.protocol).embedded_learning_rate if self.protocol in PROTOCOLS else None
+            self.learning_rate = tuned if embedded and tuned is not None else PAPER_LEARNING_RATE
         if self.crop_scale_min is None:
             self.crop_scale_min = EMBEDDED_CROP_SCALE_MIN if embedded else PAPER_CROP_SCALE_MIN
         if self.meta_step is None:  # the variant's β: a preset that fixes the mode decides it

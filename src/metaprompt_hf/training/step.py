@@ -31,8 +31,6 @@ from ..meta import (
     MetaSettings,
     MetaStepResult,
     apply_outer_update,
-    class_split_episodes,
-    domain_split_episodes,
     faithful_meta_step,
     meta_gradient,
     mldg_gradient,
@@ -40,6 +38,7 @@ from ..meta import (
     vision_episode_loss,
 )
 from ..methods import Method
+from ..protocols.base import draw_meta_episodes
 
 PROMPT_NAMES = ("text_prompts", "vision_prompts")
 
@@ -111,12 +110,6 @@ class StepResult:
     @property
     def meta_test_loss(self) -> float:
         return self.meta.meta_test_loss if self.meta is not None else math.nan
-
-
-def split_generator(seed: int, step: int) -> torch.Generator:
-    """(Departure D10 of docs/method.md §3.3.) The generator of the base-to-new class split of optimizer step `step`: drawn from (seed, step) alone, so it
-    is identical on every process and after a resume."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 class TrainingStep:
@@ -209,17 +202,22 @@ class TrainingStep:
         return loss
 
     def episodes_for(self, labels: torch.Tensor, domains: torch.Tensor | None, step: int) -> list[Episode]:
-        """The loop's own episodes: a class split drawn from (seed, step) for base-to-new, one episode per source
-        domain for DG (docs/method.md §3.1)."""
+        """The loop's own episodes: `episodes_fn`, or the protocols' rule (`protocols.base.draw_meta_episodes`)
+        for the meta step's target: a class split drawn from (seed, step) for "text", one episode per source
+        domain for "vision" (docs/method.md §3.1)."""
         assert self.meta is not None
         if self.episodes_fn is not None:
             return self.episodes_fn(labels, domains, step)
-        if self.meta.target == "text":
-            generator = split_generator(self.seed, step)
-            return class_split_episodes(labels, len(self.class_names), generator, self.meta.num_class_groups)
-        if domains is None:
-            raise ValueError("domains: the DG meta step needs the batch's domain ids")
-        return domain_split_episodes(labels, domains, self.source_domains, len(self.class_names))
+        return draw_meta_episodes(
+            self.meta.target,
+            labels,
+            domains,
+            num_classes=len(self.class_names),
+            source_domains=self.source_domains,
+            seed=self.seed,
+            step=step,
+            num_class_groups=self.meta.num_class_groups,
+        )
 
     def update(
         self,

@@ -6,6 +6,10 @@ import math
 import datasets
 import evaluate
 
+# The one definition of HM in the package; `evaluate.load` imports this script as a module of its own, and an
+# absolute import of the installed package works from there.
+from metaprompt_hf.results import harmonic_mean as _hm
+
 _DESCRIPTION = """Harmonic mean of base-class and new-class accuracy, 2*B*N/(B+N) (0 when both are 0), the summary
 number of the base-to-new protocol. Scale-free: fractions in give a fraction, percents give a percent."""
 _KWARGS_DESCRIPTION = """
@@ -33,10 +37,6 @@ _CITATION = """\
   year      = {2022}
 }
 """
-
-
-def _hm(b: float, n: float) -> float:
-    return 0.0 if b + n == 0 else 2.0 * b * n / (b + n)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
