@@ -24,6 +24,7 @@ configuration), and a restarted command skips the runs already there, so the abl
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -149,40 +150,30 @@ def _training_args(spec: dict[str, Any], out: Path, cache_dir: str) -> Any:
     )
 
 
-_INITIAL: dict[str, Any] = {}
+@functools.cache
+def _processor(base_model: str, revision: str | None, cache_dir: str | None) -> Any:
+    """The base model's processor, loaded once per worker process: it is frozen and stateless, and loading it costs
+    more than a short run's training."""
+    from metaprompt_hf.backbones import load_base_processor, resolve_base_model
+
+    return load_base_processor(resolve_base_model(base_model), revision=revision, cache_dir=cache_dir)
 
 
-def _install_worker_caches() -> None:
-    """In a benchmark worker: load the tokenizer/processor once per process (it is frozen and stateless; loading
-    it costs more than a short run's training), and record the prompts θ0 of every model the trainer builds."""
-    import functools
-
-    import metaprompt_hf.training.loop as training
-
-    if getattr(training, "_ablation_patched", False):
-        return
-    training.load_processor = functools.cache(training.load_processor)
-    build = training.build_model
-
-    def build_and_record(*args: Any, **kwargs: Any) -> Any:
-        model = build(*args, **kwargs)
-        _INITIAL.clear()
-        for name in ("text_prompts", "vision_prompts"):
-            value = getattr(model, name, None)
-            if value is not None:
-                _INITIAL[name] = value.detach().clone().float()
-        return model
-
-    training.build_model = build_and_record
-    training._ablation_patched = True
+def _initial_prompts(model: Any) -> dict[str, Any]:
+    """θ0 of the text and vision prompts of a freshly built model."""
+    return {
+        name: value.detach().clone().float()
+        for name in ("text_prompts", "vision_prompts")
+        if (value := getattr(model, name, None)) is not None
+    }
 
 
-def _prompt_movement(model: Any) -> dict[str, float]:
-    """‖θ − θ0‖ and ‖θ0‖ of the text and vision prompts (θ0 recorded when the trainer built the model)."""
+def _prompt_movement(model: Any, initial: dict[str, Any]) -> dict[str, float]:
+    """‖θ − θ0‖ and ‖θ0‖ of the text and vision prompts."""
     import torch
 
     moved = {}
-    for name, then in _INITIAL.items():
+    for name, then in initial.items():
         now = getattr(model, name).detach().float()
         moved[f"{name}_moved"] = float(torch.linalg.vector_norm(now - then))
         moved[f"{name}_init_norm"] = float(torch.linalg.vector_norm(then))
@@ -197,17 +188,21 @@ def execute(spec: dict[str, Any], out_root: str, cache_dir: str) -> dict[str, An
     import torch
     from accelerate.state import AcceleratorState, GradientState
 
-    import metaprompt_hf.training.loop as training
+    from metaprompt_hf.protocols.run import run_templates
+    from metaprompt_hf.training import build_model, train
 
     logging.getLogger("metaprompt_hf").setLevel(logging.WARNING)
     torch.set_num_threads(1)
-    _install_worker_caches()
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     work = Path(out_root) / "work" / spec["tag"]
     args = _training_args(spec, work, cache_dir)
     start, cpu = time.perf_counter(), time.process_time()
-    out = training.train(args)
+    # The run's own model, built through the library's seam with the worker's one processor (no monkeypatching).
+    processor = _processor(args.base_model, args.base_model_revision, args.cache_dir)
+    model = build_model(args, run_templates(args.template, args.dataset_name), processor=processor)
+    initial = _initial_prompts(model)
+    out = train(args, model=model)
     entry = out.results[0] | {
         "variant": spec["variant"],
         "tag": spec["tag"],
@@ -220,7 +215,7 @@ def execute(spec: dict[str, Any], out_root: str, cache_dir: str) -> dict[str, An
         "dataset": spec["dataset"],
     }
     if out.model is not None and args.method != "zeroshot":
-        entry |= _prompt_movement(out.model)
+        entry |= _prompt_movement(out.model, initial)
     entry.setdefault("meta_update_ratio", None)
     path = Path(out_root) / "runs" / f"{spec['tag']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
