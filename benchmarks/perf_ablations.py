@@ -13,7 +13,7 @@ import torch
 from perf_measure import log, ratio, summary, time_interleaved
 from perf_workload import TrainStep, b2n_batch, dg_batch, new_model, synthetic_class_names, training_args
 
-import metaprompt_hf.training.step as training_step
+import metaprompt_hf.protocols.base as protocol_base
 from metaprompt_hf import MetaPromptModel
 
 ABLATIONS = ("bf16", "attention", "text_chunks", "dg_parts", "templates")
@@ -130,7 +130,7 @@ def bench_ablations(ctx: SimpleNamespace) -> dict[str, Any]:
         dg = TrainStep(ctx.clip, ctx.processor, "metaprompt", "dg", dg_names, *batch)
 
         def dg_before() -> None:
-            with _patched(training_step, "domain_split_episodes", _without_parts):
+            with _patched(protocol_base, "domain_split_episodes", _without_parts):
                 dg()
 
         times, calls = time_interleaved(

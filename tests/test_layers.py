@@ -36,6 +36,7 @@ CORE = (
     "frozen_base",
     "embedded",
     "results",
+    "plugins",
 )
 # What trains and evaluates: everything the core must never reach.
 TRAINING = (
@@ -52,6 +53,10 @@ TRAINING = (
     "episodes",
     "miniworld",
     "metrics",
+    "download",
+    "dataset_sources",
+    "extraction",
+    "export_dataset",
 )
 
 

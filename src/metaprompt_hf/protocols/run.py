@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataError, ImageClassificationData, load_image_classification
+from ..methods import get_method
 from ..readers import load_standard
 from ..readers.exported import export_info
 from ..templates import templates_for_dataset
@@ -130,7 +131,7 @@ def evaluate_protocol(
     protocol's metrics in percent (base / new / HM, target-domain accuracy, ...) and its `report` (how to show
     them, `results.Report`)."""
     protocol = get_protocol(args.protocol)
-    kind = args.build_method().eval_logits
+    kind = get_method(args.method).eval_logits  # a class attribute: the method's own knobs do not change it
     kw = dict(accelerator=accelerator, batch_size=args.per_device_eval_batch_size, logits=kind)
     entry: dict[str, Any] = {
         "protocol": args.protocol,
