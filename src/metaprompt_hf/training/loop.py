@@ -47,6 +47,7 @@ from .checkpointing import (
     prune_checkpoints,
     save_checkpoint,
 )
+from .health import NonFiniteError, check_prompts, divergence, stop_message
 from .schedule import EpochwiseLR
 from .step import TrainingStep
 
@@ -85,6 +86,9 @@ class Run:
     resume_dir: Path | None
     meta_update_ratios: list[float] = field(default_factory=list)
     """‖Δ_meta‖ / ‖Δ_in-domain‖ of every optimizer step after warm-up (docs/method.md §3.2), for results.json."""
+    losses: list[float] = field(default_factory=list)
+    diverged: str | None = None
+    """Why the run counts as diverged (`health.divergence`), or None; recorded in results.json."""
 
 
 def check_output_dir(args: MetaPromptTrainingArguments) -> None:
@@ -211,6 +215,7 @@ def evaluate_run(
     results = [evaluate_protocol(args, model, proto, data, model.processor, run.accelerator)]
     ratios = run.meta_update_ratios
     results[0]["meta_update_ratio"] = float(statistics.median(ratios)) if args.uses_meta_step and ratios else None
+    results[0]["diverged"] = run.diverged
     log_eval_metrics(run.accelerator, results[0], step)
     if run.accelerator.is_main_process:
         atomic_write_json(run.output_dir / "results.json", results)
@@ -218,6 +223,8 @@ def evaluate_run(
             card = model.generate_model_card(**model_card_kwargs(args, run, proto, data, results))
             atomic_write_text(run.output_dir / MODEL_CARD_NAME, str(card).rstrip("\n") + "\n")
         run.accelerator.print(format_results(results[0]))
+        if run.diverged:
+            run.accelerator.print(f"warning: the run diverged ({run.diverged}); these numbers are not a result")
     return results
 
 
@@ -332,6 +339,8 @@ def train_loop(
 
     steps_per_epoch = max(1, math.ceil(len(loader) / args.gradient_accumulation_steps))
     max_steps = args.max_steps if args.max_steps > 0 else args.num_train_epochs * steps_per_epoch
+    if args.max_steps > 0:
+        logger.info("--max_steps %d overrides --num_train_epochs %d", args.max_steps, args.num_train_epochs)
     epochs = math.ceil(max_steps / steps_per_epoch)
     raw_optimizer = getattr(optimizer, "optimizer", optimizer)
     schedule = EpochwiseLR(
@@ -395,7 +404,12 @@ def train_loop(
                 train_step.forward_backward(batch)
             if not accelerator.sync_gradients:
                 continue
-            result = train_step.update(step=global_step)
+            try:
+                result = train_step.update(step=global_step)
+                check_prompts(unwrapped, global_step, result.learning_rate, result.loss)
+            except NonFiniteError as err:
+                raise stop_message(err, args, args.output_dir) from None
+            run.losses.append(result.loss)
             lr = result.learning_rate
             ratio = result.meta_update_ratio
             # after warm-up only: at the warm-up lr (1e-5) both updates are tiny and their ratio is noise
@@ -449,6 +463,9 @@ def train_loop(
             break
     bar.close()
     ddp_model.eval()
+    run.diverged = divergence(run.losses, unwrapped.prompt_state_dict())
+    if run.diverged:
+        logger.warning("the run diverged: %s; results.json records it", run.diverged)
     return global_step
 
 
@@ -482,7 +499,7 @@ def _describe_meta(args: MetaPromptTrainingArguments) -> str:
 
 
 # What a user can cause (bad data, a damaged or mismatched checkpoint, a missing file): a message, exit status 2.
-USER_ERRORS = (DataError, OSError, UnreadableFileError, CheckpointError)
+USER_ERRORS = (DataError, OSError, UnreadableFileError, CheckpointError, NonFiniteError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -493,8 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        train(args)
+        output = train(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if output.results and output.results[0].get("diverged") else 0
