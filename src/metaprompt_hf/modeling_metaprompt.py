@@ -38,6 +38,7 @@ from .injection import install_prompt_hooks, text_prompts_in_context, vision_pro
 from .inputs import as_image_list, check_batch_size, check_class_names, check_pixel_values, clean_class_name
 from .losses import asymmetric_contrastive_loss, coupled_logits
 from .outputs import MetaPromptOutput
+from .text_fit import fit_text_rows
 
 __all__ = ["WEIGHTS_NAME", "MetaPromptModel", "MetaPromptOutput", "get_metaprompt_model"]
 
@@ -77,6 +78,10 @@ class MetaPromptModel(
         >>> probs = model.predict(images, ["dog", "cat", "giraffe"])  # (n_images, 3)
         ```
     """
+
+    #: Cut (with a warning) a (template, class name) text longer than the text encoder reads, instead of refusing
+    #: it; refusing is the default because a cut class name makes classes alike (text_fit.py).
+    truncate_long_texts: bool = False
 
     def __init__(
         self,
@@ -172,30 +177,37 @@ class MetaPromptModel(
             self._feature_cache.clear()
 
     # ------------------------------------------------------------------ text side
-    def _prompted_strings(self, class_names: Sequence[str], adapter: PromptAdapter | None = None) -> list[str]:
-        # "X X <class name>." with `_` → space (docs/method.md §1.2).
+    def _prompted_template(self, adapter: PromptAdapter | None = None) -> str:
+        # "X X {}." (docs/method.md §1.2): the placeholder words count against the text length.
         config = (adapter or self._adapter(None)).config
-        prefix = " ".join([config.placeholder_token] * config.n_ctx)
-        return [f"{prefix} {clean_class_name(name)}.".strip() for name in class_names]
+        return " ".join([config.placeholder_token] * config.n_ctx + ["{}."])
 
-    def _template_strings(self, class_names: Sequence[str], template: str) -> list[str]:
-        # The reference formats the raw name here (docs/method.md §3.3, quirk 8); `_` is cleaned in both branches so
-        # the two branches read the same words.
-        return [template.format(clean_class_name(name)) for name in class_names]
+    def _prompted_strings(self, class_names: Sequence[str], adapter: PromptAdapter | None = None) -> list[str]:
+        # "X X <class name>." with `_` → space.
+        return [self._prompted_template(adapter).format(clean_class_name(name)) for name in class_names]
 
     def _tokenize(
-        self, texts: Sequence[str], check_placeholders: bool, adapter: PromptAdapter | None = None
+        self,
+        texts: Sequence[str],
+        check_placeholders: bool,
+        adapter: PromptAdapter | None = None,
+        *,
+        template: str = "{}",
     ) -> list[list[int]]:
+        # `texts` fill `template`'s `{}` (class names, or whole strings); each must fit (text_fit.py).
         config = (adapter or self._adapter(None)).config
         n = config.n_ctx if check_placeholders else 0
-        key = (tuple(texts), n, config.placeholder_token if n else None)
+        key = (tuple(texts), template, n, config.placeholder_token if n else None, self.truncate_long_texts)
         cached = self._cache_get(self._token_cache, key)
         if cached is not None:
             return cached
         max_len = self.backbone.max_text_length
         # Fast tokenizers refuse concurrent calls that change truncation settings ("Already borrowed").
         with self._tokenizer_lock:
-            ids = self.tokenizer(list(texts), padding=False, truncation=True, max_length=max_len)["input_ids"]
+            what = "prompted text" if check_placeholders else "template"
+            ids = fit_text_rows(
+                self.tokenizer, template, list(texts), max_len, truncation=self.truncate_long_texts, what=what
+            )
             expected = self.tokenizer(config.placeholder_token, add_special_tokens=False)["input_ids"] if n else []
         if n:
             if len(expected) != 1:
@@ -266,7 +278,7 @@ class MetaPromptModel(
         prompts = own if text_prompts is None else text_prompts
         if text_prompts is not None and own is not None and text_prompts.shape != own.shape:
             raise ValueError(f"text_prompts: expected shape {tuple(own.shape)}, got {tuple(text_prompts.shape)}")
-        rows = self._tokenize(self._prompted_strings(class_names, adapter), check_placeholders=True, adapter=adapter)
+        rows = self._tokenize(_cleaned(class_names), True, adapter, template=self._prompted_template(adapter))
         cacheable = text_prompts is None and not torch.is_grad_enabled()
         key = ("prompted", tuple(class_names), adapter.uid, _version_of(prompts))
         if cacheable:
@@ -299,7 +311,9 @@ class MetaPromptModel(
             return cached
         total = None
         for template in templates:
-            rows = self._tokenize(self._template_strings(class_names, template), check_placeholders=False)
+            # The reference formats the raw name here (docs/method.md §3.3, quirk 8); `_` is cleaned in both branches
+            # so the two branches read the same words.
+            rows = self._tokenize(_cleaned(class_names), check_placeholders=False, template=template)
             feats = self._encode_ids_chunked(rows, None)
             total = feats if total is None else total + feats
         feats = F.normalize(total, dim=-1)
@@ -411,8 +425,8 @@ class MetaPromptModel(
             if adapter.vision_prompts is not None:
                 out.image_features = self._image_features(pixel_values, adapter.vision_prompts, normalize=False)
             if adapter.text_prompts is not None:
-                strings = self._prompted_strings(class_names, adapter)
-                rows = self._tokenize(strings, check_placeholders=True, adapter=adapter)
+                template = self._prompted_template(adapter)
+                rows = self._tokenize(_cleaned(class_names), True, adapter, template=template)
                 out.text_features = self._encode_ids_chunked(rows, adapter.text_prompts, normalize=False)
         if labels is not None:
             labels = labels.to(out.logits.device)
@@ -487,6 +501,10 @@ def get_metaprompt_model(
     """Wrap a base model in a fresh MetaPrompt adapter (like PEFT's `get_peft_model`); the base model's
     `name_or_path` is recorded in the config when it has none."""
     return MetaPromptModel(clip_model, config, processor, **kwargs)
+
+
+def _cleaned(class_names: Sequence[str]) -> list[str]:
+    return [clean_class_name(name) for name in class_names]
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
