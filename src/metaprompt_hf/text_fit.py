@@ -21,7 +21,12 @@ __all__ = ["TextTooLongError", "fit_text_rows"]
 
 
 class TextTooLongError(ValueError):
-    """A (template, class name) pair whose class name would be cut off by the text encoder's maximum length."""
+    """A (template, class name) pair whose class name would be cut off by the text encoder's maximum length;
+    `template`, `class_name`, `tokens` (the whole text's count) and `max_length` say which and by how much."""
+
+    def __init__(self, message: str, template: str, class_name: str, tokens: int, max_length: int) -> None:
+        super().__init__(message)
+        self.template, self.class_name, self.tokens, self.max_length = template, class_name, tokens, max_length
 
 
 def fit_text_rows(
@@ -50,27 +55,36 @@ def fit_text_rows(
         return ids
     head = template.split("{}", 1)[0]
     heads = tokenizer([head + names[i] for i in long_rows], padding=False, truncation=False, verbose=False)
-    cut_names = []
+    cut_names: list[tuple[int, str]] = []
     for i, head_ids in zip(long_rows, heads["input_ids"]):
         # head_ids ends with the end-of-text token, which the encoder keeps: the name fits if this row does.
         detail = (
-            f"{what} {template!r} with class {names[i]!r}: {len(ids[i])} tokens, the text encoder reads at most "
+            f"{what} {_short(template)} with class {_short(names[i])}: {len(ids[i])} tokens, the text encoder reads at most "
             f"{max_len}, and the text up to the end of the class name takes {len(head_ids)}"
         )
         if len(head_ids) > max_len:
-            cut_names.append(detail)
+            cut_names.append((i, detail))
         else:
             logger.warning("%s; the end of the template after the class name is cut", detail)
     if cut_names and not truncation:
         more = f" (and {len(cut_names) - 1} more)" if len(cut_names) > 1 else ""
+        first, detail = cut_names[0]
         raise TextTooLongError(
-            f"{cut_names[0]}{more}: the class name would be cut off, so classes could not be told apart. Use a "
-            "shorter template or class name, fewer prompt tokens, or set `truncate_long_texts = True` on the model "
-            "to cut anyway"
+            f"{detail}{more}: the class name would be cut off, so classes could not be told apart. Use a shorter "
+            "template or class name, fewer prompt tokens, or set `truncate_long_texts = True` on the model to cut "
+            "anyway",
+            template,
+            names[first],
+            len(ids[first]),
+            max_len,
         )
-    for detail in cut_names:
+    for _, detail in cut_names:
         logger.warning("%s; the class name is cut (truncation was asked for)", detail)
     cut = tokenizer([texts[i] for i in long_rows], padding=False, truncation=True, max_length=max_len)["input_ids"]
     for i, row in zip(long_rows, cut):
         ids[i] = row
     return ids
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
