@@ -15,9 +15,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from .inputs import clean_class_name
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["TextTooLongError", "fit_text_rows"]
+__all__ = ["TextTooLongError", "check_class_texts", "fit_text_rows"]
 
 
 class TextTooLongError(ValueError):
@@ -71,8 +73,8 @@ def fit_text_rows(
         first, detail = cut_names[0]
         raise TextTooLongError(
             f"{detail}{more}: the class name would be cut off, so classes could not be told apart. Use a shorter "
-            "template or class name, fewer prompt tokens, or set `truncate_long_texts = True` on the model to cut "
-            "anyway",
+            "template or class name, fewer prompt tokens, or set `truncate_long_texts = True` on the model "
+            "(training: --truncate_long_texts) to cut anyway",
             template,
             names[first],
             len(ids[first]),
@@ -88,3 +90,15 @@ def fit_text_rows(
 
 def _short(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def check_class_texts(model: Any, class_names: Sequence[str], templates: Sequence[str] | None = None) -> None:
+    """Tokenize — never encode — every text `model` (a `MetaPromptModel`) would build for `class_names`: the
+    prompted text of its active adapter and each template (default: the adapter's), so a run refuses a class name
+    that does not fit before any work starts. Raises `TextTooLongError`."""
+    config = model.config
+    names = [clean_class_name(name) for name in class_names]
+    if config.n_ctx:
+        model._tokenize(names, True, template=model._prompted_template())
+    for template in templates or config.templates:
+        model._tokenize(names, False, template=template)

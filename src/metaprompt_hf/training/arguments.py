@@ -68,6 +68,10 @@ class ModelArguments:
         default=None,
     )
     class_chunk_size: int = _help("Classes per text-encoder call (bounds memory with many classes).", default=128)
+    truncate_long_texts: bool = _help(
+        "Cut (with a warning) a template + class name text longer than the text encoder reads, instead of stopping.",
+        default=False,
+    )
     gradient_checkpointing: bool = _help("Recompute CLIP activations in backward to save memory.", default=False)
 
 

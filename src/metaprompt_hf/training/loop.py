@@ -37,6 +37,7 @@ from ..embedded import resolve_base_model
 from ..modeling_metaprompt import MetaPromptModel, load_clip, load_processor
 from ..protocols import ProtocolData, evaluate_protocol, format_results, get_protocol, load_protocol_data
 from ..protocols.run import run_templates
+from ..text_fit import TextTooLongError, check_class_texts
 from ..utils import UnreadableFileError, atomic_write_json, atomic_write_text
 from .arguments import MetaPromptTrainingArguments, parse_args
 from .checkpointing import (
@@ -147,6 +148,7 @@ def build_model(
     )
     torch.manual_seed(args.seed if torch_seed is None else torch_seed)
     model = MetaPromptModel(clip, config, processor, class_chunk_size=args.class_chunk_size)
+    model.truncate_long_texts = args.truncate_long_texts
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
@@ -311,6 +313,8 @@ def train_loop(
     from tqdm.auto import tqdm
 
     accelerator, resume_dir = run.accelerator, run.resume_dir
+    # every class the run trains on or scores must fit the text encoder, checked before the first step
+    check_class_texts(model, [*proto.train_class_names, *(n for e in proto.eval_sets.values() for n in e.class_names)])
     image_processor = model.processor.image_processor
     transform = None
     if args.augment:
@@ -499,7 +503,7 @@ def _describe_meta(args: MetaPromptTrainingArguments) -> str:
 
 
 # What a user can cause (bad data, a damaged or mismatched checkpoint, a missing file): a message, exit status 2.
-USER_ERRORS = (DataError, OSError, UnreadableFileError, CheckpointError, NonFiniteError)
+USER_ERRORS = (DataError, OSError, UnreadableFileError, CheckpointError, NonFiniteError, TextTooLongError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
