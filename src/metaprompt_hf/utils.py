@@ -298,6 +298,7 @@ def resolve_file(
     from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 
     from . import __version__
+    from .hub_cache import diagnose_cache
 
     try:
         return hf_hub_download(
@@ -315,6 +316,9 @@ def resolve_file(
     except HFValidationError as err:
         raise FileNotFoundError(f"{path_or_repo_id}: no such local folder, and not a valid Hub repo id") from err
     except (EntryNotFoundError, LocalEntryNotFoundError) as err:
+        broken = diagnose_cache(path_or_repo_id, filename, revision=revision, subfolder=subfolder, cache_dir=cache_dir)
+        if broken is not None:
+            raise FileNotFoundError(f"{filename} of Hub repo {path_or_repo_id!r}: {broken}") from err
         raise FileNotFoundError(
             f"{filename} not found in Hub repo {path_or_repo_id!r} (revision {revision or 'main'}); offline runs "
             f"(HF_HUB_OFFLINE=1) resolve only what is already in the Hugging Face cache"
