@@ -62,6 +62,12 @@ def main(argv=None) -> int:
     own, rest = parser.parse_known_args(argv)
     if not own.runs and not own.adapters:
         parser.error("give --runs and/or --adapters")
+    # The other arguments configure the evaluation of --adapters; without adapters they would be ignored, and an
+    # --output_dir would lose to --report_dir.
+    if rest and not own.adapters:
+        parser.error(f"{rest[0]}: evaluation arguments apply to --adapters only; --runs are read as they are")
+    if any(a.split("=", 1)[0] == "--output_dir" for a in rest):
+        parser.error("--output_dir: the report goes to --report_dir")
     report = [os.path.join(own.report_dir, n) for n in ("per_seed.json", "aggregate.json", "results.md")]
     if not own.overwrite and any(os.path.exists(p) for p in report):
         print(f"error: {own.report_dir} already holds a report; pass --overwrite", file=sys.stderr)
@@ -73,7 +79,11 @@ def main(argv=None) -> int:
         print(f"error: {len(problems)} run folder(s) refused; nothing was written", file=sys.stderr)
         return 2
     if own.adapters:
-        args = parse_args([*rest, "--output_dir", own.report_dir])
+        try:
+            args = parse_args([*rest, "--output_dir", own.report_dir])
+        except (ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         for adapter in own.adapters:
             entry = evaluate_adapter(args, adapter)
             entry["adapter"] = adapter

@@ -604,6 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"more adapters on the same base, 'name=folder_or_hub_id,...' (default: ${ADAPTERS_ENV_VAR} or none)",
     )
     args = parser.parse_args(argv)
+    for flag, given, env in (("--model", args.model, MODEL_ENV_VAR), ("--adapters", args.adapters, ADAPTERS_ENV_VAR)):
+        if given is not None and os.environ.get(env) and os.environ[env] != given:  # say which one is served
+            print(f"{flag} {given!r} is used; ${env}={os.environ[env]!r} is ignored", file=sys.stderr)
     spec = (args.model or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL).strip()
     global _default_model
     try:
