@@ -488,8 +488,8 @@ PAIRS: list[tuple[str, object, Works | Refused]] = [
     ("revision set", _edit_config(lambda d: d.update(revision="v1.0")), Works()),
     ("templates edited", _edit_config(lambda d: d.update(templates=["a sketch of a {}"])), Works()),
     ("re-indented only", _edit_config(lambda d: None), Works()),
-    ("config of another save, same shapes", _config_of_another_save, Refused(rf"{WEIGHTS_NAME}: these weights were saved with a different {CONFIG_NAME} than .*\(save id [0-9a-f]{{32}} in the weights, [0-9a-f]{{32}} in the config\): the folder holds files of two saves")),
-    ("save id removed from the config", _edit_config(lambda d: d.pop(SAVE_ID_KEY)), Refused(r"\(save id [0-9a-f]{32} in the weights, missing in the config\)")),
+    ("config of another save, same shapes", _config_of_another_save, Refused(rf"{WEIGHTS_NAME}: these weights were saved with a different {CONFIG_NAME} than .*\(save id [0-9a-f]{{64}} in the weights, [0-9a-f]{{64}} in the config\): the folder holds files of two saves")),
+    ("save id removed from the config", _edit_config(lambda d: d.pop(SAVE_ID_KEY)), Refused(r"\(save id [0-9a-f]{64} in the weights, missing in the config\)")),
 ]  # fmt: skip
 
 

@@ -1,10 +1,11 @@
 """Adapter folders on disk: written as one unit, read as one consistent pair, checked before anything is allocated.
 
-A folder (or Hub repo) holds `metaprompt_config.json` and `metaprompt_model.safetensors`. Every save draws a new
-identifier (`SAVE_ID_KEY`, a uuid) and writes it into both files — a key of the config JSON and an entry of the
-weights' safetensors metadata — so a reader can tell that the two files come from the same save, while the config
-stays free to edit by hand (a new `base_model_name_or_path`, revision, templates or indentation, as people do with
-PEFT's `adapter_config.json`). A folder being re-saved while it is read is read again, never paired wrongly.
+A folder (or Hub repo) holds `metaprompt_config.json` and `metaprompt_model.safetensors`. Every save writes the
+identifier of what it saved (`SAVE_ID_KEY`: the sha256 of the prompt tensors) into both files — a key of the config
+JSON and an entry of the weights' safetensors metadata — so a reader can tell that the two files come from the same
+save, while the config stays free to edit by hand (a new `base_model_name_or_path`, revision, templates or
+indentation, as people do with PEFT's `adapter_config.json`). Derived from the prompts rather than drawn at random,
+the identifier makes saving reproducible: the same prompts give the same bytes, locally and on the Hub. A folder being re-saved while it is read is read again, never paired wrongly.
 Adapters written before the identifier existed record the sha256 of the config bytes (`CONFIG_DIGEST_KEY`) instead;
 they keep loading (a digest that no longer matches is taken as a hand edit and logged).
 Tensor shapes are taken from the safetensors header and checked against the config before any tensor is built.
@@ -18,7 +19,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from typing import Any
 
 import torch
@@ -57,11 +57,11 @@ def adapter_bytes(config: MetaPromptConfig, tensors: dict[str, torch.Tensor]) ->
     from . import __version__
 
     check_finite_tensors(tensors, "save_pretrained")
-    save_id = uuid.uuid4().hex
-    config_data = config_json_with_save_id(config, save_id)
-    metadata = {"format": "pt", "metaprompt_version": __version__, SAVE_ID_KEY: save_id}
     # Contiguous clones: shared or strided storage must not leak into the file.
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
+    save_id = prompts_digest(tensors)
+    config_data = config_json_with_save_id(config, save_id)
+    metadata = {"format": "pt", "metaprompt_version": __version__, SAVE_ID_KEY: save_id}
     return {WEIGHTS_NAME: save(tensors, metadata), CONFIG_NAME: config_data}
 
 
@@ -129,6 +129,16 @@ def read_adapter(source: str, **hub_kwargs: Any) -> AdapterFiles:
 
 
 _EDITED_LEGACY = "legacy config edited"
+
+
+def prompts_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """The save identifier: sha256 over the keys, shapes and float32 bytes of the prompt tensors."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{key}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def config_json_with_save_id(config: MetaPromptConfig, save_id: str) -> bytes:

@@ -216,8 +216,7 @@ class AdapterMixin:
 
         Nothing is replaced unless `overwrite=True`: existing adapter files raise `FileExistsError`, and an existing
         `README.md` (perhaps hand-written) is kept, as `ModelHubMixin` keeps it, unless `overwrite=True`. The files
-        are written as one unit (`utils.write_folder`) and the weights record the digest of the config written with
-        them.
+        are written as one unit (`utils.write_folder`) and both record the identifier of the save (`adapter_io`).
 
         Args:
             model_card_kwargs: what the card shows (`generate_model_card`): `results` (a list of result entries or
