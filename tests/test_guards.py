@@ -60,17 +60,6 @@ def _verdict(expected: Works | Refused, call, errors=(ValueError,)):
     return call()
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 # ====================================================================== 1. numbers: finite and in range
 # (case, where the number is read, field, value, expected)
 NUMBERS: list[tuple[str, str, str, object, Works | Refused]] = [

@@ -79,8 +79,7 @@ class MetaPromptModel(
         ```
     """
 
-    #: Cut (with a warning) a (template, class name) text longer than the text encoder reads, instead of refusing
-    #: it; refusing is the default because a cut class name makes classes alike (text_fit.py).
+    #: Cut a text longer than the text encoder reads, with a warning, instead of refusing it (text_fit.py).
     truncate_long_texts: bool = False
 
     def __init__(
@@ -177,26 +176,15 @@ class MetaPromptModel(
             self._feature_cache.clear()
 
     # ------------------------------------------------------------------ text side
-    def _prompted_template(self, adapter: PromptAdapter | None = None) -> str:
-        # "X X {}." (docs/method.md §1.2): the placeholder words count against the text length.
-        config = (adapter or self._adapter(None)).config
-        return " ".join([config.placeholder_token] * config.n_ctx + ["{}."])
-
-    def _prompted_strings(self, class_names: Sequence[str], adapter: PromptAdapter | None = None) -> list[str]:
-        # "X X <class name>." with `_` → space.
-        return [self._prompted_template(adapter).format(clean_class_name(name)) for name in class_names]
-
     def _tokenize(
-        self,
-        texts: Sequence[str],
-        check_placeholders: bool,
-        adapter: PromptAdapter | None = None,
-        *,
-        template: str = "{}",
+        self, names: Sequence[str], check_placeholders: bool, adapter: PromptAdapter | None = None, template: str = ""
     ) -> list[list[int]]:
-        # `texts` fill `template`'s `{}` (class names, or whole strings); each must fit (text_fit.py).
+        # Each class name (`_` → space) in `template` (default: the prompted "X X {}.", docs/method.md §1.2, whose
+        # placeholder words count against the text length); every text must fit (text_fit.py).
         config = (adapter or self._adapter(None)).config
         n = config.n_ctx if check_placeholders else 0
+        template = template or " ".join([config.placeholder_token] * config.n_ctx + ["{}."])
+        texts = [clean_class_name(name) for name in names]
         key = (tuple(texts), template, n, config.placeholder_token if n else None, self.truncate_long_texts)
         cached = self._cache_get(self._token_cache, key)
         if cached is not None:
@@ -206,7 +194,7 @@ class MetaPromptModel(
         with self._tokenizer_lock:
             what = "prompted text" if check_placeholders else "template"
             ids = fit_text_rows(
-                self.tokenizer, template, list(texts), max_len, truncation=self.truncate_long_texts, what=what
+                self.tokenizer, template, texts, max_len, truncation=self.truncate_long_texts, what=what
             )
             expected = self.tokenizer(config.placeholder_token, add_special_tokens=False)["input_ids"] if n else []
         if n:
@@ -218,7 +206,7 @@ class MetaPromptModel(
             for text, row in zip(texts, ids):
                 if row[start : start + n] != expected * n:
                     raise ValueError(
-                        f"prompt {text!r}: the {n} placeholder tokens are not at positions {start}..{start + n - 1}"
+                        f"prompt {template.format(text)!r}: the {n} placeholder tokens are not at positions {start}..{start + n - 1}"
                     )
         self._cache_put(self._token_cache, key, ids, 64)
         return ids
@@ -278,7 +266,7 @@ class MetaPromptModel(
         prompts = own if text_prompts is None else text_prompts
         if text_prompts is not None and own is not None and text_prompts.shape != own.shape:
             raise ValueError(f"text_prompts: expected shape {tuple(own.shape)}, got {tuple(text_prompts.shape)}")
-        rows = self._tokenize(_cleaned(class_names), True, adapter, template=self._prompted_template(adapter))
+        rows = self._tokenize(class_names, check_placeholders=True, adapter=adapter)
         cacheable = text_prompts is None and not torch.is_grad_enabled()
         key = ("prompted", tuple(class_names), adapter.uid, _version_of(prompts))
         if cacheable:
@@ -313,7 +301,7 @@ class MetaPromptModel(
         for template in templates:
             # The reference formats the raw name here (docs/method.md §3.3, quirk 8); `_` is cleaned in both branches
             # so the two branches read the same words.
-            rows = self._tokenize(_cleaned(class_names), check_placeholders=False, template=template)
+            rows = self._tokenize(class_names, check_placeholders=False, template=template)
             feats = self._encode_ids_chunked(rows, None)
             total = feats if total is None else total + feats
         feats = F.normalize(total, dim=-1)
@@ -425,8 +413,7 @@ class MetaPromptModel(
             if adapter.vision_prompts is not None:
                 out.image_features = self._image_features(pixel_values, adapter.vision_prompts, normalize=False)
             if adapter.text_prompts is not None:
-                template = self._prompted_template(adapter)
-                rows = self._tokenize(_cleaned(class_names), True, adapter, template=template)
+                rows = self._tokenize(class_names, check_placeholders=True, adapter=adapter)
                 out.text_features = self._encode_ids_chunked(rows, adapter.text_prompts, normalize=False)
         if labels is not None:
             labels = labels.to(out.logits.device)
@@ -501,10 +488,6 @@ def get_metaprompt_model(
     """Wrap a base model in a fresh MetaPrompt adapter (like PEFT's `get_peft_model`); the base model's
     `name_or_path` is recorded in the config when it has none."""
     return MetaPromptModel(clip_model, config, processor, **kwargs)
-
-
-def _cleaned(class_names: Sequence[str]) -> list[str]:
-    return [clean_class_name(name) for name in class_names]
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .inputs import clean_class_name
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["TextTooLongError", "check_class_texts", "fit_text_rows"]
@@ -96,9 +94,7 @@ def check_class_texts(model: Any, class_names: Sequence[str], templates: Sequenc
     """Tokenize — never encode — every text `model` (a `MetaPromptModel`) would build for `class_names`: the
     prompted text of its active adapter and each template (default: the adapter's), so a run refuses a class name
     that does not fit before any work starts. Raises `TextTooLongError`."""
-    config = model.config
-    names = [clean_class_name(name) for name in class_names]
-    if config.n_ctx:
-        model._tokenize(names, True, template=model._prompted_template())
-    for template in templates or config.templates:
-        model._tokenize(names, False, template=template)
+    if model.config.n_ctx:
+        model._tokenize(class_names, True)
+    for template in templates or model.config.templates:
+        model._tokenize(class_names, False, template=template)

@@ -9,6 +9,7 @@ the gradients); the loop calls `check_prompts` after every step and turns a `Non
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ import torch
 
 from ..constants import CHECKPOINT_PREFIX
 from ..validation import nonfinite_summary
+
+logger = logging.getLogger(__name__)
 
 #: The loss at the end of a run this many times the loss at its start means the run diverged.
 DIVERGED_LOSS_FACTOR = 10.0
@@ -49,6 +52,16 @@ def check_prompts(model: Any, step: int, learning_rate: float, loss: float) -> N
     if bad:
         details = "; ".join(f"{k}: {v}" for k, v in bad.items())
         raise NonFiniteError(f"step {step} (lr {learning_rate:g}, loss {loss:.4g}): after the update, {details}")
+
+
+def checked_update(train_step: Any, model: Any, step: int, args: Any) -> Any:
+    """`train_step.update(step=step)` and the prompts after it; a `NonFiniteError` becomes `stop_message`'s."""
+    try:
+        result = train_step.update(step=step)
+        check_prompts(model, step, result.learning_rate, result.loss)
+    except NonFiniteError as err:
+        raise stop_message(err, args, args.output_dir) from None
+    return result
 
 
 def stop_message(err: NonFiniteError, args: Any, output_dir: str | Path) -> NonFiniteError:
@@ -82,6 +95,8 @@ def divergence(losses: Sequence[float], prompts: dict[str, torch.Tensor]) -> str
         peak = float(tensor.detach().abs().max()) if tensor.numel() else 0.0
         if peak > DIVERGED_PROMPT_ABS:
             reasons.append(f"{key} reached |value| {peak:.3g} (> {DIVERGED_PROMPT_ABS:g})")
+    if reasons:
+        logger.warning("the run diverged: %s; results.json records it", "; ".join(reasons))
     return "; ".join(reasons) or None
 
 

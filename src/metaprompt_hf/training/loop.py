@@ -40,6 +40,7 @@ from ..protocols.run import run_templates
 from ..text_fit import TextTooLongError, check_class_texts
 from ..utils import UnreadableFileError, atomic_write_json, atomic_write_text
 from .arguments import MetaPromptTrainingArguments, parse_args
+from .card import model_card_kwargs
 from .checkpointing import (
     CHECKPOINT_PREFIX,
     CheckpointError,
@@ -48,7 +49,7 @@ from .checkpointing import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .health import NonFiniteError, check_prompts, divergence, stop_message
+from .health import NonFiniteError, checked_update, divergence
 from .schedule import EpochwiseLR
 from .step import TrainingStep
 
@@ -263,18 +264,6 @@ def push_adapter(
         )
 
 
-def model_card_kwargs(
-    args: MetaPromptTrainingArguments, run: Run, proto: ProtocolData, data: Any, results: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """What the run's model card shows (`MetaPromptModel.generate_model_card`)."""
-    return {
-        "model_name": (args.hub_model_id or run.output_dir.resolve().name).split("/")[-1],
-        "results": results,
-        "training": card_training_settings(args, proto),
-        "datasets": [data.name],
-    }
-
-
 def train(
     args: MetaPromptTrainingArguments,
     callbacks: Sequence[Callable[[TrainerState], None]] = (),
@@ -408,11 +397,7 @@ def train_loop(
                 train_step.forward_backward(batch)
             if not accelerator.sync_gradients:
                 continue
-            try:
-                result = train_step.update(step=global_step)
-                check_prompts(unwrapped, global_step, result.learning_rate, result.loss)
-            except NonFiniteError as err:
-                raise stop_message(err, args, args.output_dir) from None
+            result = checked_update(train_step, unwrapped, global_step, args)
             run.losses.append(result.loss)
             lr = result.learning_rate
             ratio = result.meta_update_ratio
@@ -468,38 +453,7 @@ def train_loop(
     bar.close()
     ddp_model.eval()
     run.diverged = divergence(run.losses, unwrapped.prompt_state_dict())
-    if run.diverged:
-        logger.warning("the run diverged: %s; results.json records it", run.diverged)
     return global_step
-
-
-def card_training_settings(args: MetaPromptTrainingArguments, proto: ProtocolData) -> dict[str, Any]:
-    """The training settings shown on the model card."""
-    return {
-        "method": args.method,
-        "protocol": args.protocol,
-        "dataset": args.dataset_name,
-        "shots": args.shots,
-        "seed": args.seed,
-        "epochs": args.num_train_epochs,
-        "max_steps": args.max_steps,
-        "batch size (per device)": args.per_device_train_batch_size,
-        "learning rate": args.learning_rate,
-        "optimizer": f"SGD momentum {args.momentum}, weight decay {args.weight_decay}",
-        "schedule": f"{args.warmup_epochs} warm-up epoch(s) at {args.warmup_lr}, then {args.lr_scheduler_type}",
-        "meta step": _describe_meta(args),
-        "training classes": len(proto.train_class_names),
-    }
-
-
-def _describe_meta(args: MetaPromptTrainingArguments) -> str:
-    meta = args.meta_settings()
-    if meta is None:
-        return "none"
-    extra = ", second order" if meta.second_order else ", torch 1.10 zero-grad drift" if meta.zero_grad_drift else ""
-    if meta.mode == "mldg":
-        extra += ", in-domain step kept" if meta.mldg_in_domain else ", in place of the in-domain step"
-    return f"β={meta.beta}, {meta.mode}, α={meta.inner_lr_scale}×lr, {meta.reduction}{extra}"
 
 
 # What a user can cause (bad data, a damaged or mismatched checkpoint, a missing file): a message, exit status 2.
