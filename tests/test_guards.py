@@ -104,7 +104,7 @@ def test_numbers_are_finite_and_in_range(where, name, value, expected):
     elif where == "meta":
         call = lambda: MetaSettings(**{name: value})  # noqa: E731
     else:
-        call = lambda: parse_args([f"--{name}={value}", "--output_dir", "unused"])  # noqa: E731
+        call = lambda: parse_args([f"--{name}", value, "--output_dir", "unused"])  # noqa: E731
     result = _verdict(expected, call)
     if isinstance(expected, Works):
         assert float(getattr(result, name)) == float(value)

@@ -355,13 +355,33 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         )
 
 
+def _join_negative_numbers(argv: list[str]) -> list[str]:
+    """`--flag -1e-5` as `--flag=-1e-5`: argparse takes a value like -1e-5 for an option and stops with "expected
+    one argument", so a negative number would never reach the range check that names the field."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and arg.startswith("-") and _is_number(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_args(argv: Sequence[str] | None = None) -> MetaPromptTrainingArguments:
     """Command-line arguments with `HfArgumentParser`; `--config FILE.yaml` gives defaults that the command line
     overrides. Unknown YAML keys are an error naming the key and the file."""
     import yaml
     from transformers import HfArgumentParser
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_numbers(list(sys.argv[1:] if argv is None else argv))
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.add_argument(
         "--config", default=None, help="YAML file of argument defaults; the command line overrides them."
