@@ -28,7 +28,8 @@ from metaprompt_hf.utils import atomic_write_json, atomic_write_text
 
 def read_runs(runs: list[str]) -> tuple[list[dict], list[str]]:
     """The entries of every run's results.json, and one message per run folder that cannot be used (naming it):
-    missing, not standard JSON, not a list of result entries, or with a missing or non-finite metric."""
+    missing, not standard JSON, not a list of result entries, with a missing or non-finite metric, or from a run
+    that diverged."""
     results, problems = [], []
     for run in runs:
         path = os.path.join(run, "results.json")
@@ -49,6 +50,8 @@ def read_runs(runs: list[str]) -> tuple[list[dict], list[str]]:
             missing = [k for k in METRIC_KEYS[entry["protocol"]] if k not in entry]
             if missing:
                 problems.append(f"{path}: entry {i} ({entry['protocol']}) lacks {missing}")
+            if entry.get("diverged"):  # recorded by training: its numbers are not a result to average
+                problems.append(f"{path}: entry {i} is from a run that diverged ({entry['diverged']})")
         results.extend(entries)
     return results, problems
 

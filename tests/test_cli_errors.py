@@ -60,6 +60,8 @@ RUNS: list[tuple[str, object, Works | Refused]] = [
     ("unknown protocol", json.dumps([dict(B2N, protocol="few")]), Refused(r"entry 0 needs a 'protocol'")),
     ("not an entry", json.dumps([1, 2]), Refused(r"entry 0 needs a 'protocol'")),
     ("empty list", "[]", Refused(r"run1/results.json: holds no result entries")),
+    ("healthy run", json.dumps([dict(B2N, diverged=None)]), Works(1)),
+    ("diverged run", json.dumps([dict(B2N, diverged="the training loss rose from 1.2 to 150")]), Refused(r"run1/results.json: entry 0 is from a run that diverged \(the training loss rose from 1.2 to 150\)")),
 ]  # fmt: skip
 
 

@@ -164,6 +164,7 @@ def test_training_stops_at_a_non_finite_step_and_reports_divergence(
     else:  # finite prompts, saved, but the run is reported as diverged and not as a result
         assert re.fullmatch(r"text_prompts reached \|value\| 1e\+04 \(> 1000\)", results[0]["diverged"])
         assert "warning: the run diverged (text_prompts reached |value| 1e+04" in captured.out, captured.out
+        assert "**That run diverged (text_prompts reached |value| 1e+04" in (out / "README.md").read_text()
         MetaPromptModel.from_pretrained(out, base_model=tiny_clip_dir)  # finite: loads
 
 
