@@ -395,6 +395,24 @@ def test_mini_suite_flags_are_honoured_or_refused(tmp_path, capsys, monkeypatch,
     assert seen["seeds"] == [int(s) for s in given]
 
 
+# (case, argv of benchmarks/multi_adapter_throughput.py, expected refusal before any model is loaded)
+THROUGHPUT: list[tuple[str, list[str], Refused]] = [
+    ("--seconds nan", ["--seconds", "nan"], Refused(r"--seconds: expected a finite number in \(0, 3600\], got nan")),
+    ("--seconds inf", ["--seconds", "inf"], Refused(r"--seconds: expected a finite number in \(0, 3600\], got inf")),
+    ("--batch_size 0", ["--batch_size", "0"], Refused(r"--batch_size: expected an integer >= 1, got 0")),
+    ("--torch_threads 0", ["--torch_threads", "0"], Refused(r"--torch_threads: expected an integer >= 1, got 0")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, expected", [r[1:] for r in THROUGHPUT], ids=[r[0] for r in THROUGHPUT])
+def test_throughput_benchmark_numbers_are_checked(capsys, monkeypatch, argv, expected):
+    bench = _script(ROOT / "benchmarks" / "multi_adapter_throughput.py", "throughput_guards")
+    monkeypatch.setattr(sys, "argv", ["multi_adapter_throughput.py", *argv])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert re.search(expected.pattern, capsys.readouterr().err)
+
+
 # (case, extra argv of benchmarks/paper_suite.py, expected)
 PAPER_SUITE: list[tuple[str, list[str], Works | Refused]] = [
     ("plain", [], Works()),
