@@ -90,17 +90,6 @@ def test_evaluate_runs_refuses_bad_run_folders_by_name(tmp_path, capsys, content
 
 
 # ------------------------------------------------------------------ training CLI
-@pytest.fixture(autouse=False)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def _train_argv(tiny_clip_dir: str, domain_folder: str, out, *extra: str) -> list[str]:
     return [
         "--base_model", tiny_clip_dir, "--dataset_name", domain_folder, "--output_dir", str(out),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .constants import LIBRARY_NAME, TMP_FOLDER_INFIX
+from .hub_cache import diagnose_cache
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -298,7 +299,6 @@ def resolve_file(
     from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 
     from . import __version__
-    from .hub_cache import diagnose_cache
 
     try:
         return hf_hub_download(
