@@ -335,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     opts.output_dir.mkdir(parents=True, exist_ok=True)
     if opts.jobs < 1:
         parser.error(f"--jobs: expected >= 1, got {opts.jobs}")
+    if opts.seeds is not None:
+        from metaprompt_hf.validation import check_seeds
+
+        try:
+            check_seeds(opts.seeds)
+        except ValueError as err:
+            parser.error(str(err))
     if opts.ablation:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -343,6 +350,19 @@ def main(argv: list[str] | None = None) -> int:
 
         opts.eval_split = opts.ablation_split
         return mini_ablation.ablation(opts)
+    if opts.tune and (opts.seeds or opts.quick):  # selection runs seed 1 at full length and rewrites mini_hparams.json
+        parser.error("--tune selects on seed 1 with the full schedule; it takes neither --seeds nor --quick")
+    shots_dg: tuple[int, ...] = (1, 5)
+    if opts.quick:  # quick settings fill what the command line left open, and say so before any work
+        given = [f for f, v in (("--seeds", opts.seeds), ("--max_eval_samples", opts.max_eval_samples)) if v]
+        given += ["--max_steps"] if opts.max_steps > 0 else []
+        opts.seeds, shots_dg = opts.seeds or [1], (5,)
+        opts.max_steps = opts.max_steps if opts.max_steps > 0 else 2
+        opts.max_eval_samples = opts.max_eval_samples or 32
+        print(
+            f"--quick: seeds {opts.seeds}, max_steps {opts.max_steps}, max_eval_samples {opts.max_eval_samples}, DG "
+            f"shots {list(shots_dg)}" + (f" ({', '.join(given)} as given)" if given else "")
+        )
     opts.seeds = opts.seeds or [1, 2, 3]
     if (opts.output_dir / "results.json").exists() and not opts.overwrite:
         print(f"error: {opts.output_dir}/results.json exists; pass --overwrite", file=sys.stderr)
@@ -355,10 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     if opts.tune:
         tune(opts)
         return 0
-    shots_dg: tuple[int, ...] = (1, 5)
-    if opts.quick:
-        opts.seeds, opts.max_steps, shots_dg = [1], 2, (5,)
-        opts.max_eval_samples = opts.max_eval_samples or 32
     lrs = json.loads(HPARAMS.read_text())["selected_learning_rate"] if HPARAMS.is_file() else {}
     methods = tuple(m for m in METHODS if m in (opts.methods or METHODS))
     reused: list[dict] = []

@@ -24,6 +24,7 @@ import torch
 
 from metaprompt_hf.constants import EMBEDDED_ADAPTER
 from metaprompt_hf.embedded import load_default_model
+from metaprompt_hf.validation import check_number
 
 NAMES = [f"class {i}" for i in range(10)]
 
@@ -77,6 +78,11 @@ def main() -> None:
     parser.add_argument("--torch_threads", type=int, default=1, help="intra-op threads (torch.set_num_threads)")
     parser.add_argument("--output", default=None, help="write the table as JSON here")
     args = parser.parse_args()
+    for name, limits in (("batch_size", {"low": 1, "integer": True}), ("seconds", {"low": 0, "high": 3600, "low_open": True}), ("torch_threads", {"low": 1, "integer": True})):  # fmt: skip
+        try:
+            check_number(getattr(args, name), f"--{name}", **limits)
+        except ValueError as err:
+            parser.error(str(err))
     torch.set_num_threads(args.torch_threads)
     size = 32
     pixels = torch.randn(args.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).clamp(-2, 2)

@@ -36,6 +36,7 @@ from metaprompt_hf.evaluation import harmonic_mean
 from metaprompt_hf.protocols import get_protocol
 from metaprompt_hf.readers import DG_DOMAINS
 from metaprompt_hf.utils import atomic_write_text
+from metaprompt_hf.validation import check_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("base2new", "dg", "cross_dataset", "imagenet_shift")
@@ -373,6 +374,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     opts = p.parse_args(argv)
     opts.train_args, opts.eval_args = shlex.split(opts.train_args), shlex.split(opts.eval_args)
     try:
+        check_seeds(opts.seeds)
+    except ValueError as err:
+        p.error(str(err))
+    # The suite sets these per run; one repeated in --train_args / --eval_args would silently win (argparse keeps the
+    # last value), e.g. one --seed for every seed of the table.
+    for name, given, owned in (
+        ("--train_args", opts.train_args, SUITE_TRAIN_FLAGS),
+        ("--eval_args", opts.eval_args, SUITE_EVAL_FLAGS),
+    ):
+        clash = sorted({a.split("=", 1)[0] for a in given} & set(owned))
+        if clash:
+            p.error(f"{name}: {clash} are set by the suite for each run; use the suite's own options instead")
+    try:
         index, count = (int(x) for x in opts.shard.split("/"))
     except ValueError:
         p.error(f"--shard: expected i/n, got {opts.shard!r}")
@@ -382,6 +396,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     opts.output_dir = os.path.abspath(opts.output_dir)
     opts.data_dir = os.path.abspath(opts.data_dir)
     return opts
+
+
+SUITE_TRAIN_FLAGS = (
+    "--config", "--base_model", "--data_dir", "--dataset_name", "--seed", "--output_dir", "--protocol", "--target_domain",
+)  # fmt: skip
+SUITE_EVAL_FLAGS = ("--adapters", "--report_dir", "--base_model", "--data_dir", "--dataset_name", "--protocol")
 
 
 def _write_runs(path: Path, runs: list[dict[str, Any]]) -> None:

@@ -143,6 +143,10 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         preset["memory_classes"] = tuple(int(x) for x in opts.memory_classes.split(","))
     if opts.repeats is not None:
         preset["infer_repeats"] = max(opts.repeats, preset["infer_repeats"])
+        if preset["infer_repeats"] != opts.repeats:  # said before any work: the flag is not taken as given there
+            print(
+                f"--repeats {opts.repeats}: inference comparisons keep {preset['infer_repeats']} rounds (too noisy below)"
+            )
     device = opts.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

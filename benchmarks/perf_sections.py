@@ -56,9 +56,7 @@ def bench_b2n(ctx: SimpleNamespace, n_classes: int) -> dict[str, Any]:
     names = synthetic_class_names(n_classes, ctx.tokenizer)
     pixel_values, labels = b2n_batch(ctx.batch_size, n_classes, ctx.image_size, ctx.device)
     steps, times, calls = time_train_steps(ctx, "base2new", names, pixel_values, labels, None)
-    tokens = [
-        len(r) for r in steps["metaprompt"].model._tokenize(steps["metaprompt"].model._prompted_strings(names), True)
-    ]
+    tokens = [len(r) for r in steps["metaprompt"].model._tokenize(names, True)]
     return {
         "classes": n_classes,
         "batch_size": ctx.batch_size,

@@ -29,7 +29,8 @@ from metaprompt_hf.utils import atomic_write_json, atomic_write_text
 
 def read_runs(runs: list[str]) -> tuple[list[dict], list[str]]:
     """The entries of every run's results.json, and one message per run folder that cannot be used (naming it):
-    missing, not standard JSON, not a list of result entries, or with a missing or non-finite metric."""
+    missing, not standard JSON, not a list of result entries, with a missing or non-finite metric, or from a run
+    that diverged."""
     results, problems = [], []
     for run in runs:
         path = os.path.join(run, "results.json")
@@ -53,6 +54,8 @@ def read_runs(runs: list[str]) -> tuple[list[dict], list[str]]:
             missing = [k for k in report_of(entry).metric_keys if k not in entry]
             if missing:
                 problems.append(f"{path}: entry {i} ({entry['protocol']}) lacks {missing}")
+            if entry.get("diverged"):  # recorded by training: its numbers are not a result to average
+                problems.append(f"{path}: entry {i} is from a run that diverged ({entry['diverged']})")
         results.extend(entries)
     return results, problems
 
@@ -66,6 +69,12 @@ def main(argv=None) -> int:
     own, rest = parser.parse_known_args(argv)
     if not own.runs and not own.adapters:
         parser.error("give --runs and/or --adapters")
+    # The other arguments configure the evaluation of --adapters; without adapters they would be ignored, and an
+    # --output_dir would lose to --report_dir.
+    if rest and not own.adapters:
+        parser.error(f"{rest[0]}: evaluation arguments apply to --adapters only; --runs are read as they are")
+    if any(a.split("=", 1)[0] == "--output_dir" for a in rest):
+        parser.error("--output_dir: the report goes to --report_dir")
     report = [os.path.join(own.report_dir, n) for n in ("per_seed.json", "aggregate.json", "results.md")]
     if not own.overwrite and any(os.path.exists(p) for p in report):
         print(f"error: {own.report_dir} already holds a report; pass --overwrite", file=sys.stderr)
@@ -77,7 +86,11 @@ def main(argv=None) -> int:
         print(f"error: {len(problems)} run folder(s) refused; nothing was written", file=sys.stderr)
         return 2
     if own.adapters:
-        args = parse_args([*rest, "--output_dir", own.report_dir])
+        try:
+            args = parse_args([*rest, "--output_dir", own.report_dir])
+        except (ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         for adapter in own.adapters:
             entry = evaluate_adapter(args, adapter)
             entry["adapter"] = adapter

@@ -74,10 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.push_to_hub:
             push_adapter(args, run, model, proto, data, results)
         run.accelerator.end_training()
-    except USER_ERRORS as err:
+    except USER_ERRORS as err:  # bad input, and a NaN/inf loss, gradient or prompt (training stops at that step)
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    # 7. A run whose loss or prompts blew up is recorded as diverged in results.json and is not a result.
+    return 1 if run.diverged else 0
 
 
 if __name__ == "__main__":

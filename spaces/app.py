@@ -51,6 +51,7 @@ from PIL import Image, UnidentifiedImageError
 
 from metaprompt_hf import MetaPromptConfig, MetaPromptModel
 from metaprompt_hf.images import to_rgb
+from metaprompt_hf.text_fit import TextTooLongError
 
 # ------------------------------------------------------------------ limits (documented in README.md)
 MODEL_ENV_VAR = "METAPROMPT_MODEL"
@@ -104,6 +105,10 @@ MSG_NOT_UPLOADED = (
     "The image must be uploaded with the request (gradio_client: handle_file(path)); files on the server are not read."
 )
 MSG_UNKNOWN_ADAPTER = "Unknown adapter"
+MSG_TEXT_TOO_LONG = (
+    "The template with the class name {name} takes {tokens} tokens, but the text encoder reads at most {max_length}: "
+    "the class name would be cut off. Please use a shorter template or class name."
+)
 MSG_INTERNAL = "Something went wrong on the server while classifying this image; the error has been logged."
 
 
@@ -431,6 +436,10 @@ def classify(
         probs, zero_shot = predictor.predict(pil, names, template, adapter)
     except gr.Error:
         raise
+    except TextTooLongError as err:
+        raise gr.Error(
+            MSG_TEXT_TOO_LONG.format(name=echo(err.class_name), tokens=err.tokens, max_length=err.max_length)
+        ) from err
     except ValueError as err:  # the model's own input checks (e.g. a tokenizer problem): say what, not where
         raise gr.Error(f"Could not classify: {html.escape(_cut(str(err), 300), quote=False)}") from err
     return dict(zip(names, probs)), dict(zip(names, zero_shot))
@@ -595,6 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"more adapters on the same base, 'name=folder_or_hub_id,...' (default: ${ADAPTERS_ENV_VAR} or none)",
     )
     args = parser.parse_args(argv)
+    for flag, given, env in (("--model", args.model, MODEL_ENV_VAR), ("--adapters", args.adapters, ADAPTERS_ENV_VAR)):
+        if given is not None and os.environ.get(env) and os.environ[env] != given:  # say which one is served
+            print(f"{flag} {given!r} is used; ${env}={os.environ[env]!r} is ignored", file=sys.stderr)
     spec = (args.model or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL).strip()
     global _default_model
     try:

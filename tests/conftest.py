@@ -40,6 +40,18 @@ def clip_and_processor():
 
 
 @pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate's process-wide state reset around a test that runs training in this process."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
 def model(clip_and_processor) -> MetaPromptModel:
     clip, processor = clip_and_processor
     torch.manual_seed(1)

@@ -33,7 +33,7 @@ def test_placeholders_come_first_and_rows_are_padded_to_the_fixed_length(siglip_
     model, processor = siglip_and_processor
     mp = MetaPromptModel(model, MetaPromptConfig(), processor)
     x = processor.tokenizer("X", add_special_tokens=False)["input_ids"][0]
-    rows = mp._tokenize(mp._prompted_strings(CLASSES), check_placeholders=True)
+    rows = mp._tokenize(CLASSES, check_placeholders=True)
     assert all(r[:2] == [x, x] for r in rows)
     assert mp._pad(rows).shape == (4, 64)
 

@@ -60,6 +60,8 @@ RUNS: list[tuple[str, object, Works | Refused]] = [
     ("unknown protocol", json.dumps([dict(B2N, protocol="few")]), Refused(r"entry 0 needs a 'protocol'")),
     ("not an entry", json.dumps([1, 2]), Refused(r"entry 0 needs a 'protocol'")),
     ("empty list", "[]", Refused(r"run1/results.json: holds no result entries")),
+    ("healthy run", json.dumps([dict(B2N, diverged=None)]), Works(1)),
+    ("diverged run", json.dumps([dict(B2N, diverged="the training loss rose from 1.2 to 150")]), Refused(r"run1/results.json: entry 0 is from a run that diverged \(the training loss rose from 1.2 to 150\)")),
 ]  # fmt: skip
 
 
@@ -88,17 +90,6 @@ def test_evaluate_runs_refuses_bad_run_folders_by_name(tmp_path, capsys, content
 
 
 # ------------------------------------------------------------------ training CLI
-@pytest.fixture(autouse=False)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def _train_argv(tiny_clip_dir: str, domain_folder: str, out, *extra: str) -> list[str]:
     return [
         "--base_model", tiny_clip_dir, "--dataset_name", domain_folder, "--output_dir", str(out),

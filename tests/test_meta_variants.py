@@ -203,17 +203,6 @@ def test_variant_settings_are_checked():
 
 
 # ---------------------------------------------------------------------------------------------------- in the loop
-@pytest.fixture
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 @pytest.mark.parametrize(
     ("method", "extra"),
     [("metaprompt", {"meta_mode": "mldg", "meta_step": 0.5}), ("metaprompt_no_meta", {})],

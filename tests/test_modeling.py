@@ -81,7 +81,7 @@ def test_layer0_prompts_equal_to_placeholders_reproduce_clip_text_features(attn)
 def test_deep_prompts_keep_sequence_length_and_eos_pooling(model):
     from metaprompt_hf.injection import text_prompts_in_context
 
-    ids = model._pad(model._tokenize(model._prompted_strings(CLASSES), check_placeholders=True))
+    ids = model._pad(model._tokenize(CLASSES, check_placeholders=True))
     eos = model.clip.config.text_config.eos_token_id
     eos_index = (ids == eos).int().argmax(-1)
     tm = model.clip.text_model

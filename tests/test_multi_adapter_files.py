@@ -4,6 +4,7 @@ never yields a config paired with another save's weights; mixed or orphaned file
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,8 +32,8 @@ print("ready", flush=True)
 end, k = time.monotonic() + seconds, 0
 while time.monotonic() < end:
     n = 1 + k % 3
-    config = MetaPromptConfig(n_ctx=n, n_pro=1, init_std=1.0 + k, text_depth=2, vision_depth=2,
-                              text_hidden_size=32, vision_hidden_size=48, text_num_layers=3, vision_num_layers=2)
+    config = MetaPromptConfig(n_ctx=n, n_pro=1, templates=[f"a photo of a {{}}, save {k}"], text_depth=2,
+                              vision_depth=2, text_hidden_size=32, vision_hidden_size=48, text_num_layers=3, vision_num_layers=2)
     save_adapter(folder, config, {"text_prompts": torch.full((2, n, 32), float(k)),
                                   "vision_prompts": torch.full((2, 1, 48), float(k))})
     k += 1
@@ -43,7 +44,7 @@ print(k)
 def _variant(k: int) -> tuple[MetaPromptConfig, dict[str, torch.Tensor]]:
     n = 1 + k % 3
     config = MetaPromptConfig(
-        n_ctx=n, n_pro=1, init_std=1.0 + k, text_depth=2, vision_depth=2, text_hidden_size=32,
+        n_ctx=n, n_pro=1, templates=[f"a photo of a {{}}, save {k}"], text_depth=2, vision_depth=2, text_hidden_size=32,
         vision_hidden_size=48, text_num_layers=3, vision_num_layers=2,
     )  # fmt: skip
     return config, {
@@ -76,7 +77,7 @@ def test_reader_never_pairs_files_of_two_saves_while_a_writer_process_resaves(tm
             except Exception as err:  # noqa: BLE001 - every error is a failure, reported below
                 errors.append(f"{type(err).__name__}: {err}")
                 continue
-            k = int(files.config.init_std - 1.0)
+            k = int(files.config.templates[0].rsplit(" ", 1)[1])  # the save number, written into the config
             tensors = files.tensors()
             loads += 1
             seen.add(k)
@@ -145,7 +146,7 @@ DAMAGE_CASES = [
     ("weights missing", lambda d: os.remove(d / WEIGHTS_NAME), rf"has no {WEIGHTS_NAME}"),
     ("config not JSON", lambda d: (d / CONFIG_NAME).write_text("{oops"), rf"{CONFIG_NAME}: not valid JSON"),
     ("config with a string boolean", lambda d: (d / CONFIG_NAME).write_text((d / CONFIG_NAME).read_text().replace('"coupled_branches": true', '"coupled_branches": "false"')), rf"{CONFIG_NAME}: coupled_branches: expected true or false"),
-    ("config edited validly", lambda d: (d / CONFIG_NAME).write_text((d / CONFIG_NAME).read_text().replace("a photo of a {}", "a sketch of a {}")), rf"{WEIGHTS_NAME}: these weights were saved with a different {CONFIG_NAME}.*edited by hand"),
+    ("config without its save id", lambda d: (d / CONFIG_NAME).write_text(re.sub(r'\n  "save_id": "\w+",', "", (d / CONFIG_NAME).read_text())), rf"{WEIGHTS_NAME}: these weights were saved with a different {CONFIG_NAME}.*missing in the config"),
 ]  # fmt: skip
 
 

@@ -25,16 +25,8 @@ CHECKPOINT_FILES = sorted(
 )
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Each in-process run builds its own Accelerator; a run that crashed on purpose must not leak state."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+# Each in-process run builds its own Accelerator; a run that crashed on purpose must not leak state (conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _args(tiny_clip_dir, domain_folder, out, **overrides) -> MetaPromptTrainingArguments:

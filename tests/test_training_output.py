@@ -9,16 +9,8 @@ from metaprompt_hf.training import MetaPromptTrainingArguments, train
 from metaprompt_hf.training.checkpointing import prune_checkpoints
 from metaprompt_hf.training.run import log_eval_metrics
 
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+# Each in-process run builds its own Accelerator (the fixture is in conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def test_run_logs_eval_metrics_and_keeps_the_newest_checkpoints(tiny_clip_dir, domain_folder, tmp_path):

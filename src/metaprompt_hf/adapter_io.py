@@ -1,8 +1,13 @@
 """Adapter folders on disk: written as one unit, read as one consistent pair, checked before anything is allocated.
 
-A folder (or Hub repo) holds `metaprompt_config.json` and `metaprompt_model.safetensors`. The weights' safetensors
-metadata records the sha256 of the config bytes written with them (`CONFIG_DIGEST_KEY`), so a reader can tell that
-the two files belong together; a folder being re-saved while it is read is read again, never paired wrongly.
+A folder (or Hub repo) holds `metaprompt_config.json` and `metaprompt_model.safetensors`. Every save writes the
+identifier of what it saved (`SAVE_ID_KEY`: the sha256 of the prompt tensors) into both files — a key of the config
+JSON and an entry of the weights' safetensors metadata — so a reader can tell that the two files come from the same
+save, while the config stays free to edit by hand (a new `base_model_name_or_path`, revision, templates or
+indentation, as people do with PEFT's `adapter_config.json`). Derived from the prompts rather than drawn at random,
+the identifier makes saving reproducible: the same prompts give the same bytes, locally and on the Hub. A folder being re-saved while it is read is read again, never paired wrongly.
+Adapters written before the identifier existed record the sha256 of the config bytes (`CONFIG_DIGEST_KEY`) instead;
+they keep loading (a digest that no longer matches is taken as a hand edit and logged).
 Tensor shapes are taken from the safetensors header and checked against the config before any tensor is built.
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -18,10 +24,14 @@ from typing import Any
 import torch
 
 from .configuration_metaprompt import MetaPromptConfig
-from .constants import CONFIG_DIGEST_KEY, CONFIG_NAME, PROMPT_KEYS, WEIGHTS_NAME
+from .constants import CONFIG_DIGEST_KEY, CONFIG_NAME, PROMPT_KEYS, SAVE_ID_KEY, WEIGHTS_NAME
 from .utils import read_folder_files, resolve_file, write_folder
+from .validation import check_finite_tensors
+
+logger = logging.getLogger(__name__)
 
 _READ_ATTEMPTS = 50
+_LEGACY_ATTEMPTS = 4  # an old-format folder whose digest differs is re-read a few times, then taken as edited
 _MAX_HEADER = 1 << 24
 
 
@@ -46,14 +56,12 @@ def adapter_bytes(config: MetaPromptConfig, tensors: dict[str, torch.Tensor]) ->
 
     from .constants import __version__
 
-    config_data = config.to_json_string().encode("utf-8")
-    metadata = {
-        "format": "pt",
-        "metaprompt_version": __version__,
-        CONFIG_DIGEST_KEY: hashlib.sha256(config_data).hexdigest(),
-    }
+    check_finite_tensors(tensors, "save_pretrained")
     # Contiguous clones: shared or strided storage must not leak into the file.
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
+    save_id = prompts_digest(tensors)
+    config_data = config_json_with_save_id(config, save_id)
+    metadata = {"format": "pt", "metaprompt_version": __version__, SAVE_ID_KEY: save_id}
     return {WEIGHTS_NAME: save(tensors, metadata), CONFIG_NAME: config_data}
 
 
@@ -94,23 +102,74 @@ def read_adapter(source: str, **hub_kwargs: Any) -> AdapterFiles:
             weights_path = resolve_file(source, WEIGHTS_NAME, **hub_kwargs)
             data = {CONFIG_NAME: _read(config_path), WEIGHTS_NAME: _read(weights_path)}
         header = parse_header(data[WEIGHTS_NAME], weights_path)
-        recorded = header.get("__metadata__", {}).get(CONFIG_DIGEST_KEY)
-        actual = hashlib.sha256(data[CONFIG_NAME]).hexdigest()
-        if recorded is not None and recorded != actual:
-            if local and attempt + 1 < _READ_ATTEMPTS:
-                time.sleep(0.002)  # a save in progress replaces the files one by one; read again
-                continue
+        problem = pairing_problem(header.get("__metadata__") or {}, data[CONFIG_NAME])
+        if (
+            problem is not None
+            and local
+            and attempt + 1 < (_LEGACY_ATTEMPTS if problem == _EDITED_LEGACY else _READ_ATTEMPTS)
+        ):
+            time.sleep(0.002)  # a save in progress replaces the files one by one; read again
+            continue
+        if problem == _EDITED_LEGACY:
+            logger.info(
+                "%s was edited after the save that wrote %s (an adapter without a save id)", config_path, weights_path
+            )
+        elif problem is not None:
             MetaPromptConfig.from_json_bytes(data[CONFIG_NAME], source=config_path)  # a broken config says so first
             raise ValueError(
-                f"{weights_path}: these weights were saved with a different {CONFIG_NAME} (config sha256 {recorded}, "
-                f"found {actual}): the folder holds files of two saves, or the config was edited by hand; load the "
-                f"weights with the config they were saved with, or re-save the adapter with `save_pretrained`"
+                f"{weights_path}: these weights were saved with a different {CONFIG_NAME} than {config_path} "
+                f"({problem}): the folder holds files of two saves; load the weights with the config written by the "
+                f"same save, or re-save the adapter with `save_pretrained`"
             )
         config = MetaPromptConfig.from_json_bytes(data[CONFIG_NAME], source=config_path)
         shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
         check_shapes(shapes, config, weights_path)
         return AdapterFiles(config, shapes, data[WEIGHTS_NAME], weights_path)
     raise AssertionError("unreachable")
+
+
+_EDITED_LEGACY = "legacy config edited"
+
+
+def prompts_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """The save identifier: sha256 over the keys, shapes and float32 bytes of the prompt tensors."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{key}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def config_json_with_save_id(config: MetaPromptConfig, save_id: str) -> bytes:
+    """The bytes of `metaprompt_config.json` for one save: the config plus its save identifier."""
+    data = config.to_dict() | {SAVE_ID_KEY: save_id}
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def pairing_problem(metadata: dict[str, str], config_data: bytes) -> str | None:
+    """Why a config and weights do not come from one save (None when they do).
+
+    Both files carry the save's identifier since it exists; adapters written before record the sha256 of the config
+    bytes instead: a digest that does not match is `_EDITED_LEGACY` (a hand edit cannot be told from another save
+    there, so it loads), while a config with an identifier beside such weights is refused. Weights that record
+    neither (written by other tools) have nothing to check.
+    """
+    try:
+        parsed = json.loads(config_data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # the config's own parse error is clearer
+    config_id = parsed.get(SAVE_ID_KEY) if isinstance(parsed, dict) else None
+    weights_id, digest = metadata.get(SAVE_ID_KEY), metadata.get(CONFIG_DIGEST_KEY)
+    if weights_id is not None:
+        if weights_id == config_id:
+            return None
+        return f"save id {weights_id} in the weights, {config_id or 'missing'} in the config"
+    if digest is None:
+        return None  # weights written by other tools record nothing to check against
+    if config_id is not None:
+        return f"weights of an older save without a save id, config of save {config_id}"
+    return _EDITED_LEGACY if digest != hashlib.sha256(config_data).hexdigest() else None
 
 
 def _read(path: str) -> bytes:

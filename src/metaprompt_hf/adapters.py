@@ -23,6 +23,7 @@ from .adapter_io import AdapterFiles, check_shapes, read_adapter, save_adapter
 from .backbones import DualEncoderBackbone, get_backbone, load_base_model, load_base_processor, resolve_base_model
 from .configuration_metaprompt import MetaPromptConfig
 from .constants import CONFIG_NAME, DEFAULT_ADAPTER_NAME, MODEL_CARD_NAME, PROMPT_KEYS, WEIGHTS_NAME
+from .validation import check_finite_tensors
 
 if TYPE_CHECKING:
     from .modeling_metaprompt import MetaPromptModel
@@ -192,6 +193,7 @@ class AdapterMixin:
                     f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, but the adapter on base model "
                     f"{base} expects {shape} (depth, tokens, width)"
                 )
+        check_finite_tensors(state, source)
         with torch.no_grad():
             for key in expected:
                 getattr(adapter, key).copy_(state[key].to(device=self.backbone.device, dtype=torch.float32))
@@ -214,8 +216,7 @@ class AdapterMixin:
 
         Nothing is replaced unless `overwrite=True`: existing adapter files raise `FileExistsError`, and an existing
         `README.md` (perhaps hand-written) is kept, as `ModelHubMixin` keeps it, unless `overwrite=True`. The files
-        are written as one unit (`utils.write_folder`) and the weights record the digest of the config written with
-        them.
+        are written as one unit (`utils.write_folder`) and both record the identifier of the save (`adapter_io`).
 
         Args:
             model_card_kwargs: what the card shows (`generate_model_card`): `results` (a list of result entries or

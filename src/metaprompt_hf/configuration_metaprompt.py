@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .constants import CONFIG_NAME, METHOD_NAME, PLACEHOLDER_TOKEN
+from .constants import CONFIG_NAME, METHOD_NAME, PLACEHOLDER_TOKEN, SAVE_ID_KEY
 from .utils import atomic_write_text, resolve_file
+from .validation import check_number
 
-__all__ = ["CONFIG_NAME", "MetaPromptConfig", "check_templates"]
+__all__ = ["CONFIG_NAME", "INIT_STD_MAX", "MetaPromptConfig", "check_templates"]
+
+#: The largest prompt initialisation std accepted (docs/method.md §4 uses 0.02).
+INIT_STD_MAX = 10.0
 
 
 def check_templates(templates: Any, field_name: str = "templates") -> list[str]:
@@ -169,9 +172,7 @@ class MetaPromptConfig:
         if self.method != METHOD_NAME:
             raise ValueError(f"method: expected {METHOD_NAME!r}, got {self.method!r}")
         for name in ("n_ctx", "n_pro"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+            check_number(getattr(self, name), name, low=0, integer=True)
         for name in ("text_depth", "vision_depth", *_DIM_FIELDS):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -180,9 +181,8 @@ class MetaPromptConfig:
             d, n = getattr(self, depth), getattr(self, layers)
             if d is not None and n is not None and d > n:
                 raise ValueError(f"{depth}: {d} exceeds the base model's {layers} = {n}")
-        std = self.init_std
-        if isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std) or not std > 0:
-            raise ValueError(f"init_std: expected a finite number > 0, got {std!r}")
+        # Prompts sit beside token embeddings of norm ~1; a std past 10 swamps them (and 1e30 overflows float32).
+        check_number(self.init_std, "init_std", low=0, high=INIT_STD_MAX, low_open=True)
         for name in ("coupled_branches", "inference_mode"):
             value = getattr(self, name)
             if not isinstance(value, bool):  # "false" is a non-empty string, hence true: refuse it
@@ -219,6 +219,8 @@ class MetaPromptConfig:
         """Build a config from a dict; unknown keys are an error that names them (PEFT behaviour)."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        # The save identifier belongs to the saved pair, not to the configuration (adapter_io reads it).
+        data = {k: v for k, v in data.items() if k != SAVE_ID_KEY}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

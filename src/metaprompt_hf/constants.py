@@ -23,6 +23,10 @@ MODEL_CARD_NAME = "README.md"
 # safetensors metadata key holding the sha256 of the config file written with the weights, so a loader can tell
 # that the two files belong together.
 CONFIG_DIGEST_KEY = "metaprompt_config_sha256"
+# The identifier of one save (the sha256 of the prompts it wrote), written into both files of the adapter (a config
+# key and a safetensors metadata entry), so a loader can tell a torn pair (two saves) from a hand-edited config; it
+# replaces the digest above.
+SAVE_ID_KEY = "save_id"
 
 # Package-owned tensor keys of the adapter (never transformers module paths).
 PROMPT_KEYS = ("text_prompts", "vision_prompts")

@@ -178,7 +178,9 @@ def _images_by_depth(root: str, max_depth: int = 4) -> dict[int, list[str]]:
     """Image files under `root` by depth (`root/x.png` is 1, `root/a/x.png` 2, ...), hidden folders skipped.
 
     Symlinked folders are followed (class folders are often links into a shared image store); the walk stops at
-    `max_depth`, which is one level deeper than any layout reads, so images too deep are seen and named.
+    `max_depth`, which is one level deeper than any layout reads, so images too deep are seen and named. A link to
+    a folder that contains it (`loop -> .`) would show the same images at every depth: it is a `DataError` naming
+    the link.
     """
     found: dict[int, list[str]] = defaultdict(list)
     stack = [(root, 1)]
@@ -188,6 +190,13 @@ def _images_by_depth(root: str, max_depth: int = 4) -> dict[int, list[str]]:
             if name.startswith("."):
                 continue
             path = os.path.join(folder, name)
+            if os.path.islink(path) and os.path.isdir(path):
+                target = os.path.realpath(path)
+                if os.path.commonpath([target, os.path.realpath(folder)]) == target:
+                    raise DataError(
+                        f"dataset_name: {path} is a symbolic link to {target}, a folder that contains it (a loop); "
+                        "remove the link or point it at a folder outside the dataset"
+                    )
             if os.path.isdir(path):
                 if depth < max_depth:
                     stack.append((path, depth + 1))

@@ -195,7 +195,7 @@ def build_model_card(
     tags = ["metaprompt", "prompt-learning", "clip", "vision-language", "few-shot", "domain-generalization"]
     if base_on_hub:
         tags.append(f"base_model:adapter:{base}")
-    eval_results = _eval_results(results, repo_id)
+    eval_results = _eval_results([r for r in results if not r.get("diverged")], repo_id)  # a diverged run is no result
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
         license="mit",
@@ -220,7 +220,7 @@ def build_model_card(
         results=results,
         summary=summary,
         sections=_card_sections(results, summary),
-        indexed=[s for s in summary if s["on_hub"]],
+        indexed=[s for s in summary if s["on_hub"]] if eval_results else [],
         training=dict(training or {}),
         paper_url=PAPER_URL,
         code_url=CODE_URL,

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .episodes import Episode, Side, class_group_episodes, class_split_episodes, domain_split_episodes
+from .validation import check_number
 
 __all__ = [
     "Episode",
@@ -59,6 +60,8 @@ __all__ = [
 #: validation selection (benchmarks/results/ablation.md) and brings the meta update to the size of the in-domain
 #: one, as the reference's own (unreverted, momentum-driven) phase 2 is. `mldg`'s validation selection kept 0.2.
 DEFAULT_META_STEP: dict[str, float] = {"clean": 5.0, "faithful": 0.2, "mldg": 0.2}
+#: The largest β and inner-step scale accepted: both multiply the learning rate, and the selected values are <= 5.
+META_SCALE_MAX = 100.0
 
 
 @dataclass(frozen=True)
@@ -104,12 +107,12 @@ class MetaSettings:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
         if self.second_order and self.mode == "faithful":
             raise ValueError("second_order: the second-order option exists in clean and mldg modes only")
-        if not self.inner_lr_scale > 0:
-            raise ValueError(f"inner_lr_scale: expected > 0, got {self.inner_lr_scale!r}")
+        check_number(self.inner_lr_scale, "inner_lr_scale", low=0, high=META_SCALE_MAX, low_open=True)
         if self.inner_lr_scale != 1.0 and self.mode == "faithful":
             raise ValueError("inner_lr_scale: faithful mode's inner step is the optimizer's own step at η")
-        if self.beta < 0:
-            raise ValueError(f"beta: expected >= 0, got {self.beta!r}")
+        check_number(self.beta, "beta", low=0, high=META_SCALE_MAX)
+        check_number(self.num_class_groups, "num_class_groups", low=2, integer=True)
+        check_number(self.chunk_size, "chunk_size", low=1, integer=True, optional=True)
 
 
 LossFn = Callable[[torch.Tensor, Side], torch.Tensor]

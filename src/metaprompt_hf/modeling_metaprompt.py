@@ -38,6 +38,7 @@ from .injection import install_prompt_hooks, text_prompts_in_context, vision_pro
 from .inputs import as_image_list, check_batch_size, check_class_names, check_pixel_values, clean_class_name
 from .losses import adapter_loss, coupled_logits
 from .outputs import MetaPromptOutput
+from .text_fit import fit_text_rows
 
 __all__ = ["WEIGHTS_NAME", "MetaPromptModel", "MetaPromptOutput", "get_metaprompt_model"]
 
@@ -77,6 +78,9 @@ class MetaPromptModel(
         >>> probs = model.predict(images, ["dog", "cat", "giraffe"])  # (n_images, 3)
         ```
     """
+
+    #: Cut a text longer than the text encoder reads, with a warning, instead of refusing it (text_fit.py).
+    truncate_long_texts: bool = False
 
     def __init__(
         self,
@@ -172,30 +176,26 @@ class MetaPromptModel(
             self._feature_cache.clear()
 
     # ------------------------------------------------------------------ text side
-    def _prompted_strings(self, class_names: Sequence[str], adapter: PromptAdapter | None = None) -> list[str]:
-        # "X X <class name>." with `_` → space (docs/method.md §1.2).
-        config = (adapter or self._adapter(None)).config
-        prefix = " ".join([config.placeholder_token] * config.n_ctx)
-        return [f"{prefix} {clean_class_name(name)}.".strip() for name in class_names]
-
-    def _template_strings(self, class_names: Sequence[str], template: str) -> list[str]:
-        # The reference formats the raw name here (docs/method.md §3.3, quirk 8); `_` is cleaned in both branches so
-        # the two branches read the same words.
-        return [template.format(clean_class_name(name)) for name in class_names]
-
     def _tokenize(
-        self, texts: Sequence[str], check_placeholders: bool, adapter: PromptAdapter | None = None
+        self, names: Sequence[str], check_placeholders: bool, adapter: PromptAdapter | None = None, template: str = ""
     ) -> list[list[int]]:
+        # Each class name (`_` → space) in `template` (default: the prompted "X X {}.", docs/method.md §1.2, whose
+        # placeholder words count against the text length); every text must fit (text_fit.py).
         config = (adapter or self._adapter(None)).config
         n = config.n_ctx if check_placeholders else 0
-        key = (tuple(texts), n, config.placeholder_token if n else None)
+        template = template or " ".join([config.placeholder_token] * config.n_ctx + ["{}."])
+        texts = [clean_class_name(name) for name in names]
+        key = (tuple(texts), template, n, config.placeholder_token if n else None, self.truncate_long_texts)
         cached = self._cache_get(self._token_cache, key)
         if cached is not None:
             return cached
         max_len = self.backbone.max_text_length
         # Fast tokenizers refuse concurrent calls that change truncation settings ("Already borrowed").
         with self._tokenizer_lock:
-            ids = self.tokenizer(list(texts), padding=False, truncation=True, max_length=max_len)["input_ids"]
+            what = "prompted text" if check_placeholders else "template"
+            ids = fit_text_rows(
+                self.tokenizer, template, texts, max_len, truncation=self.truncate_long_texts, what=what
+            )
             expected = self.tokenizer(config.placeholder_token, add_special_tokens=False)["input_ids"] if n else []
         if n:
             if len(expected) != 1:
@@ -206,7 +206,7 @@ class MetaPromptModel(
             for text, row in zip(texts, ids):
                 if row[start : start + n] != expected * n:
                     raise ValueError(
-                        f"prompt {text!r}: the {n} placeholder tokens are not at positions {start}..{start + n - 1}"
+                        f"prompt {template.format(text)!r}: the {n} placeholder tokens are not at positions {start}..{start + n - 1}"
                     )
         self._cache_put(self._token_cache, key, ids, 64)
         return ids
@@ -266,7 +266,7 @@ class MetaPromptModel(
         prompts = own if text_prompts is None else text_prompts
         if text_prompts is not None and own is not None and text_prompts.shape != own.shape:
             raise ValueError(f"text_prompts: expected shape {tuple(own.shape)}, got {tuple(text_prompts.shape)}")
-        rows = self._tokenize(self._prompted_strings(class_names, adapter), check_placeholders=True, adapter=adapter)
+        rows = self._tokenize(class_names, check_placeholders=True, adapter=adapter)
         cacheable = text_prompts is None and not torch.is_grad_enabled()
         key = ("prompted", tuple(class_names), adapter.uid, _version_of(prompts))
         if cacheable:
@@ -299,7 +299,9 @@ class MetaPromptModel(
             return cached
         total = None
         for template in templates:
-            rows = self._tokenize(self._template_strings(class_names, template), check_placeholders=False)
+            # The reference formats the raw name here (docs/method.md §3.3, quirk 8); `_` is cleaned in both branches
+            # so the two branches read the same words.
+            rows = self._tokenize(class_names, check_placeholders=False, template=template)
             feats = self._encode_ids_chunked(rows, None)
             total = feats if total is None else total + feats
         feats = F.normalize(total, dim=-1)
@@ -411,8 +413,7 @@ class MetaPromptModel(
             if adapter.vision_prompts is not None:
                 out.image_features = self._image_features(pixel_values, adapter.vision_prompts, normalize=False)
             if adapter.text_prompts is not None:
-                strings = self._prompted_strings(class_names, adapter)
-                rows = self._tokenize(strings, check_placeholders=True, adapter=adapter)
+                rows = self._tokenize(class_names, check_placeholders=True, adapter=adapter)
                 out.text_features = self._encode_ids_chunked(rows, adapter.text_prompts, normalize=False)
         if labels is not None:
             out.loss = adapter_loss(out, labels, cfg.coupled_branches)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .constants import LIBRARY_NAME, TMP_FOLDER_INFIX
+from .hub_cache import diagnose_cache
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -315,6 +316,9 @@ def resolve_file(
     except HFValidationError as err:
         raise FileNotFoundError(f"{path_or_repo_id}: no such local folder, and not a valid Hub repo id") from err
     except (EntryNotFoundError, LocalEntryNotFoundError) as err:
+        broken = diagnose_cache(path_or_repo_id, filename, revision=revision, subfolder=subfolder, cache_dir=cache_dir)
+        if broken is not None:
+            raise FileNotFoundError(f"{filename} of Hub repo {path_or_repo_id!r}: {broken}") from err
         raise FileNotFoundError(
             f"{filename} not found in Hub repo {path_or_repo_id!r} (revision {revision or 'main'}); offline runs "
             f"(HF_HUB_OFFLINE=1) resolve only what is already in the Hugging Face cache"

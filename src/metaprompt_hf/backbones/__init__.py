@@ -5,11 +5,13 @@ Adding a backbone family is one module with a `DualEncoderBackbone` subclass and
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from torch import nn
 
 from ..constants import EMBEDDED_CLIP, EMBEDDED_NAME
+from ..hub_cache import diagnose_cache
 from .base import DualEncoderBackbone
 from .clip import CLIPBackbone
 from .siglip import SiglipBackbone
@@ -80,17 +82,31 @@ def load_base_model(name_or_path: str, *, revision: str | None = None, **kwargs:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision, **hub)
         return backbone_class(config.model_type, name_or_path).load_model(name_or_path, revision=revision, **kwargs)
     except OSError as err:
-        raise OSError(
-            f"could not load the base model {name_or_path!r} (revision {revision or 'main'}): {err}"
-        ) from err
+        raise _load_error("base model", name_or_path, revision, hub.get("cache_dir"), err) from err
 
 
 def load_base_processor(name_or_path: str, *, revision: str | None = None, **kwargs: Any) -> Any:
     """The processor (tokenizer + image processor) of a base model of any registered type."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(name_or_path, revision=revision, **kwargs)
-    return backbone_class(config.model_type, name_or_path).load_processor(name_or_path, revision=revision, **kwargs)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, **kwargs)
+        cls = backbone_class(config.model_type, name_or_path)
+        return cls.load_processor(name_or_path, revision=revision, **kwargs)
+    except OSError as err:
+        raise _load_error("processor of", name_or_path, revision, kwargs.get("cache_dir"), err) from err
+
+
+def _load_error(what: str, name_or_path: str, revision: str | None, cache_dir: Any, err: OSError) -> OSError:
+    # A broken Hugging Face cache entry (a bad ref, a missing snapshot, a dangling link) is named as such, with the
+    # repair, instead of transformers' "not found".
+    broken = (
+        None
+        if os.path.isdir(name_or_path)
+        else diagnose_cache(name_or_path, "config.json", revision=revision, cache_dir=cache_dir)
+    )
+    detail = broken if broken is not None else str(err)
+    return OSError(f"could not load the {what} {name_or_path!r} (revision {revision or 'main'}): {detail}")
 
 
 __all__ = [

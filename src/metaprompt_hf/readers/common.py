@@ -69,8 +69,17 @@ def read_json(path: str) -> Any:
 
 
 def visible(path: str) -> list[str]:
-    """Entries of `path` not starting with '.', sorted (Dassl's `listdir_nohidden(sort=True)`)."""
-    return sorted(f for f in os.listdir(path) if not f.startswith("."))
+    """Entries of `path` not starting with '.', sorted (Dassl's `listdir_nohidden(sort=True)`). A symbolic link to
+    a folder that contains it (`loop -> .`) would be read as one more class folder: a `DataError` naming it."""
+    names = sorted(f for f in os.listdir(path) if not f.startswith("."))
+    here = os.path.realpath(path)
+    for name in names:
+        link = os.path.join(path, name)
+        if os.path.islink(link) and os.path.commonpath([(target := os.path.realpath(link)), here]) == target:
+            raise DataError(
+                f"data_dir: {link} is a symbolic link to {target}, a folder that contains it (a loop); remove it"
+            )
+    return names
 
 
 def image_files(folder: str) -> list[str]:

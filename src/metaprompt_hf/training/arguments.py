@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..configuration_metaprompt import MetaPromptConfig
+from ..configuration_metaprompt import INIT_STD_MAX, MetaPromptConfig
 from ..constants import EMBEDDED_NAME
 from ..dataset_sources import SOURCES
-from ..meta import DEFAULT_META_STEP, MetaSettings
+from ..meta import DEFAULT_META_STEP, META_SCALE_MAX, MetaSettings
 from ..methods import METHODS, Method, get_method, parse_method_args
 from ..plugins import load_plugins
 from ..protocols import PROTOCOLS, get_protocol
+from ..validation import check_number
 
 PAPER_LEARNING_RATE = 0.0015  # docs/method.md §4
 PAPER_CROP_SCALE_MIN = 0.08  # torchvision's RandomResizedCrop default, used by Dassl
@@ -34,6 +35,7 @@ PAPER_CROP_SCALE_MIN = 0.08  # torchvision's RandomResizedCrop default, used by 
 #   (benchmarks/mini_hparams.json; grid 0.002 / 0.008 / 0.032), per protocol (`Protocol.embedded_learning_rate`);
 # - its images are 32 px, where a crop down to 8% of the area leaves about 9×9 pixels, so crops keep half the image.
 EMBEDDED_CROP_SCALE_MIN = 0.5
+LEARNING_RATE_MAX = 10.0
 
 
 def _help(text: str, aliases: Sequence[str] = (), **kw: Any) -> Any:
@@ -80,6 +82,10 @@ class ModelArguments:
         default=None,
     )
     class_chunk_size: int = _help("Classes per text-encoder call (bounds memory with many classes).", default=128)
+    truncate_long_texts: bool = _help(
+        "Cut (with a warning) a template + class name text longer than the text encoder reads, instead of stopping.",
+        default=False,
+    )
     gradient_checkpointing: bool = _help("Recompute CLIP activations in backward to save memory.", default=False)
 
 
@@ -246,7 +252,6 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         need(self.protocol in PROTOCOLS, "protocol", f"expected one of {list(PROTOCOLS)}")
         need(self.meta_mode in ("clean", "faithful", "mldg"), "meta_mode", "expected 'clean', 'faithful' or 'mldg'")
         need(self.meta_outer_reduction in ("sum", "mean"), "meta_outer_reduction", "expected 'sum' or 'mean'")
-        need(self.meta_inner_lr_scale > 0, "meta_inner_lr_scale", "expected > 0")
         need(
             self.meta_inner_lr_scale == 1.0 or self.meta_mode != "faithful",
             "meta_inner_lr_scale",
@@ -254,24 +259,14 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         )
         need(self.lr_scheduler_type in ("cosine", "constant"), "lr_scheduler_type", "expected 'cosine' or 'constant'")
         need(self.mixed_precision in (None, "no", "fp16", "bf16"), "mixed_precision", "expected no, fp16 or bf16")
-        need(self.shots >= 1, "shots", "expected >= 1")
         need(not self.download or bool(self.data_dir), "download", "needs --data_dir (where the dataset goes)")
         need(
             not self.download or self.dataset_name in SOURCES,
             "dataset_name",
             f"--download fetches one of {list(SOURCES)}",
         )
-        need(self.num_train_epochs >= 1, "num_train_epochs", "expected >= 1")
-        need(self.per_device_train_batch_size >= 1, "per_device_train_batch_size", "expected >= 1")
-        need(self.per_device_eval_batch_size >= 1, "per_device_eval_batch_size", "expected >= 1")
-        need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "expected >= 1")
         self._resolve_defaults()
-        need(self.learning_rate > 0, "learning_rate", "expected > 0")
-        need(self.warmup_epochs >= 0, "warmup_epochs", "expected >= 0")
-        need(0 < self.crop_scale_min <= 1, "crop_scale_min", "expected in (0, 1]")
-        need(self.meta_num_class_groups >= 2, "meta_num_class_groups", "expected >= 2")
-        need(self.logging_steps >= 1, "logging_steps", "expected >= 1")
-        need(self.meta_step >= 0, "meta_step", "expected >= 0")
+        self._check_numbers()
         need(
             not (self.meta_second_order and self.meta_mode == "faithful"),
             "meta_second_order",
@@ -298,6 +293,39 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         need(self.n_ctx >= 1 or not get_method(self.method).text_prompts, "n_ctx", "expected >= 1")
         if get_method(self.method).uses_meta_step and protocol.meta_prompts == "vision":
             need(self.n_pro >= 1, "n_pro", f"{self.protocol} meta-updates the vision prompts, so expected >= 1")
+
+    def _check_numbers(self) -> None:
+        """Every numeric field finite and in its range (`validation.check_number`), before any work starts."""
+        ranges: dict[str, dict[str, Any]] = {
+            # name: the allowed range. Learning rates past 10 only blow the prompts up (SGD on prompt tokens of
+            # norm ~1; the selected rates are <= 0.032).
+            "learning_rate": {"low": 0, "high": LEARNING_RATE_MAX, "low_open": True},
+            "warmup_lr": {"low": 0, "high": LEARNING_RATE_MAX},
+            "weight_decay": {"low": 0, "high": 1, "high_open": True},
+            "momentum": {"low": 0, "high": 1, "high_open": True},
+            "meta_step": {"low": 0, "high": META_SCALE_MAX},
+            "meta_inner_lr_scale": {"low": 0, "high": META_SCALE_MAX, "low_open": True},
+            "crop_scale_min": {"low": 0, "high": 1, "low_open": True},
+            "init_std": {"low": 0, "high": INIT_STD_MAX, "low_open": True},
+            "shots": {"low": 1, "integer": True},
+            "num_train_epochs": {"low": 1, "integer": True},
+            "max_steps": {"integer": True},
+            "per_device_train_batch_size": {"low": 1, "integer": True},
+            "per_device_eval_batch_size": {"low": 1, "integer": True},
+            "gradient_accumulation_steps": {"low": 1, "integer": True},
+            "warmup_epochs": {"low": 0, "integer": True},
+            "meta_num_class_groups": {"low": 2, "integer": True},
+            "logging_steps": {"low": 1, "integer": True},
+            "seed": {"low": 0, "integer": True},
+            "class_chunk_size": {"low": 1, "integer": True},
+            "dataloader_num_workers": {"low": 0, "integer": True},
+            "n_ctx": {"low": 0, "integer": True, "optional": True},
+            "n_pro": {"low": 0, "integer": True, "optional": True},
+            "prompt_depth": {"low": 1, "integer": True, "optional": True},
+            "max_eval_samples": {"low": 1, "integer": True, "optional": True},
+        }
+        for name, limits in ranges.items():
+            check_number(getattr(self, name), name, **limits)
 
     def _resolve_defaults(self) -> None:
         """The defaults that depend on the run: the protocol's prompt tokens (docs/method.md §4), the embedded
@@ -354,13 +382,33 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
         )
 
 
+def _join_negative_numbers(argv: list[str]) -> list[str]:
+    """`--flag -1e-5` as `--flag=-1e-5`: argparse takes a value like -1e-5 for an option and stops with "expected
+    one argument", so a negative number would never reach the range check that names the field."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and arg.startswith("-") and _is_number(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_args(argv: Sequence[str] | None = None) -> MetaPromptTrainingArguments:
     """Command-line arguments with `HfArgumentParser`; `--config FILE.yaml` gives defaults that the command line
     overrides. Unknown YAML keys are an error naming the key and the file."""
     import yaml
     from transformers import HfArgumentParser
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_numbers(list(sys.argv[1:] if argv is None else argv))
     load_plugins(_argv_value(argv, "--plugins"))  # before anything reads the registries
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.add_argument(

@@ -20,8 +20,10 @@ from ..embedded import resolve_base_model
 from ..methods import Method, TrainerState
 from ..modeling_metaprompt import MetaPromptModel, load_clip, load_processor
 from ..protocols import ProtocolData, get_protocol
+from ..text_fit import check_class_texts
 from .arguments import MetaPromptTrainingArguments
 from .checkpointing import CHECKPOINT_PREFIX, CheckpointError, load_checkpoint, prune_checkpoints, save_checkpoint
+from .health import checked_update, divergence
 from .schedule import EpochwiseLR
 from .step import TrainingStep
 
@@ -37,6 +39,9 @@ class Run:
     resume_dir: Path | None
     meta_update_ratios: list[float] = field(default_factory=list)
     """‖Δ_meta‖ / ‖Δ_in-domain‖ of every optimizer step after warm-up (docs/method.md §3.2), for results.json."""
+    losses: list[float] = field(default_factory=list)
+    diverged: str | None = None
+    """Why the run counts as diverged (`health.divergence`), or None; recorded in results.json."""
 
 
 def build_model(
@@ -62,6 +67,7 @@ def build_model(
     model = MetaPromptModel(clip, config, processor, class_chunk_size=args.class_chunk_size)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    model.truncate_long_texts = args.truncate_long_texts
     return model
 
 
@@ -146,6 +152,10 @@ def train_loop(
 
     method = method if method is not None else args.build_method()
     accelerator, resume_dir = run.accelerator, run.resume_dir
+    # every class the run trains on or scores must fit the text encoder, checked before the first step
+    check_class_texts(model, [*proto.train_class_names, *(n for e in proto.eval_sets.values() for n in e.class_names)])
+    if args.max_steps > 0:
+        logger.info("--max_steps %d overrides --num_train_epochs %d", args.max_steps, args.num_train_epochs)
     loader, sampler = build_train_loader(args, proto, model)
     if optimizer is None:
         params = method.trainable_parameters(model)
@@ -207,7 +217,8 @@ def train_loop(
                 train_step.forward_backward(batch)
             if not accelerator.sync_gradients:
                 continue
-            result = train_step.update(step=global_step)
+            result = checked_update(train_step, unwrapped, global_step, args)
+            run.losses.append(result.loss)
             # after warm-up only: at the warm-up lr (1e-5) both updates are tiny and their ratio is noise
             if epoch >= args.warmup_epochs and not math.isnan(result.meta_update_ratio):
                 run.meta_update_ratios.append(result.meta_update_ratio)
@@ -236,6 +247,7 @@ def train_loop(
             break
     bar.close()
     method.on_train_end(state)
+    run.diverged = divergence(run.losses, unwrapped.prompt_state_dict())
     ddp_model.eval()
     return global_step
 

@@ -36,9 +36,12 @@ from ..methods import Method, TrainerState
 from ..modeling_metaprompt import MetaPromptModel
 from ..protocols import ProtocolData, evaluate_protocol, format_results, load_protocol_data
 from ..protocols.run import run_templates
+from ..text_fit import TextTooLongError
 from ..utils import UnreadableFileError, atomic_write_json, atomic_write_text
 from .arguments import MetaPromptTrainingArguments, parse_args
+from .card import model_card_kwargs
 from .checkpointing import CheckpointError, latest_checkpoint
+from .health import NonFiniteError
 from .loop import Run, build_model, train_loop
 
 logger = logging.getLogger(__name__)
@@ -159,6 +162,7 @@ def evaluate_run(
     results = [evaluate_protocol(args, model, proto, data, model.processor, run.accelerator)]
     ratios = run.meta_update_ratios
     results[0]["meta_update_ratio"] = float(statistics.median(ratios)) if args.uses_meta_step and ratios else None
+    results[0]["diverged"] = run.diverged
     log_eval_metrics(run.accelerator, results[0], step)
     if run.accelerator.is_main_process:
         atomic_write_json(run.output_dir / "results.json", results)
@@ -166,6 +170,8 @@ def evaluate_run(
             card = model.generate_model_card(**model_card_kwargs(args, run, proto, data, results))
             atomic_write_text(run.output_dir / MODEL_CARD_NAME, str(card).rstrip("\n") + "\n")
         run.accelerator.print(format_results(results[0]))
+        if run.diverged:
+            run.accelerator.print(f"warning: the run diverged ({run.diverged}); these numbers are not a result")
     return results
 
 
@@ -200,18 +206,6 @@ def push_adapter(
             token=args.hub_token,
             model_card_kwargs=model_card_kwargs(args, run, proto, data, results),
         )
-
-
-def model_card_kwargs(
-    args: MetaPromptTrainingArguments, run: Run, proto: ProtocolData, data: Any, results: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """What the run's model card shows (`MetaPromptModel.generate_model_card`)."""
-    return {
-        "model_name": (args.hub_model_id or run.output_dir.resolve().name).split("/")[-1],
-        "results": results,
-        "training": card_training_settings(args, proto),
-        "datasets": [data.name],
-    }
 
 
 def train(
@@ -250,37 +244,8 @@ def train(
     return TrainOutput(str(run.output_dir), results, global_step, train_seconds, model)
 
 
-def card_training_settings(args: MetaPromptTrainingArguments, proto: ProtocolData) -> dict[str, Any]:
-    """The training settings shown on the model card."""
-    return {
-        "method": args.method,
-        "protocol": args.protocol,
-        "dataset": args.dataset_name,
-        "shots": args.shots,
-        "seed": args.seed,
-        "epochs": args.num_train_epochs,
-        "max_steps": args.max_steps,
-        "batch size (per device)": args.per_device_train_batch_size,
-        "learning rate": args.learning_rate,
-        "optimizer": f"SGD momentum {args.momentum}, weight decay {args.weight_decay}",
-        "schedule": f"{args.warmup_epochs} warm-up epoch(s) at {args.warmup_lr}, then {args.lr_scheduler_type}",
-        "meta step": _describe_meta(args),
-        "training classes": len(proto.train_class_names),
-    }
-
-
-def _describe_meta(args: MetaPromptTrainingArguments) -> str:
-    meta = args.meta_settings()
-    if meta is None:
-        return "none"
-    extra = ", second order" if meta.second_order else ", torch 1.10 zero-grad drift" if meta.zero_grad_drift else ""
-    if meta.mode == "mldg":
-        extra += ", in-domain step kept" if meta.mldg_in_domain else ", in place of the in-domain step"
-    return f"β={meta.beta}, {meta.mode}, α={meta.inner_lr_scale}×lr, {meta.reduction}{extra}"
-
-
 # What a user can cause (bad data, a damaged or mismatched checkpoint, a missing file): a message, exit status 2.
-USER_ERRORS = (DataError, OSError, UnreadableFileError, CheckpointError)
+USER_ERRORS = (DataError, OSError, UnreadableFileError, CheckpointError, NonFiniteError, TextTooLongError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,8 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        train(args)
+        output = train(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if output.results and output.results[0].get("diverged") else 0

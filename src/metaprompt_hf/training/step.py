@@ -39,6 +39,7 @@ from ..meta import (
 )
 from ..methods import Method
 from ..protocols.base import draw_meta_episodes
+from .health import check_step_inputs
 
 PROMPT_NAMES = ("text_prompts", "vision_prompts")
 
@@ -234,6 +235,8 @@ class TrainingStep:
         losses, window = self._losses, self._window
         self._losses, self._window = [], []
         loss = float(torch.stack(losses).mean()) if losses else math.nan
+        if losses:  # under fp16 loss scaling, inf gradients are the scaler's to skip
+            check_step_inputs(self.model, loss, step, learning_rate, getattr(self.accelerator, "scaler", None) is None)
         result = StepResult(loss=loss, learning_rate=learning_rate)
         run_meta = self.meta is not None and bool(window)
         if run_meta and self.meta.mode == "mldg":
