@@ -6,7 +6,7 @@ aggregate every run of a table, with the published MetaPrompt numbers and the di
     python benchmarks/paper_suite.py ... --table base2new --shard 0/4  # one of 4 shards (e.g. a job-array index)
     python benchmarks/paper_suite.py ... --table base2new --aggregate_only
 
-Tables (docs/method.md §6; the data layouts are those of `metaprompt_hf.readers`):
+Tables (docs/method.md §6; the data layouts are those of `metaprompt_hf.data.readers`):
 - base2new: 11 datasets x seeds, base / new / HM per dataset (config examples/configs/b2n_vitb16.yaml);
 - dg: PACS, VLCS, Office-Home, DomainNet, every held-out domain x seeds, 5 shots (dg_vitb16_5shot.yaml);
 - cross_dataset: one ImageNet run per seed (16 shots, all classes), evaluated on the 10 other datasets;
@@ -32,9 +32,9 @@ from typing import Any
 
 import yaml
 
+from metaprompt_hf.data.readers import DG_DOMAINS
 from metaprompt_hf.evaluation import harmonic_mean
 from metaprompt_hf.protocols import get_protocol
-from metaprompt_hf.readers import DG_DOMAINS
 from metaprompt_hf.utils import atomic_write_text
 from metaprompt_hf.validation import check_seeds
 

@@ -20,9 +20,9 @@ import os
 import sys
 
 from metaprompt_hf.evaluation import aggregate, markdown_table
-from metaprompt_hf.hub import load_results
+from metaprompt_hf.hub.card import load_results
+from metaprompt_hf.hub.results import report_of
 from metaprompt_hf.protocols import PROTOCOLS
-from metaprompt_hf.results import report_of
 from metaprompt_hf.training import evaluate_adapter, parse_args
 from metaprompt_hf.utils import atomic_write_json, atomic_write_text
 

@@ -29,7 +29,7 @@ SPACE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SPACE_DIR.parent
 PACKAGE = "metaprompt_hf"
 # The Space's own files: everything in this folder but the tools that only the repository needs.
-SPACE_FILES = ("app.py", "README.md", "requirements.txt", "examples")
+SPACE_FILES = ("app.py", "space_inputs.py", "README.md", "requirements.txt", "examples")
 
 
 def build_wheel(dest: Path) -> Path:

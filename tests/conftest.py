@@ -113,6 +113,14 @@ def domain_folder(tmp_path_factory) -> str:
     return make_image_folder(root, drop={("sketch", "purple plum")})
 
 
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory) -> str:
+    """DATA/ holding a generated fake of every standard benchmark layout (`data.readers.fakes`)."""
+    from metaprompt_hf.data.readers.fakes import write_fake_data
+
+    return write_fake_data(tmp_path_factory.mktemp("DATA"))
+
+
 @pytest.fixture
 def siglip_and_processor():
     """A fresh tiny random SigLIP (text: width 32, 3 layers, 64 positions; vision: width 48, 2 layers) and its

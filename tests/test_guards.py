@@ -254,7 +254,7 @@ TEXTS: list[tuple[str, str, list[str], int, bool, Works | Refused]] = [
     "template, names, n_ctx, truncate, expected", [r[1:] for r in TEXTS], ids=[r[0] for r in TEXTS]
 )
 def test_texts_are_checked_against_the_encoder_length(clip_and_processor, template, names, n_ctx, truncate, expected):
-    from metaprompt_hf.text_fit import TextTooLongError
+    from metaprompt_hf.inputs.text_fit import TextTooLongError
 
     clip, processor = clip_and_processor
     model = MetaPromptModel(clip, MetaPromptConfig(n_ctx=n_ctx, templates=[template]), processor)
@@ -482,7 +482,7 @@ def _edit_config(change):
 
 def _config_of_another_save(folder: Path):
     # a second save of an adapter of the same shapes (other values): its config beside the first save's weights
-    from metaprompt_hf.adapter_io import read_adapter, save_adapter
+    from metaprompt_hf.adapters.files import read_adapter, save_adapter
 
     files = read_adapter(str(folder))
     save_adapter(folder.parent / "other", files.config, {k: v + 1 for k, v in files.tensors().items()})
@@ -534,7 +534,7 @@ LEGACY: list[tuple[str, object, Works | Refused]] = [
 
 @pytest.mark.parametrize("edit, expected", [r[1:] for r in LEGACY], ids=[r[0] for r in LEGACY])
 def test_adapters_saved_before_the_save_id_keep_loading(tmp_path, edit, expected):
-    from metaprompt_hf.adapter_io import read_adapter
+    from metaprompt_hf.adapters.files import read_adapter
 
     folder = tmp_path / "metaprompt-mini"
     shutil.copytree(EMBEDDED_ADAPTER, folder)
@@ -564,7 +564,7 @@ LINKS: list[tuple[str, object, Works | Refused]] = [
 def test_symlink_loops_in_dataset_folders_are_named(tmp_path, add, expected):
     from conftest import make_image_folder
 
-    from metaprompt_hf.data import DataError, load_image_classification
+    from metaprompt_hf.data.loading import DataError, load_image_classification
 
     root = make_image_folder(tmp_path / "data", domains=None, per_class=2, size=8)
     store = tmp_path / "store"
@@ -581,8 +581,8 @@ def test_symlink_loops_in_dataset_folders_are_named(tmp_path, add, expected):
 
 
 def test_symlink_loops_are_named_by_the_standard_layout_readers(tmp_path):
-    from metaprompt_hf.data import DataError
-    from metaprompt_hf.readers.common import visible
+    from metaprompt_hf.data.loading import DataError
+    from metaprompt_hf.data.readers.common import visible
 
     (tmp_path / "a").mkdir()
     os.symlink(".", tmp_path / "loop")

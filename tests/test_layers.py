@@ -18,44 +18,31 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 # The library: a model, its adapters and their files, Hub I/O and the model card, the pipeline, and their leaves.
 CORE = (
-    "configuration_metaprompt",
     "backbones",
-    "injection",
-    "modeling_metaprompt",
+    "modeling",
     "adapters",
-    "adapter_io",
     "hub",
-    "pipelines",
-    "outputs",
-    "losses",
     "inputs",
-    "images",
-    "templates",
+    "pipelines",
+    "embedded",
     "constants",
     "utils",
-    "frozen_base",
-    "embedded",
-    "results",
+    "validation",
     "plugins",
 )
 # What trains and evaluates: everything the core must never reach.
 TRAINING = (
+    "methods",
     "protocols",
-    "evaluation",
-    "scoring",
     "training",
     "data",
-    "dataset_images",
-    "batches",
-    "readers",
-    "methods",
     "meta",
     "episodes",
-    "miniworld",
+    "scoring",
+    "evaluation",
     "metrics",
+    "miniworld",
     "download",
-    "dataset_sources",
-    "extraction",
     "export_dataset",
 )
 
@@ -166,8 +153,8 @@ def test_no_import_cycle() -> None:
 def test_the_graph_sees_function_level_and_relative_imports() -> None:
     """The parser itself: a relative import inside a function is an edge (else the checks above prove little)."""
     graph = import_graph()
-    assert f"{PACKAGE}.configuration_metaprompt" in graph[f"{PACKAGE}.modeling_metaprompt"]
-    assert f"{PACKAGE}.backbones" in graph[f"{PACKAGE}.modeling_metaprompt"]
+    assert f"{PACKAGE}.modeling.configuration_metaprompt" in graph[f"{PACKAGE}.modeling.modeling_metaprompt"]
+    assert f"{PACKAGE}.backbones" in graph[f"{PACKAGE}.modeling.modeling_metaprompt"]
     # `from .. import miniworld` inside a function of protocols/run.py
     assert f"{PACKAGE}.miniworld" in graph[f"{PACKAGE}.protocols.run"]
 

@@ -2,17 +2,17 @@
 IEEE TIP 2024) as a PEFT-style adapter around transformers' CLIPModel."""
 
 from .backbones import get_backbone, register_backbone
-from .configuration_metaprompt import CONFIG_NAME, MetaPromptConfig
 from .constants import __version__
-from .losses import asymmetric_contrastive_loss, coupled_logits
-from .modeling_metaprompt import (
+from .inputs.templates import templates_for_dataset
+from .modeling.configuration_metaprompt import CONFIG_NAME, MetaPromptConfig
+from .modeling.losses import asymmetric_contrastive_loss, coupled_logits
+from .modeling.modeling_metaprompt import (
     WEIGHTS_NAME,
     MetaPromptModel,
     MetaPromptOutput,
     get_metaprompt_model,
 )
 from .pipelines import pipeline, register_pipeline
-from .templates import templates_for_dataset
 
 # `transformers.pipeline("zero-shot-image-classification", model=<MetaPromptModel>)` works once the package is
 # imported; other models keep transformers' own pipeline (see pipelines.py).

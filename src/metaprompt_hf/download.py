@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DataError
-from .dataset_sources import DEFAULT_REPO_ID, DEFAULT_REPO_TYPE, NOT_DOWNLOADABLE, SOURCES, DatasetSource
-from .extraction import ExtractionError, ExtractionLimits, is_complete, read_marker, safe_extract
-from .readers import FOLDERS, load_standard
+from .data.extraction import ExtractionError, ExtractionLimits, is_complete, read_marker, safe_extract
+from .data.loading import DataError
+from .data.readers import FOLDERS, load_standard
+from .data.sources import DEFAULT_REPO_ID, DEFAULT_REPO_TYPE, NOT_DOWNLOADABLE, SOURCES, DatasetSource
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _fetch(
 def _expected_sha256(name: str, source: DatasetSource, path: str, default_repo: bool) -> tuple[str, str]:
     """(digest, what it is) the downloaded archive must match."""
     if default_repo and source.sha256:
-        return source.sha256, "recorded in metaprompt_hf.dataset_sources"
+        return source.sha256, "recorded in metaprompt_hf.data.sources"
     blob = os.path.basename(os.path.realpath(path))  # the cache names an LFS blob by the sha256 the Hub reported
     if _SHA256.match(blob):
         return blob, "reported by the Hub for the LFS file"
@@ -196,7 +196,7 @@ def _validate(name: str, staged: Path) -> None:
 
 def _layout_probe(name: str) -> str:
     """A file or folder at the top of the dataset's layout, to recognise an archive without a wrapping folder."""
-    from .readers.coop import SPLIT_FILE_DATASETS
+    from .data.readers.coop import SPLIT_FILE_DATASETS
 
     if name in SPLIT_FILE_DATASETS:
         return SPLIT_FILE_DATASETS[name][2]

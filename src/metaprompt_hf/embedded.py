@@ -11,7 +11,7 @@ from typing import Any
 
 from .backbones import resolve_base_model
 from .constants import ASSETS, EMBEDDED_ADAPTER, EMBEDDED_CLIP, EMBEDDED_NAME, WEIGHTS_NAME
-from .modeling_metaprompt import MetaPromptModel
+from .modeling.modeling_metaprompt import MetaPromptModel
 
 __all__ = ["ASSETS", "EMBEDDED_ADAPTER", "EMBEDDED_CLIP", "EMBEDDED_NAME", "load_default_model", "resolve_base_model"]
 

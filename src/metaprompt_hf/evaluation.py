@@ -5,8 +5,8 @@ aggregated over seeds (mean ± std) as JSON and Markdown, each protocol reportin
 
 from __future__ import annotations
 
+from .hub.results import harmonic_mean
 from .protocols.report import aggregate, markdown_table
-from .results import harmonic_mean
 from .scoring import METRICS_DIR, evaluate_set, load_metric
 
 __all__ = ["METRICS_DIR", "aggregate", "evaluate_set", "harmonic_mean", "load_metric", "markdown_table"]

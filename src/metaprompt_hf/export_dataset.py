@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DataError, ImageClassificationData
-from .dataset_sources import SOURCES
+from .data.loading import DataError, ImageClassificationData
+from .data.readers import READERS, load_standard
+from .data.readers.exported import EXPORT_INFO_FILE
+from .data.sources import SOURCES
 from .protocols import prepare_protocol
-from .readers import READERS, load_standard
-from .readers.exported import EXPORT_INFO_FILE
 from .utils import atomic_write_json, temporary_sibling
 
 logger = logging.getLogger(__name__)

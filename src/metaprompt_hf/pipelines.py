@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
-from .modeling_metaprompt import MetaPromptModel
+from .modeling.modeling_metaprompt import MetaPromptModel
 
 TASK = "zero-shot-image-classification"
 

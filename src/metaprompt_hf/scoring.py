@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from .batches import ImageDataset, collate
-from .data import DataError
+from .data.batches import ImageDataset, collate
+from .data.loading import DataError
 
 if TYPE_CHECKING:
     from .protocols import EvalSet

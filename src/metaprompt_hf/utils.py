@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .constants import LIBRARY_NAME, TMP_FOLDER_INFIX
-from .hub_cache import diagnose_cache
+from .hub.cache import diagnose_cache
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from ..constants import EMBEDDED_CLIP, EMBEDDED_NAME
-from ..hub_cache import diagnose_cache
+from ..hub.cache import diagnose_cache
 from .base import DualEncoderBackbone
 from .clip import CLIPBackbone
 from .siglip import SiglipBackbone

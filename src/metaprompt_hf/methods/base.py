@@ -29,9 +29,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..configuration_metaprompt import MetaPromptConfig
-from ..losses import adapter_loss
 from ..meta import MetaSettings
+from ..modeling.configuration_metaprompt import MetaPromptConfig
+from ..modeling.losses import adapter_loss
 
 __all__ = ["Method", "MethodConfig", "TrainerState", "parse_method_args"]
 

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from ..data import DataError, ImageClassificationData
-from ..dataset_images import with_decoded_images
+from ..data.images import with_decoded_images
+from ..data.loading import DataError, ImageClassificationData
 from ..episodes import class_split_episodes, domain_split_episodes
-from ..results import Metric, Report, combine_runs, sample_std
+from ..hub.results import Metric, Report, combine_runs, sample_std
 
 if TYPE_CHECKING:
     from ..episodes import Episode

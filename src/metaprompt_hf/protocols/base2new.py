@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data import DataError, ImageClassificationData
-from ..results import Metric, Report, combine_runs, harmonic_mean, mean, sample_std
+from ..data.loading import DataError, ImageClassificationData
+from ..hub.results import Metric, Report, combine_runs, harmonic_mean, mean, sample_std
 from ..scoring import evaluate_set
 from .base import (
     EvalSet,

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data import DataError, ImageClassificationData
-from ..results import Column, Metric, Report
+from ..data.loading import DataError, ImageClassificationData
+from ..hub.results import Column, Metric, Report
 from ..scoring import evaluate_set
 from .base import EvalSet, Protocol, ProtocolData, cap, check_common, eval_rows, sample_shots
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..results import group_runs
+from ..hub.results import group_runs
 from .registry import PROTOCOLS, get_protocol
 
 

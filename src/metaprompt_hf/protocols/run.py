@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..data import DataError, ImageClassificationData, load_image_classification
+from ..data.loading import DataError, ImageClassificationData, load_image_classification
+from ..data.readers import load_standard
+from ..data.readers.exported import export_info
+from ..inputs.templates import templates_for_dataset
 from ..methods import get_method
-from ..readers import load_standard
-from ..readers.exported import export_info
-from ..templates import templates_for_dataset
 from .base import ProtocolData, check_eval_sets
 from .registry import PROTOCOLS, get_protocol
 

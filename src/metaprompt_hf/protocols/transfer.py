@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..data import DataError, ImageClassificationData
-from ..results import Metric, Report
+from ..data.loading import DataError, ImageClassificationData
+from ..hub.results import Metric, Report
 from ..scoring import evaluate_set
 from .base import EvalSet, Protocol, ProtocolData, cap, check_common, class_groups, eval_rows, sample_shots
 

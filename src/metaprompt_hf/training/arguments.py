@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..configuration_metaprompt import INIT_STD_MAX, MetaPromptConfig
 from ..constants import EMBEDDED_NAME
-from ..dataset_sources import SOURCES
+from ..data.sources import SOURCES
 from ..meta import DEFAULT_META_STEP, META_SCALE_MAX, MetaSettings
 from ..methods import METHODS, Method, get_method, parse_method_args
+from ..modeling.configuration_metaprompt import INIT_STD_MAX, MetaPromptConfig
 from ..plugins import load_plugins
 from ..protocols import PROTOCOLS, get_protocol
 from ..validation import check_number
@@ -100,7 +100,7 @@ class DataArguments:
         default="miniworld:objects",
     )
     data_dir: str | None = _help(
-        "A DATA/ folder in the CoOp / Dassl layouts; --dataset_name is then one of metaprompt_hf.readers.READERS "
+        "A DATA/ folder in the CoOp / Dassl layouts; --dataset_name is then one of metaprompt_hf.data.readers.READERS "
         "(imagenet, caltech101, ..., pacs, vlcs, office_home, domainnet).",
         default=None,
     )

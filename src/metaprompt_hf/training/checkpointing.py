@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..constants import CHECKPOINT_PREFIX, WEIGHTS_NAME
-from ..modeling_metaprompt import MetaPromptModel
+from ..modeling.modeling_metaprompt import MetaPromptModel
 from ..utils import (
     UnreadableFileError,
     atomic_replace_dir,

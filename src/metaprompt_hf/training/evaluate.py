@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..embedded import resolve_base_model
-from ..modeling_metaprompt import MetaPromptModel
+from ..modeling.modeling_metaprompt import MetaPromptModel
 from ..protocols import evaluate_protocol, load_protocol_data
 from ..protocols.run import run_templates
 from .arguments import MetaPromptTrainingArguments

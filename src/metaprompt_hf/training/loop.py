@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
-from ..batches import FewShotBatchSampler, ImageDataset, TrainTransform, collate, processor_size
+from ..backbones import load_base_model, load_base_processor
+from ..data.batches import FewShotBatchSampler, ImageDataset, TrainTransform, collate, processor_size
 from ..embedded import resolve_base_model
+from ..inputs.text_fit import check_class_texts
 from ..methods import Method, TrainerState
-from ..modeling_metaprompt import MetaPromptModel, load_clip, load_processor
+from ..modeling.modeling_metaprompt import MetaPromptModel
 from ..protocols import ProtocolData, get_protocol
-from ..text_fit import check_class_texts
 from .arguments import MetaPromptTrainingArguments
 from .checkpointing import CHECKPOINT_PREFIX, CheckpointError, load_checkpoint, prune_checkpoints, save_checkpoint
 from .health import checked_update, divergence
@@ -57,9 +58,9 @@ def build_model(
     ViT-B/16 in code, or reuse one processor over many runs)."""
     base = resolve_base_model(args.base_model)
     if clip is None:
-        clip = load_clip(base, revision=args.base_model_revision, cache_dir=args.cache_dir)
+        clip = load_base_model(base, revision=args.base_model_revision, cache_dir=args.cache_dir)
     if processor is None:
-        processor = load_processor(base, revision=args.base_model_revision, cache_dir=args.cache_dir)
+        processor = load_base_processor(base, revision=args.base_model_revision, cache_dir=args.cache_dir)
     config = dataclasses.replace(
         args.adapter_config(templates), base_model_name_or_path=args.base_model, revision=args.base_model_revision
     )

@@ -28,15 +28,15 @@ from typing import Any
 
 import torch
 
-from ..batches import domain_counts
 from ..constants import MODEL_CARD_NAME
-from ..data import DataError
+from ..data.batches import domain_counts
+from ..data.loading import DataError
 from ..download import fetch_data
+from ..inputs.text_fit import TextTooLongError
 from ..methods import Method, TrainerState
-from ..modeling_metaprompt import MetaPromptModel
+from ..modeling.modeling_metaprompt import MetaPromptModel
 from ..protocols import ProtocolData, evaluate_protocol, format_results, load_protocol_data
 from ..protocols.run import run_templates
-from ..text_fit import TextTooLongError
 from ..utils import UnreadableFileError, atomic_write_json, atomic_write_text
 from .arguments import MetaPromptTrainingArguments, parse_args
 from .card import model_card_kwargs

@@ -8,7 +8,7 @@ import evaluate
 
 # The one definition of HM in the package; `evaluate.load` imports this script as a module of its own, and an
 # absolute import of the installed package works from there.
-from metaprompt_hf.results import harmonic_mean as _hm
+from metaprompt_hf.hub.results import harmonic_mean as _hm
 
 _DESCRIPTION = """Harmonic mean of base-class and new-class accuracy, 2*B*N/(B+N) (0 when both are 0), the summary
 number of the base-to-new protocol. Scale-free: fractions in give a fraction, percents give a percent."""
