@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import Method, MethodConfig
 from .baselines import IVLP, CoOp, ZeroShot
+from .kgcoop import KgCoOp
 from .metaprompt import (
     MetaPrompt,
     MetaPromptFaithful,
@@ -50,6 +51,7 @@ for _name, _cls in (
     ("zeroshot", ZeroShot),
     ("coop", CoOp),
     ("ivlp", IVLP),
+    ("kgcoop", KgCoOp),
     ("metaprompt_no_meta", MetaPromptNoMeta),
     ("metaprompt", MetaPrompt),
     ("metaprompt_second_order", MetaPromptSecondOrder),
