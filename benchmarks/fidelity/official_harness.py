@@ -80,9 +80,15 @@ def import_official(folder: Path, trainer_file: str, module_name: str) -> tuple[
 
     for p in placeholders:
         del sys.modules[p]
-    spec = importlib.util.spec_from_file_location(module_name, folder / "trainers" / trainer_file)
+    # `trainers` as a bare package (its __init__, which imports every trainer, is not run), so that the trainer's
+    # relative imports (e.g. `.imagenet_templates`) resolve inside the official tree.
+    package = types.ModuleType("trainers")
+    package.__path__ = [str(folder / "trainers")]
+    sys.modules["trainers"] = package
+    name = f"trainers.{module_name}"
+    spec = importlib.util.spec_from_file_location(name, folder / "trainers" / trainer_file)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return clip, module
 

@@ -21,6 +21,7 @@ from .metaprompt import (
     MetaPromptNoMeta,
     MetaPromptSecondOrder,
 )
+from .promptsrc import PromptSRC
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -52,6 +53,7 @@ for _name, _cls in (
     ("coop", CoOp),
     ("ivlp", IVLP),
     ("kgcoop", KgCoOp),
+    ("promptsrc", PromptSRC),
     ("metaprompt_no_meta", MetaPromptNoMeta),
     ("metaprompt", MetaPrompt),
     ("metaprompt_second_order", MetaPromptSecondOrder),
