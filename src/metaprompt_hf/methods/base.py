@@ -11,8 +11,9 @@ A method is an object, registered PEFT-style under its `--method` name (`methods
 - its loss (`loss`), computed from the model's output: the model returns features and logits, the method decides
   what to descend;
 - its meta step (`meta`: none, or the `MetaSettings` fields it fixes);
-- optional hooks the training loop calls after each optimizer step, at the end of each epoch and at the end of
-  training (`on_step_end`, `on_epoch_end`, `on_train_end`), e.g. to average prompts over epochs.
+- optional hooks: when a training step is built (`on_train_begin`, with the class names), after each optimizer
+  step, at the end of each epoch and at the end of training (`on_step_end`, `on_epoch_end`, `on_train_end`), e.g. to
+  average prompts over epochs.
 
 Methods sit between the library core (the model, adapters, Hub I/O) and the training side: they import the core,
 the training side imports them, and the core never imports a method.
@@ -216,6 +217,10 @@ class Method:
         return adapter_loss(output, labels, model.config.coupled_branches)
 
     # ------------------------------------------------------------------ hooks (default: nothing)
+    def on_train_begin(self, model: Any, class_names: Sequence[str]) -> None:
+        """When a `TrainingStep` is built: the model and the training class names its losses index (e.g. to
+        precompute frozen class features a regulariser compares with)."""
+
     def on_step_end(self, state: TrainerState) -> None:
         """After every optimizer step (and the meta step), before checkpointing."""
 

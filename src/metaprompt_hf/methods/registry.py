@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import Method, MethodConfig
 from .baselines import IVLP, CoOp, ZeroShot
+from .kgcoop import KgCoOp
 from .metaprompt import (
     MetaPrompt,
     MetaPromptFaithful,
@@ -20,6 +21,7 @@ from .metaprompt import (
     MetaPromptNoMeta,
     MetaPromptSecondOrder,
 )
+from .promptsrc import PromptSRC
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -50,6 +52,8 @@ for _name, _cls in (
     ("zeroshot", ZeroShot),
     ("coop", CoOp),
     ("ivlp", IVLP),
+    ("kgcoop", KgCoOp),
+    ("promptsrc", PromptSRC),
     ("metaprompt_no_meta", MetaPromptNoMeta),
     ("metaprompt", MetaPrompt),
     ("metaprompt_second_order", MetaPromptSecondOrder),

@@ -161,6 +161,7 @@ class TrainingStep:
             raise ValueError("source_domains: the DG meta step (target='vision') needs the run's source domain ids")
         self._window: list[dict[str, Any]] = []
         self._losses: list[torch.Tensor] = []
+        self.method.on_train_begin(model, self.class_names)
 
     # ------------------------------------------------------------------ pieces
     @property
