@@ -1,7 +1,7 @@
 """Record reference numbers from the OFFICIAL KgCoOp code (htyao89/KgCoOp, `KgCoOp/trainers/kgcoop.py`) on the
 fidelity suite's tiny CLIP, CPU, fp32: the eval-mode logits for a few images and class names with non-trivial
 context vectors, and one `forward_backward` (loss, knowledge term, gradient, updated context, momentum) from that
-state. `tests/test_fidelity_kgcoop.py` checks the package against the numbers; the provenance is in
+state. `tests/methods/test_fidelity_kgcoop.py` checks the package against the numbers; the provenance is in
 `tests/fixtures/fidelity_kgcoop/PROVENANCE.md`.
 
     python benchmarks/fidelity/record_kgcoop.py --output_dir tests/fixtures/fidelity_kgcoop

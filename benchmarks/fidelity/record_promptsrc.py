@@ -2,7 +2,7 @@
 its IVLP `clip/model.py`) on the fidelity suite's tiny CLIP, CPU: the eval-mode logits for a few images and class
 names with non-trivial prompts, one `forward_backward` (every loss term, gradients, updated prompts, momentum) from
 that state, and three one-batch epochs with Gaussian prompt aggregation (the prompts after each epoch and the
-aggregate the trainer loads at the end). `tests/test_fidelity_promptsrc.py` checks the package against them;
+aggregate the trainer loads at the end). `tests/methods/test_fidelity_promptsrc.py` checks the package against them;
 provenance in `tests/fixtures/fidelity_promptsrc/PROVENANCE.md`.
 
     python benchmarks/fidelity/record_promptsrc.py --output_dir tests/fixtures/fidelity_promptsrc

@@ -166,7 +166,7 @@ def diversity_features(model: Any, class_names: Sequence[str], templates: Sequen
     (the official `fixed_embeddings`; the model's own template ensemble normalises each template first)."""
     total = None
     for template in templates:
-        rows = model._tokenize(model._template_strings(class_names, template), check_placeholders=False)
+        rows = model._tokenize(class_names, check_placeholders=False, template=template)
         feats = model._encode_ids_chunked(rows, None, normalize=False)
         total = feats if total is None else total + feats
     return F.normalize(total / len(templates), dim=-1)

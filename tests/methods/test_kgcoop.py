@@ -1,5 +1,5 @@
 """`--method kgcoop` (docs/methods/kgcoop.md): its knob, its loss, and a run through `examples/train.py` that saves,
-reloads and predicts. Fidelity to the official code is in tests/test_fidelity_kgcoop.py."""
+reloads and predicts. Fidelity to the official code is in tests/methods/test_fidelity_kgcoop.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from metaprompt_hf.methods import get_method
 from metaprompt_hf.methods.kgcoop import KgCoOpConfig
 from metaprompt_hf.testing import tiny_clip
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = ["red apple", "blue sky", "green leaf", "black cat"]
 
 

@@ -20,14 +20,15 @@ import torch
 from safetensors.torch import load_file
 
 from metaprompt_hf import MetaPromptModel
+from metaprompt_hf.backbones import load_base_model as load_clip
+from metaprompt_hf.backbones import load_base_processor as load_processor
 from metaprompt_hf.methods import get_method
-from metaprompt_hf.modeling_metaprompt import load_clip, load_processor
 from metaprompt_hf.training.step import TrainingStep
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REF = FIXTURES / "fidelity_kgcoop"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
-PACKAGE_TOKENIZER = Path(__file__).resolve().parents[1] / "src" / "metaprompt_hf" / "assets" / "mini-clip"
+PACKAGE_TOKENIZER = Path(__file__).resolve().parents[2] / "src" / "metaprompt_hf" / "assets" / "mini-clip"
 
 
 WORST: dict[str, float] = {}  # check → worst |diff|, printed with `-s`

@@ -1,5 +1,5 @@
 """`--method promptsrc` (docs/methods/promptsrc.md): its knobs, its loss, Gaussian prompt aggregation in the hooks,
-and runs that save, reload and predict. Fidelity to the official code is in tests/test_fidelity_promptsrc.py."""
+and runs that save, reload and predict. Fidelity to the official code is in tests/methods/test_fidelity_promptsrc.py."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from metaprompt_hf.methods.promptsrc import (
 from metaprompt_hf.testing import tiny_clip
 from metaprompt_hf.training import MetaPromptTrainingArguments, parse_args, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = ["red apple", "blue sky", "green leaf", "black cat"]
 
 
@@ -80,7 +80,7 @@ def test_the_loss_is_the_documented_formula():
         x_tilde, x = model.encode_image(pixel_values), model.encode_frozen_image(pixel_values)
         t = model.encode_text(NAMES)
         # h̄: the 60 templates' features averaged before normalisation
-        feats = [model._text_features(model._pad(model._tokenize([tpl.format(n) for n in NAMES], False)), None, False)
+        feats = [model._text_features(model._pad(model._tokenize(NAMES, False, template=tpl)), None, False)
                  for tpl in DIVERSITY_TEMPLATES]  # fmt: skip
         h = F.normalize(torch.stack(feats).mean(0), dim=-1)
     s = model.logit_scale
