@@ -141,6 +141,66 @@ def test_a_class_from_a_module_that_is_not_installed_is_never_imported(tmp_path)
     assert stub.__dict__["_stub"]["state"] == {"successor": None, "cons_lr": 1e-5}
 
 
+class _Reduces:
+    def __init__(self, func, args, state=None) -> None:
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+class _FakeStorage:
+    numel = 4
+
+
+class _CraftingPickler(pickle.Pickler):
+    """Writes what `torch.save` would, by hand: storages as persistent ids, tensors as `_rebuild_tensor_v2`."""
+
+    def persistent_id(self, obj):
+        return ("storage", torch.FloatStorage, "0", "cpu", obj.numel) if isinstance(obj, _FakeStorage) else None
+
+
+def _unpickle_crafted(obj) -> tuple:
+    import io
+
+    from metaprompt_hf.checkpoints import RestrictedUnpickler
+    from metaprompt_hf.checkpoints.safe_unpickle import _StorageRef
+
+    buf = io.BytesIO()
+    _CraftingPickler(buf, protocol=2).dump(obj)
+    unpickler = RestrictedUnpickler(io.BytesIO(buf.getvalue()), lambda key, dtype, n: _StorageRef(key, dtype, n))
+    return unpickler.load(), unpickler.stubbed
+
+
+def test_crafted_pickles_reach_no_callable_outside_the_allow_list(tmp_path):
+    marker = tmp_path / "pwned"
+    code = f"open({str(marker)!r}, 'w').write('x')"
+    payload = [
+        _Reduces(eval, (code,)),
+        _Reduces(exec, (code,)),
+        _Reduces(__import__, ("antigravity",)),
+        _Reduces(getattr, (Path, "touch")),
+    ]
+    loaded, stubbed = _unpickle_crafted(payload)
+    assert not marker.exists() and "antigravity" not in sys.modules
+    assert all(isinstance(x, Stub) for x in loaded)
+    assert {"builtins.eval", "builtins.exec", "builtins.__import__", "builtins.getattr"} <= stubbed
+    # protocol 2 reaches a method through getattr(Path, "touch"): the stub of getattr is not callable
+    with pytest.raises(TypeError, match="'getattr' object is not callable"):
+        _unpickle_crafted(_Reduces(Path.touch, (marker,)))
+    assert not marker.exists()
+
+    # a tensor view past the end of its storage is refused before anything is read
+    rebuild = torch._utils._rebuild_tensor_v2
+    with pytest.raises(pickle.UnpicklingError, match="reads past its storage of 4 elements"):
+        _unpickle_crafted(_Reduces(rebuild, (_FakeStorage(), 2, (3,), (1,), False, OrderedDict())))
+    ok, _ = _unpickle_crafted(_Reduces(rebuild, (_FakeStorage(), 1, (3,), (1,), False, OrderedDict())))
+    assert isinstance(ok, TensorRef) and ok.shape == (3,) and ok.offset == 1
+    # a pickle may not rewrite a tensor record after it was checked (BUILD on it)
+    with pytest.raises(pickle.UnpicklingError, match="set the state of a TensorRef"):
+        _unpickle_crafted(_Reduces(rebuild, (_FakeStorage(), 0, (1,), (1,), False, OrderedDict()), {"shape": (99,)}))
+
+
 def test_views_dtypes_and_shared_storage_are_rebuilt(tmp_path):
     base = torch.arange(24, dtype=torch.float32).view(4, 6)
     state = {

@@ -197,6 +197,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._storage = storage
         self.stubbed: set[str] = set()
+        self._stubs: dict[str, type[Stub]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
@@ -209,8 +210,11 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _DTYPE_NAMES:
             return getattr(torch, name)  # a dtype value (pickled by name), not a callable
         qualified = f"{module}.{name}"
-        self.stubbed.add(qualified)
-        return type(name if name.isidentifier() else "Stub", (Stub,), {"stub_of": qualified, "__module__": __name__})
+        if qualified not in self._stubs:
+            self.stubbed.add(qualified)
+            label = name if name.isidentifier() else "Stub"
+            self._stubs[qualified] = type(label, (Stub,), {"stub_of": qualified, "__module__": __name__})
+        return self._stubs[qualified]
 
     def persistent_load(self, pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
@@ -281,9 +285,12 @@ class CheckpointReader:
     def tensor(self, ref: TensorRef) -> torch.Tensor:
         base = self._bases.get(ref.storage.entry)
         if base is None:
-            data = bytearray(self._zip.read(ref.storage.entry))
             n = ref.storage.numel * torch.empty((), dtype=ref.dtype).element_size()
-            base = torch.frombuffer(data[:n], dtype=ref.dtype) if n else torch.empty(0, dtype=ref.dtype)
+            with self._zip.open(ref.storage.entry) as f:  # only the bytes the storage declares
+                data = bytearray(f.read(n))
+            if len(data) != n:
+                raise CheckpointError(f"{self.path}: {ref.storage.entry} holds {len(data)} bytes, {n} expected")
+            base = torch.frombuffer(data, dtype=ref.dtype) if n else torch.empty(0, dtype=ref.dtype)
             self._bases[ref.storage.entry] = base
         return base.as_strided(ref.shape, ref.stride, ref.offset).clone()
 
