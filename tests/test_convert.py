@@ -338,10 +338,14 @@ def test_ivlp_checkpoint_puts_each_layer_in_its_row(tmp_path, tiny_clip_dir, cap
     config = model.adapters["default"].config
     assert (config.text_depth, config.n_ctx, config.vision_depth, config.n_pro) == (2, 2, 2, 3)
     assert not config.coupled_branches and config.templates == ["a centered satellite photo of {}"]
+    # layer-0 text context as stored; the VPT prompts rounded to fp16, as the official forward casts them
     assert torch.equal(model.text_prompts[0], state["prompt_learner.ctx"])
-    assert torch.equal(model.text_prompts[1], state["text_encoder.transformer.resblocks.1.VPT_shallow"])
-    assert torch.equal(model.vision_prompts[0], state["image_encoder.VPT"])
-    assert torch.equal(model.vision_prompts[1], state["image_encoder.transformer.resblocks.1.VPT_shallow"])
+    assert not torch.equal(state["prompt_learner.ctx"], state["prompt_learner.ctx"].half().float())
+    fp16 = lambda key: state[key].half().float()  # noqa: E731
+    assert torch.equal(model.text_prompts[1], fp16("text_encoder.transformer.resblocks.1.VPT_shallow"))
+    assert torch.equal(model.vision_prompts[0], fp16("image_encoder.VPT"))
+    assert torch.equal(model.vision_prompts[1], fp16("image_encoder.transformer.resblocks.1.VPT_shallow"))
+    assert "rounded to fp16 as the official forward does: 3 keys" in report
 
 
 def test_coop_prompt_learner_checkpoint(tmp_path, tiny_clip_dir):
@@ -438,7 +442,9 @@ def test_promptsrc_layout_takes_the_ivlp_prompts_and_drops_the_teacher(tmp_path)
         _refs(tmp_path, state), OFFICIAL_LAYOUTS["promptsrc"], TINY, method="promptsrc", base="b", source="s"
     )
     assert found.tensors["text_prompts"].shape == (3, 2, 32) and found.tensors["vision_prompts"].shape == (2, 3, 48)
-    assert torch.equal(found.tensors["text_prompts"][2], state["text_encoder.transformer.resblocks.2.VPT_shallow"])
+    deep = state["text_encoder.transformer.resblocks.2.VPT_shallow"]
+    assert torch.equal(found.tensors["text_prompts"][2], deep.half().float())
+    assert torch.equal(found.tensors["text_prompts"][0], state["prompt_learner.ctx"])
     assert len(found.dropped["the frozen zero-shot image encoder (the teacher)"]) == 2
     if "promptsrc" not in METHODS:  # the method is added separately; until then the command says so
         ckpt = save_dassl(tmp_path / "p.pth", state)

@@ -81,6 +81,7 @@ class ConversionReport:
     shapes: dict[str, tuple[int, ...]]
     taken: dict[str, list[str]]
     dropped: dict[str, list[str]]
+    rounded: list[str]
     stubbed: list[str]
     source: str
     verified: str
@@ -92,6 +93,10 @@ class ConversionReport:
             out.append(f"  took {key} {self.shapes[key]} from {shown}")
         for reason, keys in self.dropped.items():
             out.append(f"  dropped {len(keys)} keys, {reason}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}")
+        if self.rounded:
+            out.append(
+                f"  rounded to fp16 as the official forward does: {len(self.rounded)} keys ({self.rounded[0]} …)"
+            )
         if self.stubbed:
             out.append(f"  not built (inert stubs, never called): {', '.join(sorted(self.stubbed))}")
         return out
@@ -168,6 +173,7 @@ def convert_checkpoint(
         shapes={k: tuple(v.shape) for k, v in found.tensors.items()},
         taken=found.taken,
         dropped=found.dropped,
+        rounded=found.rounded,
         stubbed=sorted(reader.stubbed),
         source=layout.source,
         verified=layout.verified,
@@ -207,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         report = convert_checkpoint(args)
-    except (CheckpointError, ValueError, FileExistsError) as err:
+    except (CheckpointError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n".join(report.lines()))

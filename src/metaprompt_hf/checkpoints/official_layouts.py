@@ -53,6 +53,9 @@ class CheckpointLayout:
     vision: PromptKeys | None
     dropped: tuple[tuple[str, str], ...] = ()  # (regex on the key, reason) besides the token buffers
     verified: str = ""
+    # Keys whose values the official forward casts to fp16 whatever the run's precision: rounded the same way, so
+    # the adapter computes with the values the official model computed with.
+    fp16_in_forward: str | None = None
 
 
 _METAPROMPT_URL = "https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/ca996074f789f67c8f8dde1c38a8da9a6c614e90"
@@ -99,6 +102,7 @@ IVLP = CheckpointLayout(
     text=PromptKeys(first="prompt_learner.ctx", deeper="text_encoder.transformer.resblocks.{i}.VPT_shallow"),
     vision=PromptKeys(first="image_encoder.VPT", deeper="image_encoder.transformer.resblocks.{i}.VPT_shallow"),
     verified=_CODE_READ,
+    fp16_in_forward=r"(^|\.)VPT(_shallow)?$",  # `.half()` in clip/model.py#L238, #L249, #L405
 )
 PROMPTSRC = CheckpointLayout(
     source=f"{_PROMPTSRC_URL}/trainers/promptsrc.py#L72-L138",
@@ -108,6 +112,7 @@ PROMPTSRC = CheckpointLayout(
     vision=PromptKeys(first="image_encoder.VPT", deeper="image_encoder.transformer.resblocks.{i}.VPT_shallow"),
     dropped=((r"^prompt_learner\.ZS_image_encoder\.", "the frozen zero-shot image encoder (the teacher)"),),
     verified=_CODE_READ,
+    fp16_in_forward=r"(^|\.)VPT(_shallow)?$",  # `.half()` in clip/model.py#L238, #L249, #L407
 )
 
 OFFICIAL_LAYOUTS: dict[str, CheckpointLayout] = {
@@ -127,11 +132,12 @@ OFFICIAL_LAYOUTS: dict[str, CheckpointLayout] = {
 @dataclasses.dataclass
 class Extraction:
     """The prompts found in a state dict: adapter key → `(depth, tokens, width)` float32 tensor, the official keys
-    each was built from, and every dropped key by reason."""
+    each was built from, every dropped key by reason, and the keys rounded to fp16 as the official forward does."""
 
     tensors: dict[str, torch.Tensor]
     taken: dict[str, list[str]]
     dropped: dict[str, list[str]]
+    rounded: list[str] = dataclasses.field(default_factory=list)
 
 
 def find_state_dict(checkpoint: Any, source: str) -> dict[str, TensorRef]:
@@ -154,6 +160,11 @@ def _shape_error(source: str, key: str, got: tuple[int, ...], want: str, method:
     )
 
 
+def _read(ref: TensorRef, key: str, fp16: re.Pattern | None) -> torch.Tensor:
+    value = ref.materialize()
+    return (value.half() if fp16 is not None and fp16.search(key) else value).float()
+
+
 def _branch(
     state: Mapping[str, TensorRef],
     keys: PromptKeys,
@@ -161,6 +172,7 @@ def _branch(
     layers: int,
     what: str,
     context: tuple[str, str, str],
+    fp16: re.Pattern | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
     """One branch's prompts as `(depth, tokens, width)` and the keys read; shapes checked before any read."""
     source, method, base = context
@@ -176,7 +188,7 @@ def _branch(
         got = tuple(ref.shape)
         if len(got) != 3 or got[2] != width or not 1 <= got[0] <= layers or got[1] < 1:
             raise _shape_error(source, first, got, f"(depth <= {layers}, tokens, {width})", method, base)
-        return ref.materialize().float(), [first]
+        return _read(ref, first, fp16), [first]
     names = [first]
     if keys.deeper:
         i = 1
@@ -197,7 +209,7 @@ def _branch(
             raise _shape_error(source, name, got, want, method, base)
     if len(names) > layers:
         raise CheckpointError(f"{source}: {what} prompts for {len(names)} layers, but base model {base} has {layers}")
-    return torch.stack([state[n].materialize().float() for n in names]), names
+    return torch.stack([_read(state[n], n, fp16) for n in names]), names
 
 
 def extract_prompts(
@@ -221,6 +233,7 @@ def extract_prompts(
     learned-looking key that this method's layout does not take.
     """
     context = (source, method, base)
+    fp16 = re.compile(layout.fp16_in_forward) if layout.fp16_in_forward else None
     tensors: dict[str, torch.Tensor] = {}
     taken: dict[str, list[str]] = {}
     for name, keys, width, layers in (
@@ -228,8 +241,11 @@ def extract_prompts(
         ("vision", layout.vision, dims["vision_hidden_size"], dims["vision_num_layers"]),
     ):
         if keys is not None:
-            tensors[f"{name}_prompts"], taken[f"{name}_prompts"] = _branch(state, keys, width, layers, name, context)
+            tensors[f"{name}_prompts"], taken[f"{name}_prompts"] = _branch(
+                state, keys, width, layers, name, context, fp16
+            )
     used = {k for names in taken.values() for k in names}
+    rounded = sorted(k for k in used if fp16 is not None and fp16.search(k))
     rules = [(re.compile(p), reason) for p, reason in (_TOKEN_BUFFERS, *layout.dropped)]
     dropped: dict[str, list[str]] = {}
     unexplained = []
@@ -248,4 +264,4 @@ def extract_prompts(
             f"{source}: learned-looking tensors that {method} does not use: {unexplained[:8]}; "
             f"the checkpoint is probably another method's (official layout: {layout.source})"
         )
-    return Extraction(tensors, taken, dropped)
+    return Extraction(tensors, taken, dropped, rounded)
