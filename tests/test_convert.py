@@ -463,3 +463,16 @@ def test_every_layout_agrees_with_its_registered_method(name):
     if method.text_depth == 1:
         assert layout.text.stacked is None and layout.text.deeper is None
     assert layout.source.startswith("https://github.com/") and "/blob/" in layout.source and layout.verified
+
+
+def test_a_base_model_that_is_not_clip_is_refused(tmp_path, siglip_and_processor):
+    from metaprompt_hf.convert import ConvertArguments, convert_checkpoint
+
+    siglip, processor = siglip_and_processor
+    ckpt = save_dassl(tmp_path / "model.pth.tar-1", {"ctx": torch.zeros(2, 32)})
+    args = ConvertArguments("coop", ckpt, "tiny-siglip", str(tmp_path / "out"))
+    with pytest.raises(
+        CheckpointError, match="tiny-siglip is a siglip model; official coop checkpoints are trained on"
+    ):
+        convert_checkpoint(args, clip=siglip, processor=processor)
+    assert not (tmp_path / "out").exists()

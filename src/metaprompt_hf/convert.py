@@ -102,6 +102,10 @@ class ConversionReport:
         return out
 
 
+def _plain_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None  # never render a stub
+
+
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -135,6 +139,11 @@ def convert_checkpoint(
             clip = load_base_model(base_id, **hub)
             processor = processor or load_base_processor(base_id, **hub)
         backbone = get_backbone(clip)
+        if backbone.model_type != "clip":  # every official trainer here prompts OpenAI's CLIP (placeholder rows 1..n)
+            raise CheckpointError(
+                f"base_model: {args.base_model} is a {backbone.model_type} model; official {args.method} checkpoints "
+                f"are trained on OpenAI CLIP"
+            )
         dims = {
             "text_hidden_size": backbone.text_hidden_size,
             "vision_hidden_size": backbone.vision_hidden_size,
@@ -169,7 +178,7 @@ def convert_checkpoint(
         method=args.method,
         checkpoint=args.checkpoint,
         sha256=_sha256(args.checkpoint),
-        epoch=checkpoint.get("epoch") if isinstance(checkpoint, dict) else None,
+        epoch=_plain_int(checkpoint.get("epoch") if isinstance(checkpoint, dict) else None),
         shapes={k: tuple(v.shape) for k, v in found.tensors.items()},
         taken=found.taken,
         dropped=found.dropped,

@@ -81,7 +81,9 @@ COOP = CheckpointLayout(
     saved_model="prompt_learner/: the prompt learner only (trainers/coop.py#L248)",
     text=PromptKeys(first="ctx"),  # (N_CTX, d_text); (n_cls, N_CTX, d_text) with CSC, which the adapter lacks
     vision=None,
-    verified=_CODE_READ,
+    # The class token position ("end", the default and the adapter's; "middle" / "front") is in the run's config,
+    # not in the checkpoint, so a run with another position cannot be told apart here.
+    verified=_CODE_READ + "; assumes CLASS_TOKEN_POSITION 'end' (not recorded in the checkpoint)",
 )
 KGCOOP = CheckpointLayout(
     source=f"{_KGCOOP_URL}/trainers/kgcoop.py#L82-L172",
