@@ -348,6 +348,34 @@ def test_ivlp_checkpoint_puts_each_layer_in_its_row(tmp_path, tiny_clip_dir, cap
     assert "rounded to fp16 as the official forward does: 3 keys" in report
 
 
+OFFICIAL_IVLP = Path(__file__).parent / "fixtures" / "official_ivlp"
+
+
+def test_official_ivlp_checkpoint_converts_to_the_official_eval_logits(tmp_path, fidelity_clip_dir, capsys):
+    """The official IVLP model's state dict (recorded by tests/fixtures/official_ivlp/record.py): its prompt
+    values as recorded, the token buffers and the frozen CLIP under their recorded names and shapes (their values
+    are dropped, so zeros stand in), saved as Dassl does; the converted adapter gives the official eval logits."""
+    record = json.loads((OFFICIAL_IVLP / "official_ivlp.json").read_text())
+    ref = load_file(str(OFFICIAL_IVLP / "official_ivlp.safetensors"))
+    state = OrderedDict()
+    for key, shape, _dtype in record["state_dict_keys"]:
+        state[key] = ref[f"state.{key}"] if f"state.{key}" in ref else torch.zeros(()).expand(shape)
+    ckpt = save_dassl(tmp_path / "model.pth.tar-5", state)
+    out = tmp_path / "ivlp"
+    argv = ["--method", "ivlp", "--checkpoint", ckpt, "--base_model", fidelity_clip_dir, "--output_dir", str(out)]
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert "dropped 85 keys, the frozen base model" in report and "dropped 2 keys, fixed token buffers" in report
+    model = MetaPromptModel.from_pretrained(str(out)).eval()
+    config = model.adapters["default"].config
+    assert (config.text_depth, config.n_ctx, config.vision_depth, config.n_pro) == (2, 2, 3, 3)
+    with torch.no_grad():
+        logits = model(ref["images"], record["classnames"]).logits
+    diff = (logits - ref["logits"]).abs().max().item()
+    sys.__stdout__.write(f"\nivlp: max |converted - official| eval logits = {diff:.3g}\n")
+    assert diff <= 1e-4, f"converted adapter's eval logits differ from the official ones by {diff:.3g}"
+
+
 def test_coop_prompt_learner_checkpoint(tmp_path, tiny_clip_dir):
     g = torch.Generator().manual_seed(2)
     state = {
