@@ -10,6 +10,7 @@ logits (the tolerance of tests/test_fidelity.py: 1e-4).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -348,32 +349,73 @@ def test_ivlp_checkpoint_puts_each_layer_in_its_row(tmp_path, tiny_clip_dir, cap
     assert "rounded to fp16 as the official forward does: 3 keys" in report
 
 
-OFFICIAL_IVLP = Path(__file__).parent / "fixtures" / "official_ivlp"
+OFFICIAL_CHECKPOINTS = Path(__file__).parent / "fixtures" / "official_checkpoints"
 
 
-def test_official_ivlp_checkpoint_converts_to_the_official_eval_logits(tmp_path, fidelity_clip_dir, capsys):
-    """The official IVLP model's state dict (recorded by tests/fixtures/official_ivlp/record.py): its prompt
-    values as recorded, the token buffers and the frozen CLIP under their recorded names and shapes (their values
-    are dropped, so zeros stand in), saved as Dassl does; the converted adapter gives the official eval logits."""
-    record = json.loads((OFFICIAL_IVLP / "official_ivlp.json").read_text())
-    ref = load_file(str(OFFICIAL_IVLP / "official_ivlp.safetensors"))
+def official_checkpoint(tmp_path: Path, method: str) -> tuple[str, dict, dict[str, torch.Tensor]]:
+    """An official model's checkpoint rebuilt from tests/fixtures/official_checkpoints (recorded by its record.py):
+    the prompt values as recorded, every other key of the official state dict under its recorded name and shape
+    (token buffers, the frozen CLIP: their values are dropped, so zeros stand in), saved as Dassl does."""
+    record = json.loads((OFFICIAL_CHECKPOINTS / f"official_{method}.json").read_text())
+    ref = load_file(str(OFFICIAL_CHECKPOINTS / f"official_{method}.safetensors"))
     state = OrderedDict()
     for key, shape, _dtype in record["state_dict_keys"]:
         state[key] = ref[f"state.{key}"] if f"state.{key}" in ref else torch.zeros(()).expand(shape)
-    ckpt = save_dassl(tmp_path / "model.pth.tar-5", state)
+    return save_dassl(tmp_path / "model.pth.tar-5", state), record, ref
+
+
+def assert_official_logits(model: MetaPromptModel, record: dict, ref: dict, method: str) -> None:
+    with torch.no_grad():
+        logits = model.eval()(ref["images"], record["classnames"]).logits
+    diff = (logits - ref["logits"]).abs().max().item()
+    sys.__stdout__.write(f"\n{method}: max |converted - official| eval logits = {diff:.3g}\n")
+    assert diff <= 1e-4, f"converted adapter's eval logits differ from the official {method} ones by {diff:.3g}"
+
+
+def test_official_ivlp_checkpoint_converts_to_the_official_eval_logits(tmp_path, fidelity_clip_dir, capsys):
+    ckpt, record, ref = official_checkpoint(tmp_path, "ivlp")
     out = tmp_path / "ivlp"
     argv = ["--method", "ivlp", "--checkpoint", ckpt, "--base_model", fidelity_clip_dir, "--output_dir", str(out)]
     assert main(argv) == 0
     report = capsys.readouterr().out
     assert "dropped 85 keys, the frozen base model" in report and "dropped 2 keys, fixed token buffers" in report
-    model = MetaPromptModel.from_pretrained(str(out)).eval()
+    model = MetaPromptModel.from_pretrained(str(out))
     config = model.adapters["default"].config
     assert (config.text_depth, config.n_ctx, config.vision_depth, config.n_pro) == (2, 2, 3, 3)
-    with torch.no_grad():
-        logits = model(ref["images"], record["classnames"]).logits
-    diff = (logits - ref["logits"]).abs().max().item()
-    sys.__stdout__.write(f"\nivlp: max |converted - official| eval logits = {diff:.3g}\n")
-    assert diff <= 1e-4, f"converted adapter's eval logits differ from the official ones by {diff:.3g}"
+    assert_official_logits(model, record, ref, "ivlp")
+
+
+def test_official_promptsrc_checkpoint_gives_the_official_eval_logits(tmp_path, fidelity_clip_dir, capsys):
+    """PromptSRC's eval forward is IVLP's (the same modified CLIP), so its prompts on an IVLP adapter give the
+    official PromptSRC logits; the whole command runs once the `promptsrc` method is registered."""
+    ckpt, record, ref = official_checkpoint(tmp_path, "promptsrc")
+    checkpoint, reader = read_torch_checkpoint(ckpt)
+    dims = {"text_hidden_size": 64, "vision_hidden_size": 128, "text_num_layers": 3, "vision_num_layers": 3}
+    state = find_state_dict(checkpoint, ckpt)
+    found = extract_prompts(state, OFFICIAL_LAYOUTS["promptsrc"], dims, method="promptsrc", base="b", source=ckpt)
+    assert len(found.dropped["the frozen zero-shot image encoder (the teacher)"]) == 44
+    with pytest.raises(CheckpointError, match="learned-looking tensors that ivlp does not use.*ZS_image_encoder"):
+        extract_prompts(state, OFFICIAL_LAYOUTS["ivlp"], dims, method="ivlp", base="b", source=ckpt)
+    reader.close()
+    if "promptsrc" in METHODS:
+        argv = ["--method", "promptsrc", "--checkpoint", ckpt, "--base_model", fidelity_clip_dir]
+        assert main([*argv, "--output_dir", str(tmp_path / "src")]) == 0
+        model = MetaPromptModel.from_pretrained(str(tmp_path / "src"))
+    else:
+        model = MetaPromptModel.from_pretrained(str(_ivlp_adapter(tmp_path, fidelity_clip_dir, found.tensors)))
+    assert_official_logits(model, record, ref, "promptsrc")
+
+
+def _ivlp_adapter(tmp_path: Path, clip_dir: str, tensors: dict[str, torch.Tensor]) -> Path:
+    from metaprompt_hf.modeling_metaprompt import load_clip, load_processor
+
+    text, vision = tensors["text_prompts"], tensors["vision_prompts"]
+    config = get_method("ivlp").adapter_config(["a photo of a {}"], n_ctx=text.shape[1], n_pro=vision.shape[1])
+    config = dataclasses.replace(config, text_depth=text.shape[0], vision_depth=vision.shape[0])
+    model = MetaPromptModel(load_clip(clip_dir), config, load_processor(clip_dir))
+    model.load_prompt_state_dict(tensors)
+    model.save_pretrained(tmp_path / "as_ivlp")
+    return tmp_path / "as_ivlp"
 
 
 def test_coop_prompt_learner_checkpoint(tmp_path, tiny_clip_dir):

@@ -103,7 +103,8 @@ IVLP = CheckpointLayout(
     # layer 0 in the prompt learner; deeper layers in the modified CLIP's blocks (clip/model.py#L191-L221, #L373-L378)
     text=PromptKeys(first="prompt_learner.ctx", deeper="text_encoder.transformer.resblocks.{i}.VPT_shallow"),
     vision=PromptKeys(first="image_encoder.VPT", deeper="image_encoder.transformer.resblocks.{i}.VPT_shallow"),
-    verified=_CODE_READ,
+    verified=f"{_CODE_READ}; end to end against a state dict and eval logits recorded from the official code on a "
+    "tiny CLIP (tests/fixtures/official_checkpoints)",
     fp16_in_forward=r"(^|\.)VPT(_shallow)?$",  # `.half()` in clip/model.py#L238, #L249, #L405
 )
 PROMPTSRC = CheckpointLayout(
@@ -113,7 +114,8 @@ PROMPTSRC = CheckpointLayout(
     text=PromptKeys(first="prompt_learner.ctx", deeper="text_encoder.transformer.resblocks.{i}.VPT_shallow"),
     vision=PromptKeys(first="image_encoder.VPT", deeper="image_encoder.transformer.resblocks.{i}.VPT_shallow"),
     dropped=((r"^prompt_learner\.ZS_image_encoder\.", "the frozen zero-shot image encoder (the teacher)"),),
-    verified=_CODE_READ,
+    verified=f"{_CODE_READ}; the key names and the prompts' eval logits against a state dict and logits recorded from "
+    "the official code on a tiny CLIP (tests/fixtures/official_checkpoints)",
     fp16_in_forward=r"(^|\.)VPT(_shallow)?$",  # `.half()` in clip/model.py#L238, #L249, #L407
 )
 
