@@ -402,20 +402,50 @@ def test_official_promptsrc_checkpoint_gives_the_official_eval_logits(tmp_path, 
         assert main([*argv, "--output_dir", str(tmp_path / "src")]) == 0
         model = MetaPromptModel.from_pretrained(str(tmp_path / "src"))
     else:
-        model = MetaPromptModel.from_pretrained(str(_ivlp_adapter(tmp_path, fidelity_clip_dir, found.tensors)))
+        model = _adapter_of(tmp_path, "ivlp", fidelity_clip_dir, found.tensors)
     assert_official_logits(model, record, ref, "promptsrc")
 
 
-def _ivlp_adapter(tmp_path: Path, clip_dir: str, tensors: dict[str, torch.Tensor]) -> Path:
+def test_official_kgcoop_checkpoint_gives_the_official_eval_logits(tmp_path, fidelity_clip_dir):
+    """KgCoOp saves its prompt learner only (ctx, the unused bias_vectors and meta_net, the token buffers); its
+    eval logits are CoOp's, so its ctx on a CoOp adapter gives them; the whole command runs once `kgcoop` is
+    registered."""
+    ckpt, record, ref = official_checkpoint(tmp_path, "kgcoop")
+    assert record["registered_model"] == "prompt_learner"
+    checkpoint, reader = read_torch_checkpoint(ckpt)
+    dims = {"text_hidden_size": 64, "vision_hidden_size": 128, "text_num_layers": 3, "vision_num_layers": 3}
+    state = find_state_dict(checkpoint, ckpt)
+    found = extract_prompts(state, OFFICIAL_LAYOUTS["kgcoop"], dims, method="kgcoop", base="b", source=ckpt)
+    reader.close()
+    dropped = sorted(k for keys in found.dropped.values() for k in keys)
+    assert dropped == [
+        "bias_vectors",
+        "meta_net.linear1.bias",
+        "meta_net.linear1.weight",
+        "token_prefix",
+        "token_suffix",
+    ]
+    if "kgcoop" in METHODS:
+        argv = ["--method", "kgcoop", "--checkpoint", ckpt, "--base_model", fidelity_clip_dir]
+        assert main([*argv, "--output_dir", str(tmp_path / "kg")]) == 0
+        model = MetaPromptModel.from_pretrained(str(tmp_path / "kg"))
+    else:
+        model = _adapter_of(tmp_path, "coop", fidelity_clip_dir, found.tensors)
+    assert_official_logits(model, record, ref, "kgcoop")
+
+
+def _adapter_of(tmp_path: Path, method: str, clip_dir: str, tensors: dict[str, torch.Tensor]) -> MetaPromptModel:
+    """The adapter of `method` holding `tensors`, saved and loaded back."""
     from metaprompt_hf.modeling_metaprompt import load_clip, load_processor
 
-    text, vision = tensors["text_prompts"], tensors["vision_prompts"]
-    config = get_method("ivlp").adapter_config(["a photo of a {}"], n_ctx=text.shape[1], n_pro=vision.shape[1])
-    config = dataclasses.replace(config, text_depth=text.shape[0], vision_depth=vision.shape[0])
-    model = MetaPromptModel(load_clip(clip_dir), config, load_processor(clip_dir))
+    text, vision = tensors["text_prompts"], tensors.get("vision_prompts")
+    n_pro = vision.shape[1] if vision is not None else 0
+    config = get_method(method).adapter_config(["a photo of a {}"], n_ctx=text.shape[1], n_pro=n_pro)
+    depth = {"text_depth": text.shape[0]} | ({"vision_depth": vision.shape[0]} if vision is not None else {})
+    model = MetaPromptModel(load_clip(clip_dir), dataclasses.replace(config, **depth), load_processor(clip_dir))
     model.load_prompt_state_dict(tensors)
-    model.save_pretrained(tmp_path / "as_ivlp")
-    return tmp_path / "as_ivlp"
+    model.save_pretrained(tmp_path / f"as_{method}")
+    return MetaPromptModel.from_pretrained(str(tmp_path / f"as_{method}"))
 
 
 def test_coop_prompt_learner_checkpoint(tmp_path, tiny_clip_dir):

@@ -95,7 +95,8 @@ KGCOOP = CheckpointLayout(
         # train (trainers/kgcoop.py#L268-L274).
         (r"^(bias_vectors|meta_net\..*)$", "initialised but unused by the official forward and never trained"),
     ),
-    verified=_CODE_READ,
+    verified=f"{_CODE_READ}; the key names and the context's eval logits (CoOp's) against a state dict and logits "
+    "recorded from the official code on a tiny CLIP (tests/fixtures/official_checkpoints)",
 )
 IVLP = CheckpointLayout(
     source=f"{_MAPLE_URL}/trainers/independentVL.py#L65-L114",
