@@ -372,6 +372,26 @@ def assert_official_logits(model: MetaPromptModel, record: dict, ref: dict, meth
     assert diff <= 1e-4, f"converted adapter's eval logits differ from the official {method} ones by {diff:.3g}"
 
 
+def test_recorded_official_metaprompt_state_dict_converts_to_its_eval_logits(tmp_path, fidelity_clip_dir, capsys):
+    """The whole official CustomCLIP's state dict (217 keys, trainers/meta.py), as recorded from the official code:
+    every key not a prompt is accounted for as the frozen CLIP, and the eval logits (z°) are the official ones."""
+    ckpt, record, ref = official_checkpoint(tmp_path, "metaprompt")
+    out = tmp_path / "mp"
+    argv = [
+        "--method",
+        "metaprompt",
+        "--checkpoint",
+        ckpt,
+        "--base_model",
+        fidelity_clip_dir,
+        "--output_dir",
+        str(out),
+    ]
+    assert main([*argv, "--template", "a photo of a {}"]) == 0  # the Caltech101 template of the recording
+    assert "dropped 215 keys, the frozen base model" in capsys.readouterr().out
+    assert_official_logits(MetaPromptModel.from_pretrained(str(out)), record, ref, "metaprompt (recorded state dict)")
+
+
 def test_official_ivlp_checkpoint_converts_to_the_official_eval_logits(tmp_path, fidelity_clip_dir, capsys):
     ckpt, record, ref = official_checkpoint(tmp_path, "ivlp")
     out = tmp_path / "ivlp"

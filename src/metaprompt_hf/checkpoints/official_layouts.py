@@ -74,7 +74,8 @@ METAPROMPT = CheckpointLayout(
     vision=PromptKeys(stacked="vision_prompt_learner.ctx"),  # (LAYERS, N_PRO, d_vision), trainers/meta.py#L85-L88
     dropped=((r"^vision_prompt_learner\.(visual|conv1|class_embedding|positional_embedding)(\.|$)", FROZEN_BASE),),
     verified=f"{_CODE_READ}; end to end against the official model's recorded prompts and eval logits "
-    "(tests/fixtures/fidelity)",
+    "(tests/fixtures/fidelity) and against a whole state dict and eval logits recorded from the official code on a "
+    "tiny CLIP (tests/fixtures/official_checkpoints)",
 )
 COOP = CheckpointLayout(
     source=f"{_COOP_URL}/trainers/coop.py#L96-L110",
