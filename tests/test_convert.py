@@ -392,6 +392,26 @@ def test_recorded_official_metaprompt_state_dict_converts_to_its_eval_logits(tmp
     assert_official_logits(MetaPromptModel.from_pretrained(str(out)), record, ref, "metaprompt (recorded state dict)")
 
 
+def test_python_dash_m_convert_writes_an_adapter(tmp_path, tiny_clip_dir):
+    """The command as a user runs it (a subprocess): exit 0 and an adapter folder (refusals: exit 2, tested above)."""
+    import subprocess
+
+    ckpt = save_dassl(
+        tmp_path / "model.pth.tar-50", {"ctx": torch.randn(4, 32), "token_prefix": torch.randn(3, 1, 32)}
+    )
+    cmd = [sys.executable, "-m", "metaprompt_hf.convert", "--method", "coop", "--checkpoint", ckpt]
+    cmd += ["--base_model", tiny_clip_dir]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*cmd, "--output_dir", str(tmp_path / "a")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "took text_prompts (1, 4, 32) from ctx" in done.stdout
+    assert sorted(os.listdir(tmp_path / "a")) == [
+        "README.md",
+        "metaprompt_config.json",
+        "metaprompt_model.safetensors",
+    ]
+
+
 def test_official_ivlp_checkpoint_converts_to_the_official_eval_logits(tmp_path, fidelity_clip_dir, capsys):
     ckpt, record, ref = official_checkpoint(tmp_path, "ivlp")
     out = tmp_path / "ivlp"
