@@ -70,7 +70,7 @@ _DTYPE_NAMES = {
     "double", "float", "half", "long", "int", "short",
 }  # fmt: skip
 _BUILTINS: dict[str, Any] = {"dict": dict, "list": list, "set": set, "frozenset": frozenset, "tuple": tuple}
-_MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a full ViT-L checkpoint is a few hundred KiB
+_MAX_PICKLE_BYTES = 64 << 20  # data.pkl holds names and tensor records only (the data lies in other entries)
 _STORAGE_KEY = re.compile(r"^[0-9A-Za-z_]{1,64}$")
 
 
