@@ -44,6 +44,8 @@ TRAINING = (
     "miniworld",
     "download",
     "export_dataset",
+    "checkpoints",
+    "convert",
 )
 
 
