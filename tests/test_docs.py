@@ -84,3 +84,16 @@ def test_reference_code_links_are_pinned() -> None:
     text = (DOCS / "method.md").read_text(encoding="utf-8")
     for url in re.findall(r"https://github\.com/[^\s)]+#L\d+", text):
         assert re.search(r"/blob/[0-9a-f]{40}/", url), url
+
+
+def test_every_file_the_architecture_names_exists() -> None:
+    """The module map and the extension recipes name real files (placeholders such as `<family>.py` aside), and the
+    from-outside recipes point at the toy plugin that tests/extensions/ trains with."""
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:src|tests|examples|benchmarks|spaces|docs)/[^`<>*\s]+?\.(?:py|md|yaml))`", text))
+    assert len(named) > 10
+    missing = sorted(p for p in named if not (ROOT / p).is_file())
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+    for module in ("methods", "protocols", "backbones", "modeling", "adapters", "hub", "inputs", "data", "training"):
+        assert (ROOT / "src" / "metaprompt_hf" / module).is_dir() and f"{module}/" in text, module
+    assert "tests/extensions/toy_plugin.py" in named
