@@ -113,6 +113,30 @@ def domain_folder(tmp_path_factory) -> str:
     return make_image_folder(root, drop={("sketch", "purple plum")})
 
 
+@pytest.fixture
+def run_args(tiny_clip_dir, domain_folder):
+    """`run_args(out, **overrides)`: a short training run on the tiny CLIP and the domain folder (3 steps of 4
+    images, 40 evaluation images)."""
+    from metaprompt_hf.training import MetaPromptTrainingArguments
+
+    def make(out, **overrides):
+        values = dict(
+            base_model=tiny_clip_dir,
+            dataset_name=domain_folder,
+            output_dir=str(out),
+            shots=4,
+            per_device_train_batch_size=4,
+            max_steps=3,
+            learning_rate=0.05,
+            warmup_epochs=0,
+            logging_steps=1,
+            max_eval_samples=40,
+        )
+        return MetaPromptTrainingArguments(**(values | overrides))
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def fake_data(tmp_path_factory) -> str:
     """DATA/ holding a generated fake of every standard benchmark layout (`data.readers.fakes`)."""

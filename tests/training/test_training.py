@@ -29,32 +29,16 @@ CHECKPOINT_FILES = sorted(
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
-def _args(tiny_clip_dir, domain_folder, out, **overrides) -> MetaPromptTrainingArguments:
-    values = dict(
-        base_model=tiny_clip_dir,
-        dataset_name=domain_folder,
-        output_dir=str(out),
-        shots=4,
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=0.05,
-        warmup_epochs=0,
-        logging_steps=1,
-        max_eval_samples=40,
-    )
-    return MetaPromptTrainingArguments(**(values | overrides))
-
-
 def _prompts(folder) -> dict[str, torch.Tensor]:
     return load_file(os.path.join(folder, WEIGHTS_NAME))
 
 
-def test_base2new_end_to_end(tiny_clip_dir, domain_folder, tmp_path):
+def test_base2new_end_to_end(run_args, tmp_path, tiny_clip_dir):
     from transformers import CLIPModel
 
     states = []
     out = train(
-        _args(tiny_clip_dir, domain_folder, tmp_path / "run", checkpointing_steps="2", hub_token="hf_secret123"),
+        run_args(tmp_path / "run", checkpointing_steps="2", hub_token="hf_secret123"),
         callbacks=[states.append],
     )
     assert [s.global_step for s in states] == [1, 2, 3]
@@ -86,30 +70,28 @@ def test_base2new_end_to_end(tiny_clip_dir, domain_folder, tmp_path):
     assert not torch.allclose(_prompts(run)["text_prompts"], torch.randn(3, 2, 32, generator=init) * 0.02)
 
 
-def test_resumed_run_ends_with_the_same_adapter(tiny_clip_dir, domain_folder, tmp_path):
+def test_resumed_run_ends_with_the_same_adapter(run_args, tmp_path):
     common = dict(max_steps=7, checkpointing_steps="3", shots=4, per_device_train_batch_size=4)
-    train(_args(tiny_clip_dir, domain_folder, tmp_path / "whole", **common))
+    train(run_args(tmp_path / "whole", **common))
 
     def crash(state):
         if state.global_step == 5:
             raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(_args(tiny_clip_dir, domain_folder, tmp_path / "crashed", **common), callbacks=[crash])
+        train(run_args(tmp_path / "crashed", **common), callbacks=[crash])
     assert sorted(p for p in os.listdir(tmp_path / "crashed") if p.startswith("checkpoint")) == ["checkpoint-3"]
     # checkpoint-3 is mid-epoch (4 steps per epoch): resuming skips the batches already seen
-    train(_args(tiny_clip_dir, domain_folder, tmp_path / "crashed", resume_from_checkpoint="latest", **common))
+    train(run_args(tmp_path / "crashed", resume_from_checkpoint="latest", **common))
     whole, resumed = _prompts(tmp_path / "whole"), _prompts(tmp_path / "crashed")
     for key in whole:
         assert torch.equal(whole[key], resumed[key]), key
 
 
-def test_dg_with_gradient_accumulation_and_faithful_meta_mode(tiny_clip_dir, domain_folder, tmp_path):
+def test_dg_with_gradient_accumulation_and_faithful_meta_mode(run_args, tmp_path):
     states = []
     out = train(
-        _args(
-            tiny_clip_dir,
-            domain_folder,
+        run_args(
             tmp_path / "dg",
             protocol="dg",
             target_domain="sketch",
@@ -129,18 +111,18 @@ def test_dg_with_gradient_accumulation_and_faithful_meta_mode(tiny_clip_dir, dom
     assert prompts["vision_prompts"].shape == (2, 4, 48) and prompts["text_prompts"].shape == (3, 4, 32)  # DG: 4+4
 
 
-def test_second_order_meta_step_trains(tiny_clip_dir, domain_folder, tmp_path):
+def test_second_order_meta_step_trains(run_args, tmp_path):
     states = []
     train(
-        _args(tiny_clip_dir, domain_folder, tmp_path / "so", meta_second_order=True, max_steps=2, do_eval=False),
+        run_args(tmp_path / "so", meta_second_order=True, max_steps=2, do_eval=False),
         callbacks=[states.append],
     )
     assert all(math.isfinite(s.meta_test_loss) for s in states)
 
 
 @pytest.mark.parametrize("method", ["zeroshot", "coop", "ivlp", "metaprompt_no_meta"])
-def test_baselines_are_configurations_of_the_same_loop(tiny_clip_dir, domain_folder, tmp_path, method):
-    out = train(_args(tiny_clip_dir, domain_folder, tmp_path / method, method=method, max_steps=2))
+def test_baselines_are_configurations_of_the_same_loop(run_args, tmp_path, method):
+    out = train(run_args(tmp_path / method, method=method, max_steps=2))
     r = out.results[0]
     assert r["method"] == method and 0 <= r["hm"] <= 100
     files = os.listdir(tmp_path / method)
@@ -272,9 +254,9 @@ def test_non_empty_output_dir_is_refused_unless_asked(tiny_clip_dir, domain_fold
     assert (out / "precious.txt").read_text() == "keep me" and (out / WEIGHTS_NAME).is_file()
 
 
-def test_trackers_through_accelerate(tiny_clip_dir, domain_folder, tmp_path):
+def test_trackers_through_accelerate(run_args, tmp_path):
     out = tmp_path / "tb"
-    train(_args(tiny_clip_dir, domain_folder, out, report_to="tensorboard", max_steps=2, do_eval=False))
+    train(run_args(out, report_to="tensorboard", max_steps=2, do_eval=False))
     events = list(out.rglob("events.out.tfevents.*"))
     assert events, sorted(p.name for p in out.rglob("*"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -13,23 +13,9 @@ from metaprompt_hf.training.run import log_eval_metrics
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
-def test_run_logs_eval_metrics_and_keeps_the_newest_checkpoints(tiny_clip_dir, domain_folder, tmp_path):
+def test_run_logs_eval_metrics_and_keeps_the_newest_checkpoints(run_args, tmp_path):
     out = tmp_path / "run"
-    args = MetaPromptTrainingArguments(
-        base_model=tiny_clip_dir,
-        dataset_name=domain_folder,
-        output_dir=str(out),
-        shots=4,
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=0.05,
-        warmup_epochs=0,
-        logging_steps=1,
-        max_eval_samples=40,
-        checkpointing_steps="1",
-        checkpoints_total_limit=2,
-        report_to="tensorboard",
-    )
+    args = run_args(out, checkpointing_steps="1", checkpoints_total_limit=2, report_to="tensorboard")
     result = train(args)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     # the adapter's model card, rewritten once the results are in (ModelHubMixin writes README.md beside weights)
