@@ -269,12 +269,14 @@ def model_card_kwargs(
 def train(
     args: MetaPromptTrainingArguments,
     callbacks: Sequence[Callable[[TrainerState], None]] = (),
+    data: Any | None = None,
 ) -> TrainOutput:
     """The whole run: train (unless the method has nothing to train), save the adapter into `output_dir`, evaluate
-    and optionally push. `examples/train.py` is the same sequence written out."""
+    and optionally push. `examples/train.py` is the same sequence written out. `data`: the dataset already loaded
+    from these arguments (`protocols.run.load_dataset_for`), when several runs share it."""
     run = start_run(args)
     with run.accelerator.main_process_first():  # fails fast on bad input
-        data, proto = load_protocol_data(args)
+        data, proto = load_protocol_data(args, data)
     check_trainable(args, proto, data)
     model = build_model(args, run_templates(args.template, args.dataset_name))
     write_run_files(args, run, proto, data)
@@ -372,7 +374,12 @@ def train_loop(
         accelerator=accelerator,
         module=ddp_model,
     )
-    bar = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc=args.method)
+    bar = tqdm(
+        total=max_steps,
+        initial=global_step,
+        disable=args.disable_tqdm or not accelerator.is_local_main_process,
+        desc=args.method,
+    )
     ckpt_every = None if args.checkpointing_steps in (None, "epoch") else int(args.checkpointing_steps)
     ddp_model.train()
     for epoch in range(global_step // steps_per_epoch, epochs):
