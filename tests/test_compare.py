@@ -267,3 +267,16 @@ def test_config_dir_errors(tiny_clip_dir, domain_folder, tmp_path):
         compare(
             _argv(tiny_clip_dir, domain_folder, tmp_path / "o", "--methods", "coop,ivlp", "--config_dir", str(folder))
         )
+
+
+@pytest.mark.slow
+def test_under_accelerate_launch_two_processes(tiny_clip_dir, domain_folder, tmp_path):
+    from test_distributed import _launch
+
+    out = tmp_path / "ddp"
+    argv = _argv(tiny_clip_dir, domain_folder, out, "--methods", "zeroshot,coop", "--seeds", "2")
+    proc = _launch(["-m", "metaprompt_hf.compare", *argv], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "comparison.json").read_text())
+    assert summary["settings"]["processes"] == 2 and set(summary["methods"]) == {"zeroshot", "coop"}
+    assert proc.stdout.count("Plan: 2 methods × 2 seeds") == 1 and proc.stdout.count("Train it:") == 1

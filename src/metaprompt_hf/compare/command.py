@@ -20,20 +20,15 @@ from ..training import USER_ERRORS
 from ..utils import atomic_write_json, atomic_write_text
 from .arguments import CompareArguments, CompareSetup, parse_compare_args
 from .plan import RunSpec, check_output_dir, describe_plan, make_spec, preflight, run_arguments, write_manifest
+from .processes import is_main_process, process_state
 from .publish import push_best
 from .report import markdown, plot, summarise, summary_lines
 from .runs import check_pairing, measure_steps, metric_key, run_all
 from .tune import lr_trials, planned_trials, tune
 
 
-def _is_main() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
 def _print(*lines: str) -> None:
-    if _is_main():
+    if is_main_process():
         print("\n".join(lines), flush=True)
 
 
@@ -67,12 +62,10 @@ def hardware() -> str:
 def compare(argv: Sequence[str] | None = None, *, api: Any | None = None) -> dict[str, Any] | None:
     """Run the comparison; returns `comparison.json`'s content (None with `--dry_run`). Bad input raises
     `ValueError` / `DataError` / `OSError` before any training. `api`: a stand-in for `HfApi` (tests)."""
-    from accelerate import PartialState
-
     start = time.perf_counter()
     setup = parse_compare_args(sys.argv[1:] if argv is None else argv)
     opts = setup.options
-    processes = PartialState().num_processes
+    processes = process_state().num_processes
     defaults = {m: run_arguments(setup, m, 1, Path(".")) for m in opts.method_names}  # every method's flags valid
     check_output_dir(setup)
     first = defaults[opts.method_names[0]]
@@ -94,14 +87,14 @@ def compare(argv: Sequence[str] | None = None, *, api: Any | None = None) -> dic
     _print(*describe_plan(setup, specs, step_seconds, planned_trials(setup, pre, processes) if opts.tune else 0))
     if opts.dry_run:
         return None
-    if _is_main():
+    if is_main_process():
         write_manifest(setup)
     overrides: dict[str, dict[str, Any]] = {}
     tuning = None
     if opts.tune:
         tuning = tune(setup, pre, processes)
         overrides = {m: r["chosen"] for m, r in tuning["methods"].items()}
-        if _is_main():
+        if is_main_process():
             atomic_write_json(setup.output_dir / "tuning.json", tuning)
         specs = specs_for(overrides)
         todo = sum(s.finished() is None for s in specs)
@@ -143,7 +136,7 @@ def compare(argv: Sequence[str] | None = None, *, api: Any | None = None) -> dic
     best = summary["ranking"][0]
     settings["train_command"] = train_command(setup, best, overrides.get(best, {}))
     settings["wall_seconds"] = round(time.perf_counter() - start, 1)
-    if _is_main():
+    if is_main_process():
         out = setup.output_dir
         atomic_write_json(out / "comparison.json", summary)
         atomic_write_text(out / "comparison.md", markdown(summary))
@@ -172,4 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; re-run the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        process_state().destroy_process_group()
     return 0

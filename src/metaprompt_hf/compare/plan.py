@@ -23,6 +23,7 @@ from ..protocols import get_protocol, prepare_protocol
 from ..protocols.run import load_dataset_for
 from ..training.arguments import MetaPromptTrainingArguments
 from .arguments import CompareSetup
+from .processes import process_state
 
 MARKER = "compare_run.json"
 MANIFEST = "comparison_plan.json"
@@ -155,9 +156,7 @@ def data_fingerprint(setup: CompareSetup, data: ImageClassificationData) -> str:
 def preflight(setup: CompareSetup, args: MetaPromptTrainingArguments, tune: bool) -> Preflight:
     """Load the data once and draw every seed's few-shot sample the way a training run does (`DataError` as
     `examples/train.py` reports it: too few images for `--shots`, a missing split, ...), before any training."""
-    from accelerate import PartialState
-
-    with PartialState().main_process_first():
+    with process_state().main_process_first():
         data = load_dataset_for(args)
     if tune and "validation" not in data.splits:
         raise DataError(

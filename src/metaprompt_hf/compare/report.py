@@ -75,17 +75,22 @@ def summarise(
 
 
 # ---------------------------------------------------------------------------------------------------- text
+def _num(x: float, signed: bool = False) -> str:
+    x = round(x, 2) + 0.0  # no "-0.00"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
 def _ci(ci: list[float | None], signed: bool = False) -> str:
     lo, hi = ci
-    if lo is None:
+    if lo is None or hi is None:
         return "–"
-    return f"[{lo:+.2f}, {hi:+.2f}]" if signed else f"[{lo:.2f}, {hi:.2f}]"
+    return f"[{_num(lo, signed)}, {_num(hi, signed)}]"
 
 
 def _delta_cell(d: dict[str, Any] | None, same: bool) -> str:
     if d is None or same:
         return "–"
-    return f"{d['mean']:+.2f} {_ci(d['ci95'], signed=True)}"
+    return f"{_num(d['mean'], True)} {_ci(d['ci95'], signed=True)}"
 
 
 def _bytes(n: int) -> str:
@@ -151,12 +156,12 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     if len(ranking) > 1:
         second = ranking[1]
         d = methods[second]["delta_vs_best"]
-        margin = f"Margin over {second}: {-d['mean']:+.2f} points, 95 % interval {_ci([-d['ci95'][1], -d['ci95'][0]], True)}"
+        margin = f"Margin over {second}: {_num(-d['mean'], True)} points, 95 % interval {_ci([-d['ci95'][1], -d['ci95'][0]], True)}"
     else:
         margin = "Only one method ran"
     if "delta_vs_zeroshot" in b and ZEROSHOT not in (best, ranking[1] if len(ranking) > 1 else None):
         z = b["delta_vs_zeroshot"]
-        margin += f"; over zero-shot: {z['mean']:+.2f} {_ci(z['ci95'], True)}"
+        margin += f"; over zero-shot: {_num(z['mean'], True)} {_ci(z['ci95'], True)}"
     return [first, margin + ".", f"Train it: {summary['settings']['train_command']}"]
 
 

@@ -30,6 +30,7 @@ from ..protocols import get_protocol
 from ..training import TrainerState, train
 from ..utils import atomic_write_json
 from .plan import MARKER, RunSpec
+from .processes import is_main_process, wait_for_everyone
 
 
 def metric_key(protocol: str) -> tuple[str, str]:
@@ -89,35 +90,24 @@ def adapter_bytes(folder: Path) -> int:
 
 
 def _reset_accelerate() -> None:
-    """Each in-process run builds its own `Accelerator`; the process group (DDP) is kept."""
+    """Forget the last run's Accelerate state, so that each in-process run builds its own `Accelerator`; the
+    process group (DDP) is kept for the whole comparison (`train(keep_process_group=True)`)."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(False)
     GradientState._reset_state()
 
 
-def _is_main() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-def _barrier() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
-
-
 def execute(spec: RunSpec, data: ImageClassificationData, bar: Any | None = None) -> dict[str, Any]:
     """Train and evaluate one run into its folder (a stale folder is removed first) and write its marker."""
-    if _is_main() and spec.folder.exists():
+    if is_main_process() and spec.folder.exists():
         shutil.rmtree(spec.folder)
-    _barrier()
+    wait_for_everyone()
     _reset_accelerate()
     timer = StepTimer(bar, spec.steps)
     name, key = metric_key(spec.args.protocol)
     with peak_memory() as memory:
-        out = train(spec.args, callbacks=[timer], data=data)
+        out = train(spec.args, callbacks=[timer], data=data, keep_process_group=True)
     result = out.results[0]
     record = {
         "digest": spec.digest,
@@ -137,9 +127,9 @@ def execute(spec: RunSpec, data: ImageClassificationData, bar: Any | None = None
         "adapter_bytes": adapter_bytes(spec.folder),
         "result": result,
     }
-    if _is_main():
+    if is_main_process():
         atomic_write_json(spec.folder / MARKER, record)  # last: the run counts as finished from here on
-    _barrier()
+    wait_for_everyone()
     return record
 
 
@@ -160,7 +150,7 @@ def run_all(specs: list[RunSpec], data: ImageClassificationData, desc: str = "ru
         total=len(todo),
         desc=desc,
         unit="run",
-        disable=not _is_main() or not todo,
+        disable=not is_main_process() or not todo,
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}]{postfix}",
     )
     for done, i in enumerate(todo, 1):
@@ -197,15 +187,15 @@ def measure_steps(specs: list[RunSpec], data: ImageClassificationData, probe_dir
         if spec.method in seconds or spec.steps == 0 or spec.finished() is not None:
             continue
         folder = probe_dir / spec.method
-        if _is_main() and folder.exists():
+        if is_main_process() and folder.exists():
             shutil.rmtree(folder)
-        _barrier()
+        wait_for_everyone()
         _reset_accelerate()
         args = dataclasses.replace(spec.args, output_dir=str(folder), max_steps=2, do_eval=False)
         timer = StepTimer()
-        train(args, callbacks=[timer], data=data)
+        train(args, callbacks=[timer], data=data, keep_process_group=True)
         seconds[spec.method] = timer.median_step_seconds()
-    if _is_main():
+    if is_main_process():
         shutil.rmtree(probe_dir, ignore_errors=True)
-    _barrier()
+    wait_for_everyone()
     return seconds

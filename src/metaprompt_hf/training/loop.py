@@ -270,10 +270,12 @@ def train(
     args: MetaPromptTrainingArguments,
     callbacks: Sequence[Callable[[TrainerState], None]] = (),
     data: Any | None = None,
+    keep_process_group: bool = False,
 ) -> TrainOutput:
     """The whole run: train (unless the method has nothing to train), save the adapter into `output_dir`, evaluate
-    and optionally push. `examples/train.py` is the same sequence written out. `data`: the dataset already loaded
-    from these arguments (`protocols.run.load_dataset_for`), when several runs share it."""
+    and optionally push. `examples/train.py` is the same sequence written out. For several runs in one process:
+    `data`, the dataset already loaded from these arguments (`protocols.run.load_dataset_for`), and
+    `keep_process_group` (DDP), so that the runs share one process group instead of setting it up again."""
     run = start_run(args)
     with run.accelerator.main_process_first():  # fails fast on bad input
         data, proto = load_protocol_data(args, data)
@@ -289,7 +291,11 @@ def train(
     results = evaluate_run(args, run, model, proto, data, step=global_step) if args.do_eval else []
     if args.push_to_hub:
         push_adapter(args, run, model, proto, data, results)
-    run.accelerator.end_training()
+    if keep_process_group:  # what `end_training` does but destroying the process group
+        for tracker in run.accelerator.trackers:
+            tracker.finish()
+    else:
+        run.accelerator.end_training()
     return TrainOutput(str(run.output_dir), results, global_step, train_seconds, model)
 
 
