@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_image_folder
+from test_hub import RecordingApi
 
 import metaprompt_hf.compare.runs as compare_runs
 from metaprompt_hf import CONFIG_NAME, WEIGHTS_NAME, MetaPromptModel
@@ -24,6 +25,7 @@ SCHEMA |= {"indistinguishable_from_best"}
 METHOD_KEYS = {"config_digest", "per_seed", "mean", "se", "ci95", "n", "delta_vs_best", "step_time_s"}
 METHOD_KEYS |= {"peak_memory_mb", "adapter_bytes"}
 REAL_TRAIN = compare_runs.train
+ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = {"results.json", "fewshot_indices.json", "training_args.json", "compare_run.json"}
 
 
@@ -33,21 +35,6 @@ def _argv(tiny_clip_dir, data, out, *extra):
         "--per_device_train_batch_size", "4", "--max_steps", "2", "--learning_rate", "0.05", "--warmup_epochs", "0",
         "--max_eval_samples", "16", *extra,
     ]  # fmt: skip
-
-
-class RecordingApi:
-    """Stands in for `HfApi` (as in tests/test_hub.py): records what would be uploaded."""
-
-    def __init__(self):
-        self.calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
-        self.calls.append(("upload_folder", repo_id, files, kwargs))
-        return "commit-info"
 
 
 class CountingTrain:
@@ -178,7 +165,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_clip_dir, domain_folder
     )
     printed = capsys.readouterr().out
     assert "Plan: 2 methods × 2 seeds = 4 runs" in printed and "0 runs finished already (kept), 4 to run" in printed
-    assert "one measured step per method: coop" in printed
+    assert "measured steps per method: coop" in printed
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -247,6 +234,10 @@ def test_refuses_a_folder_of_another_comparison(
     argv[argv.index("--shots") + 1] = "3"
     with pytest.raises(DataError, match=r"holds another comparison's runs \(differs in shots.*--overwrite_output_dir"):
         compare(argv)
+    monkeypatch.undo()  # a dry run measures steps, but replaces nothing
+    assert compare([*argv, "--overwrite_output_dir", "--dry_run"]) is None
+    assert (out / "comparison.json").is_file() and (out / "runs" / "coop").is_dir()
+    CountingTrain(monkeypatch, refuse=True)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
@@ -279,4 +270,21 @@ def test_under_accelerate_launch_two_processes(tiny_clip_dir, domain_folder, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "comparison.json").read_text())
     assert summary["settings"]["processes"] == 2 and set(summary["methods"]) == {"zeroshot", "coop"}
-    assert proc.stdout.count("Plan: 2 methods × 2 seeds") == 1 and proc.stdout.count("Train it:") == 1
+    assert (
+        proc.stdout.count("Plan: 2 methods × 2 seeds") == 1
+        and proc.stdout.count("accelerate launch examples/train.py") == 1
+    )
+
+
+def test_readme_example_is_generated_from_its_result_file():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import compare_readme
+
+    summary = json.loads((ROOT / compare_readme.RESULT).read_text())
+    assert set(summary) >= SCHEMA and len(summary["seeds"]) >= 2 and (ROOT / compare_readme.PLOT).is_file()
+    assert summary["settings"]["command"].startswith("python -m metaprompt_hf.compare --dataset_name miniworld:")
+    assert summary["settings"]["wall_seconds"] > 0  # recorded by the command, not typed
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert compare_readme.current_block(readme) == compare_readme.expected_block()

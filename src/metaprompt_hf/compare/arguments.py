@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..methods import METHODS
-from ..training.arguments import MetaPromptTrainingArguments, TrainingArguments, parse_arg_values
+from ..training.arguments import TrainingArguments, parse_arg_values, read_arguments_yaml
 
 DEFAULT_OUTPUT_DIR = "outputs/compare"
 # Flags of examples/train.py that name one run; the comparison sets them per run.
@@ -150,22 +150,13 @@ def parse_compare_args(argv: Sequence[str]) -> CompareSetup:
 
 def _method_file(config_dir: str | None, method: str) -> dict[str, Any]:
     """`<config_dir>/<method>.yaml` as a mapping of training arguments (empty without one)."""
-    import yaml
-
     if config_dir is None:
         return {}
     candidates = [Path(config_dir, f"{method}{ext}") for ext in (".yaml", ".yml")]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         return {}
-    with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"config_dir: {path} must hold a mapping of argument names to values")
-    known = {f.name for f in dataclasses.fields(MetaPromptTrainingArguments)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"config_dir: unknown key(s) {unknown} in {path}")
+    values = read_arguments_yaml(path, "config_dir")
     shared = sorted(set(values) & SHARED_KEYS)
     if shared:
         raise ValueError(f"config_dir: {path} sets {shared}, which the comparison sets for every method alike")

@@ -19,7 +19,16 @@ import torch
 from ..training import USER_ERRORS
 from ..utils import atomic_write_json, atomic_write_text
 from .arguments import CompareArguments, CompareSetup, parse_compare_args
-from .plan import RunSpec, check_output_dir, describe_plan, make_spec, preflight, run_arguments, write_manifest
+from .plan import (
+    RunSpec,
+    check_output_dir,
+    clear_output_dir,
+    describe_plan,
+    make_spec,
+    preflight,
+    run_arguments,
+    write_manifest,
+)
 from .processes import is_main_process, process_state
 from .publish import push_best
 from .report import markdown, plot, summarise, summary_lines
@@ -67,7 +76,7 @@ def compare(argv: Sequence[str] | None = None, *, api: Any | None = None) -> dic
     opts = setup.options
     processes = process_state().num_processes
     defaults = {m: run_arguments(setup, m, 1, Path(".")) for m in opts.method_names}  # every method's flags valid
-    check_output_dir(setup)
+    replace = check_output_dir(setup)
     first = defaults[opts.method_names[0]]
     pre = preflight(setup, first, opts.tune)
     runs_dir = setup.output_dir / "runs"
@@ -88,6 +97,8 @@ def compare(argv: Sequence[str] | None = None, *, api: Any | None = None) -> dic
     if opts.dry_run:
         return None
     if is_main_process():
+        if replace:
+            clear_output_dir(setup)
         write_manifest(setup)
     overrides: dict[str, dict[str, Any]] = {}
     tuning = None

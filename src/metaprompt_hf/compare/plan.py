@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataError, ImageClassificationData
-from ..protocols import get_protocol, prepare_protocol
+from ..protocols import get_protocol, load_protocol_data
 from ..protocols.run import load_dataset_for
 from ..training.arguments import MetaPromptTrainingArguments
 from .arguments import CompareSetup
@@ -165,17 +165,7 @@ def preflight(setup: CompareSetup, args: MetaPromptTrainingArguments, tune: bool
         )
     fewshot, sizes = {}, {}
     for seed in setup.options.seed_list:
-        proto = prepare_protocol(
-            data,
-            protocol=args.protocol,
-            shots=args.shots,
-            seed=seed,
-            train_split=args.train_split,
-            eval_split=args.eval_split,
-            target_domain=args.target_domain,
-            allow_fewer_shots=args.allow_fewer_shots,
-            max_eval_samples=args.max_eval_samples,
-        )
+        _, proto = load_protocol_data(dataclasses.replace(args, seed=seed), data)
         if proto.train_rows is None:
             raise DataError(f"dataset_name: {data.name} has no {args.train_split!r} split to train on")
         fewshot[seed] = {"rows": proto.fewshot.get("rows")}
@@ -216,18 +206,19 @@ def identity(setup: CompareSetup) -> dict[str, Any]:
     return {k: setup.values.get(k) for k in IDENTITY_KEYS}
 
 
-def check_output_dir(setup: CompareSetup) -> None:
-    """Refuse an output folder that holds another comparison, or other files, unless `--overwrite_output_dir`
-    (which then removes the other comparison's runs and reports). Raises `DataError` naming the folder."""
+def check_output_dir(setup: CompareSetup) -> bool:
+    """Refuse an output folder that holds another comparison, or other files, unless `--overwrite_output_dir`.
+    Returns whether another comparison is to be replaced (`clear_output_dir`, once the plan is printed). Raises
+    `DataError` naming the folder."""
     out = setup.output_dir
     if out.exists() and not out.is_dir():
         raise DataError(f"output_dir: {out} exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):
-        return
+        return False
     manifest = out / MANIFEST
     if not manifest.is_file():
         if setup.values["overwrite_output_dir"]:
-            return
+            return False
         raise DataError(
             f"output_dir: {out} is not empty and holds no comparison ({MANIFEST} is missing); pass a new "
             "--output_dir, or --overwrite_output_dir to write the comparison into it"
@@ -235,7 +226,7 @@ def check_output_dir(setup: CompareSetup) -> None:
     theirs = json.loads(manifest.read_text(encoding="utf-8")).get("identity", {})
     mine = identity(setup)
     if theirs == mine:
-        return  # the same comparison: resume it
+        return False  # the same comparison: resume it
     if not setup.values["overwrite_output_dir"]:
         differ = {k: (theirs.get(k), mine[k]) for k in mine if theirs.get(k) != mine[k]}
         raise DataError(
@@ -244,6 +235,12 @@ def check_output_dir(setup: CompareSetup) -> None:
             + "). Re-run that comparison's own command to resume it, pass a new --output_dir, or pass "
             "--overwrite_output_dir to replace it"
         )
+    return True
+
+
+def clear_output_dir(setup: CompareSetup) -> None:
+    """Remove another comparison's runs, trials and reports (`--overwrite_output_dir`); other files stay."""
+    out = setup.output_dir
     for name in ("runs", "tune"):
         shutil.rmtree(out / name, ignore_errors=True)
     for name in (MANIFEST, "comparison.json", "comparison.md", "comparison.png", "tuning.json"):
@@ -277,7 +274,7 @@ def describe_plan(
         seconds = sum(step_seconds.get(s.method, 0.0) * s.steps for s in todo)
         per_step = ", ".join(f"{m} {t:.3g} s" for m, t in step_seconds.items())
         lines.append(
-            f"  estimate: about {_duration(seconds)} of training steps (one measured step per method: {per_step}); "
+            f"  estimate: about {_duration(seconds)} of training steps (measured steps per method: {per_step}); "
             "loading and evaluation come on top"
         )
     return lines

@@ -162,7 +162,11 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     if "delta_vs_zeroshot" in b and ZEROSHOT not in (best, ranking[1] if len(ranking) > 1 else None):
         z = b["delta_vs_zeroshot"]
         margin += f"; over zero-shot: {_num(z['mean'], True)} {_ci(z['ci95'], True)}"
-    return [first, margin + ".", f"Train it: {summary['settings']['train_command']}"]
+    if b["adapter_bytes"] == 0:  # zero-shot: nothing to train
+        act = f"Nothing to train: the frozen base model with the dataset's templates scores best here; check it with: {summary['settings']['train_command']}"
+    else:
+        act = f"Train it: {summary['settings']['train_command']}"
+    return [first, margin + ".", act]
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -190,26 +194,28 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_block(summary: dict[str, Any]) -> str:
-    """The README's worked example, generated from the `comparison.json` the command wrote."""
+def readme_block(summary: dict[str, Any], result_file: str, plot_file: str | None = None) -> str:
+    """The README's worked example, generated from the `comparison.json` the command wrote (`result_file`, its
+    path in the repository; `plot_file`, the `comparison.png` beside it)."""
     s = summary["settings"]
-    return "\n".join(
-        [
-            "```bash",
-            s["command"],
-            "```",
-            "",
-            f"Wall time {s['wall_seconds']:.0f} s on {s['hardware']} ({len(summary['ranking'])} methods × "
-            f"{len(summary['seeds'])} seeds, {summary['shots']} shots, {summary['protocol']}; numbers from "
-            f"`{s.get('result_file', 'comparison.json')}`):",
-            "",
-            table(summary).rstrip("\n"),
-            "",
-            hyperparameter_note(summary),
-            "",
-            *[f"> {line}  " if i < 2 else f"> {line}" for i, line in enumerate(summary_lines(summary))],
-        ]
-    )
+    lines = [
+        "```bash",
+        s["command"],
+        "```",
+        "",
+        f"Wall time {s['wall_seconds']:.0f} s on {s['hardware']}, as the command recorded it "
+        f"({len(summary['ranking'])} methods × {len(summary['seeds'])} seeds, {summary['shots']} shots, "
+        f"{summary['protocol']}; every number below is read from [`{result_file}`]({result_file})):",
+        "",
+        table(summary).rstrip("\n"),
+        "",
+        hyperparameter_note(summary),
+        "",
+        *[f"> {line}" + ("  " if i < 2 else "") for i, line in enumerate(summary_lines(summary))],
+    ]
+    if plot_file:
+        lines += ["", f"![Per-seed scores, means and 95 % intervals of every method]({plot_file})"]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- plot

@@ -177,8 +177,8 @@ def check_pairing(specs: list[RunSpec]) -> None:
 
 
 def measure_steps(specs: list[RunSpec], data: ImageClassificationData, probe_dir: Path) -> dict[str, float]:
-    """Seconds of one optimizer step per method with runs to do: a 2-step run of its first pending spec, the
-    second step timed (the first includes set-up), nothing evaluated; its folder removed afterwards."""
+    """Seconds of one optimizer step per method with runs to do: a 3-step run of its first pending spec, the
+    median of the last two steps (the first includes set-up), nothing evaluated; its folder removed afterwards."""
     import dataclasses
 
     seconds: dict[str, float] = {}
@@ -191,7 +191,7 @@ def measure_steps(specs: list[RunSpec], data: ImageClassificationData, probe_dir
             shutil.rmtree(folder)
         wait_for_everyone()
         _reset_accelerate()
-        args = dataclasses.replace(spec.args, output_dir=str(folder), max_steps=2, do_eval=False)
+        args = dataclasses.replace(spec.args, output_dir=str(folder), max_steps=3, do_eval=False)
         timer = StepTimer()
         train(args, callbacks=[timer], data=data, keep_process_group=True)
         seconds[spec.method] = timer.median_step_seconds()

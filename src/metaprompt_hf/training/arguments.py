@@ -338,13 +338,29 @@ def parse_args(argv: Sequence[str] | None = None) -> MetaPromptTrainingArguments
     return MetaPromptTrainingArguments(**values)
 
 
+def read_arguments_yaml(path: str | os.PathLike, flag: str) -> dict[str, Any]:
+    """A YAML file of training arguments as a mapping; errors name `flag`, the file and any unknown key."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: no such file {path}")
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{flag}: {path} must hold a mapping of argument names to values")
+    known = {f.name for f in dataclasses.fields(MetaPromptTrainingArguments)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{flag}: unknown key(s) {unknown} in {path}")
+    return values
+
+
 def parse_arg_values(
     argv: Sequence[str] | None = None, extra_groups: Sequence[type] = ()
 ) -> tuple[dict[str, Any], list[Any]]:
     """`parse_args` before validation: the three groups' values as given (the run-dependent defaults still None,
     so that a caller can build one `MetaPromptTrainingArguments` per method from them), and one instance of each
     dataclass in `extra_groups` read from the same command line (a command's own flags)."""
-    import yaml
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -359,17 +375,7 @@ def parse_arg_values(
         elif arg.startswith("--config="):
             config_path = arg.split("=", 1)[1]
     if config_path is not None:
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"--config: no such file {config_path}")
-        with open(config_path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"--config: {config_path} must hold a mapping of argument names to values")
-        known = {f.name for f in dataclasses.fields(MetaPromptTrainingArguments)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"--config: unknown key(s) {unknown} in {config_path}")
-        parser.set_defaults(**values)
+        parser.set_defaults(**read_arguments_yaml(config_path, "--config"))
     parsed = parser.parse_args_into_dataclasses(args=argv)  # the last one holds --config
     values: dict[str, Any] = {}
     for group in parsed[:3]:
