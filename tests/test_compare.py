@@ -15,6 +15,7 @@ import metaprompt_hf.compare.runs as compare_runs
 from metaprompt_hf import CONFIG_NAME, WEIGHTS_NAME, MetaPromptModel
 from metaprompt_hf.compare import compare, main
 from metaprompt_hf.compare.publish import median_seed, push_best
+from metaprompt_hf.compare.report import summary_lines
 from metaprompt_hf.data import DataError
 from metaprompt_hf.protocols import load_protocol_data
 from metaprompt_hf.stats import interval_includes_zero
@@ -107,7 +108,9 @@ def test_resume_trains_nothing_and_a_changed_run_is_rerun(
     CountingTrain(monkeypatch, refuse=True)
     again = compare(_argv(tiny_clip_dir, domain_folder, out, "--methods", "zeroshot,coop,metaprompt", "--seeds", "2"))
     assert {k: v for k, v in again.items() if k != "settings"} == {k: v for k, v in summary.items() if k != "settings"}
-    assert "6 runs finished already (kept), 0 to run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "6 runs finished already (kept), 0 to run" in printed
+    assert printed.rstrip("\n").splitlines()[-3:] == summary_lines(again)  # the three-line answer
     # a crashed run (no marker) and a changed configuration (coop's lr) are re-run; the others are kept
     (out / "runs" / "zeroshot" / "seed-2" / "compare_run.json").unlink()
     counter = CountingTrain(monkeypatch)
@@ -203,6 +206,9 @@ def test_tune_on_validation_same_grid_for_every_method(tiny_clip_dir, tmp_path):
         (["--method", "coop"], ValueError, "use --methods"),
         (["--seed", "3"], ValueError, "use --seeds"),
         (["--methods", "coop,coop"], ValueError, "listed twice"),
+        (["--methods", "coop"], ValueError, "at least two methods"),
+        (["--do_eval", "False"], ValueError, "nothing to rank"),
+        (["--push_to_hub"], ValueError, "use --push_best_to_hub"),
         (["--tune"], DataError, "no 'validation' split"),
     ],
 )

@@ -136,6 +136,8 @@ def parse_compare_args(argv: Sequence[str]) -> CompareSetup:
         if flag in PER_RUN_FLAGS:
             raise ValueError(f"{flag[2:]}: the comparison sets it per run; use {PER_RUN_FLAGS[flag]}")
     values, (options,) = parse_arg_values(argv, [CompareArguments])
+    if not values["do_eval"]:
+        raise ValueError("do_eval: the comparison scores every run, so --do_eval False would leave nothing to rank")
     default_out = next(f.default for f in dataclasses.fields(TrainingArguments) if f.name == "output_dir")
     if values["output_dir"] == default_out:
         values["output_dir"] = DEFAULT_OUTPUT_DIR

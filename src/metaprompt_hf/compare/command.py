@@ -117,7 +117,8 @@ def compare(argv: Sequence[str] | None = None, *, api: Any | None = None) -> dic
     settings = {
         "command": setup.command,
         "wall_seconds": round(time.perf_counter() - start, 1),
-        "run_seconds_total": round(sum(r["train_seconds"] for r in records), 1),
+        "run_seconds_total": round(sum(r["run_seconds"] for r in records), 1),
+        "train_seconds_total": round(sum(r["train_seconds"] for r in records), 1),
         "eval_split": first.eval_split,
         "base_model": first.base_model,
         "hardware": hardware(),
@@ -152,7 +153,8 @@ def compare(argv: Sequence[str] | None = None, *, api: Any | None = None) -> dic
         atomic_write_json(out / "comparison.json", summary)
         atomic_write_text(out / "comparison.md", markdown(summary))
         plot(summary, out / "comparison.png")
-        _print("", *summary_lines(summary), f"(table: {out / 'comparison.md'}, plot: {out / 'comparison.png'})")
+        _print(f"wrote {out / 'comparison.json'}, comparison.md (the table) and comparison.png (the plot)", "")
+        _print(*summary_lines(summary))
         if opts.push_best_to_hub:
             push_best(
                 summary, out, opts.push_best_to_hub, api=api, token=first.hub_token, private=first.hub_private_repo

@@ -179,7 +179,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         f"Protocol {summary['protocol']}, {summary['shots']} shots, seeds {summary['seeds']} (every method saw the "
         f"same few-shot sample and seed), scored on the {s['eval_split']!r} split; "
-        f"{s['wall_seconds']:.0f} s of wall time in the last invocation, {s['run_seconds_total']:.0f} s of runs.",
+        f"{s['wall_seconds']:.0f} s of wall time in the last invocation; the runs took {s['run_seconds_total']:.0f} s "
+        f"(loading, training, evaluation), {s['train_seconds_total']:.0f} s of it training.",
         "",
         table(summary),
         "Mean ± standard error over seeds, the 95 % Student-t interval, and the paired difference (same seed) to the "

@@ -106,6 +106,7 @@ def execute(spec: RunSpec, data: ImageClassificationData, bar: Any | None = None
     _reset_accelerate()
     timer = StepTimer(bar, spec.steps)
     name, key = metric_key(spec.args.protocol)
+    start = time.perf_counter()
     with peak_memory() as memory:
         out = train(spec.args, callbacks=[timer], data=data, keep_process_group=True)
     result = out.results[0]
@@ -123,6 +124,7 @@ def execute(spec: RunSpec, data: ImageClassificationData, bar: Any | None = None
         "optimizer_steps": out.global_step,
         "step_time_s": timer.median_step_seconds(),
         "train_seconds": out.train_seconds,
+        "run_seconds": time.perf_counter() - start,
         "peak_memory_mb": memory["peak_memory_mb"],
         "adapter_bytes": adapter_bytes(spec.folder),
         "result": result,
