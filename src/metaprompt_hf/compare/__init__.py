@@ -14,6 +14,7 @@ Every flag of `examples/train.py` applies to every method alike. Modules, in the
 - `runs`: running them through `training.train`, resumably, with the step time, peak memory and adapter size;
 - `report`: `comparison.json`, `comparison.md`, `comparison.png`, the printed summary, the README block;
 - `publish`: `--push_best_to_hub`;
+- `processes`: the processes of an `accelerate launch` (only the main one writes and prints);
 - `command`: the sequence, `compare(argv)` and `main`.
 
 Outputs in `--output_dir D`: `runs/<method>/seed-<seed>/` (ordinary training output folders, loadable with
