@@ -294,3 +294,25 @@ def test_readme_example_is_generated_from_its_result_file():
     assert summary["settings"]["wall_seconds"] > 0  # recorded by the command, not typed
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert compare_readme.current_block(readme) == compare_readme.expected_block()
+
+
+def test_ctrl_c_loses_at_most_the_run_in_progress(tiny_clip_dir, domain_folder, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "interrupted"
+    argv = _argv(tiny_clip_dir, domain_folder, out, "--methods", "zeroshot,coop", "--seeds", "2")
+    calls = []
+
+    def interrupt_third_run(args, **kw):
+        if ".probe" not in args.output_dir:
+            calls.append((args.method, args.seed))
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        return REAL_TRAIN(args, **kw)
+
+    monkeypatch.setattr(compare_runs, "train", interrupt_third_run)
+    assert main(argv) == 130
+    assert "re-run the same command to resume" in capsys.readouterr().err
+    finished = sorted(p.parent.relative_to(out / "runs").as_posix() for p in out.glob("runs/*/*/compare_run.json"))
+    assert finished == ["coop/seed-1", "zeroshot/seed-1"]  # seed-major order: complete pairs first
+    counter = CountingTrain(monkeypatch)
+    assert main(argv) == 0
+    assert sorted((m, s) for m, s, probe in counter.calls if not probe) == [("coop", 2), ("zeroshot", 2)]
