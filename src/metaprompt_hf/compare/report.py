@@ -123,7 +123,8 @@ def table(summary: dict[str, Any]) -> str:
 def hyperparameter_note(summary: dict[str, Any]) -> str:
     hp = summary["settings"]["hyperparameters"]
     how = (
-        "tuned on the validation split (same grids and budget per method, `tuning.json`)"
+        "tuned on the validation split (the same learning-rate factors, one trial each, for every method; a β grid for "
+        "the methods with a meta step; `tuning.json`)"
         if summary["tuned"]
         else "each method's defaults (not tuned; `--tune` chooses them on the validation split)"
     )
