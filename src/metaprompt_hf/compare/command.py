@@ -5,10 +5,12 @@ that can be checked before training, print the plan, tune (with `--tune`), run, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,7 +94,11 @@ def compare(argv: Sequence[str] | None = None, *, api: Any | None = None) -> dic
     probe = specs + (
         [s for grid in lr_trials(setup, pre, processes).values() for s in grid.values()] if opts.tune else []
     )
-    step_seconds = measure_steps(probe, pre.data, setup.output_dir / ".probe")
+    # outside the output folder, so that a dry run (or one stopped while measuring) leaves nothing there; the same
+    # path on every process of a launch
+    tag = hashlib.sha256(str(setup.output_dir.resolve()).encode()).hexdigest()[:12]
+    probe_dir = Path(tempfile.gettempdir()) / f"metaprompt-compare-probe-{tag}"
+    step_seconds = measure_steps(probe, pre.data, probe_dir)
     _print(*describe_plan(setup, specs, step_seconds, planned_trials(setup, pre, processes) if opts.tune else 0))
     if opts.dry_run:
         return None
