@@ -37,6 +37,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from metaprompt_hf.stats import paired_stats
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_HPARAMS = HERE / "results" / "ablation_hparams.json"
 REFERENCE = "metaprompt_no_meta"
@@ -253,33 +255,6 @@ def run_specs(specs: list[dict[str, Any]], opts: argparse.Namespace) -> list[dic
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
-_T975 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t_quantile_975(df: int) -> float:
-    """The 97.5 % quantile of Student's t with `df` degrees of freedom (table to 30, Cornish-Fisher beyond)."""
-    if df < 1:
-        raise ValueError(f"df: expected >= 1, got {df}")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def paired_stats(deltas: list[float]) -> dict[str, Any]:
-    """Mean, standard error, 95 % t-interval and n of paired differences (one per seed)."""
-    n = len(deltas)
-    if n == 0:
-        return {"mean": None, "se": None, "ci95": [None, None], "n": 0}
-    mean = statistics.fmean(deltas)
-    if n == 1:
-        return {"mean": mean, "se": None, "ci95": [None, None], "n": 1}
-    se = statistics.stdev(deltas) / math.sqrt(n)
-    half = t_quantile_975(n - 1) * se
-    return {"mean": mean, "se": se, "ci95": [mean - half, mean + half], "n": n}
-
-
 def _metric(entry: dict[str, Any]) -> float:
     return entry["hm"] if entry["protocol"] == "base2new" else entry["accuracy"]
 

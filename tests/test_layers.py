@@ -46,6 +46,8 @@ TRAINING = (
     "export_dataset",
     "checkpoints",
     "convert",
+    "compare",
+    "stats",
 )
 
 

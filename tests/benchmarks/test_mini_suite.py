@@ -100,15 +100,10 @@ import mini_ablation  # noqa: E402
 from metaprompt_hf.miniworld import union as miniworld_union  # noqa: E402
 
 
-def test_t_quantiles_and_paired_stats():
-    # Student's t 97.5 % quantiles (df 1, 9, 30, 60, 120): 12.706, 2.262, 2.042, 2.000, 1.980
-    for df, value in ((1, 12.706), (9, 2.262), (30, 2.042), (60, 2.000), (120, 1.980)):
-        assert mini_ablation.t_quantile_975(df) == pytest.approx(value, abs=2e-3)
-    stats = mini_ablation.paired_stats([1.0, 2.0, 3.0, 4.0])
-    se = 1.2909944487358056 / 2  # sd of 1..4 over sqrt(4)
-    assert stats["n"] == 4 and stats["mean"] == 2.5 and stats["se"] == pytest.approx(se)
-    assert stats["ci95"] == pytest.approx([2.5 - 3.182 * se, 2.5 + 3.182 * se])
-    assert mini_ablation.paired_stats([]) == {"mean": None, "se": None, "ci95": [None, None], "n": 0}
+def test_ablation_uses_the_package_paired_stats():
+    from metaprompt_hf import stats
+
+    assert mini_ablation.paired_stats is stats.paired_stats  # one implementation (tests/compare/test_stats.py)
 
 
 def _entry(variant, protocol, cell, seed, value, **extra):

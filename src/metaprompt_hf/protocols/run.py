@@ -93,9 +93,12 @@ def load_dataset_for(args: Any) -> ImageClassificationData:
     )
 
 
-def load_protocol_data(args: Any) -> tuple[ImageClassificationData, ProtocolData]:
-    """The dataset named by `args` and its few-shot / evaluation split for `args.protocol` (raises `DataError`)."""
-    data = load_dataset_for(args)
+def load_protocol_data(
+    args: Any, data: ImageClassificationData | None = None
+) -> tuple[ImageClassificationData, ProtocolData]:
+    """The dataset named by `args` (or `data`, already loaded from the same arguments, when several runs share it)
+    and its few-shot / evaluation split for `args.protocol` (raises `DataError`)."""
+    data = load_dataset_for(args) if data is None else data
     proto = prepare_protocol(
         data,
         protocol=args.protocol,

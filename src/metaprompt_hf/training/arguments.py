@@ -228,6 +228,10 @@ class TrainingArguments:
     )
     do_eval: bool = _help("Evaluate after training.", default=True)
     dataloader_num_workers: int = _help("DataLoader worker processes.", default=0)
+    disable_tqdm: bool = _help(
+        "Hide the run's progress bar (as transformers' TrainingArguments), e.g. under a command with its own.",
+        default=False,
+    )
     push_to_hub: bool = _help("Push the final adapter and a model card to the Hub.", default=False)
     hub_model_id: str | None = _help("Hub repo id for --push_to_hub (default: the output_dir's name).", default=None)
     hub_private_repo: bool = _help("Create the Hub repo private.", default=False)
@@ -405,34 +409,51 @@ def _is_number(text: str) -> bool:
 def parse_args(argv: Sequence[str] | None = None) -> MetaPromptTrainingArguments:
     """Command-line arguments with `HfArgumentParser`; `--config FILE.yaml` gives defaults that the command line
     overrides. Unknown YAML keys are an error naming the key and the file."""
+    values, _ = parse_arg_values(argv)
+    return MetaPromptTrainingArguments(**values)
+
+
+def read_arguments_yaml(path: str | os.PathLike, flag: str) -> dict[str, Any]:
+    """A YAML file of training arguments as a mapping; errors name `flag`, the file and any unknown key."""
     import yaml
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: no such file {path}")
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{flag}: {path} must hold a mapping of argument names to values")
+    known = {f.name for f in dataclasses.fields(MetaPromptTrainingArguments)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{flag}: unknown key(s) {unknown} in {path}")
+    return values
+
+
+def parse_arg_values(
+    argv: Sequence[str] | None = None, extra_groups: Sequence[type] = ()
+) -> tuple[dict[str, Any], list[Any]]:
+    """`parse_args` before validation: the three groups' values as given (the run-dependent defaults still None,
+    so that a caller can build one `MetaPromptTrainingArguments` per method from them), and one instance of each
+    dataclass in `extra_groups` read from the same command line (a command's own flags)."""
     from transformers import HfArgumentParser
 
     argv = _join_negative_numbers(list(sys.argv[1:] if argv is None else argv))
     load_plugins(_argv_value(argv, "--plugins"))  # before anything reads the registries
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, *extra_groups))
     parser.add_argument(
         "--config", default=None, help="YAML file of argument defaults; the command line overrides them."
     )
     config_path = _argv_value(argv, "--config")
     if config_path is not None:
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"--config: no such file {config_path}")
-        with open(config_path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"--config: {config_path} must hold a mapping of argument names to values")
-        known = {f.name for f in dataclasses.fields(MetaPromptTrainingArguments)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"--config: unknown key(s) {unknown} in {config_path}")
+        values = read_arguments_yaml(config_path, "--config")
         load_plugins(values.get("plugins"), with_env=False)
         parser.set_defaults(**values)
-    groups = parser.parse_args_into_dataclasses(args=argv)[:3]  # the fourth holds --config
+    parsed = parser.parse_args_into_dataclasses(args=argv)  # the last one holds --config
     values: dict[str, Any] = {}
-    for group in groups:
+    for group in parsed[:3]:
         values |= {f.name: getattr(group, f.name) for f in dataclasses.fields(group)}
-    return MetaPromptTrainingArguments(**values)
+    return values, list(parsed[3 : 3 + len(extra_groups)])
 
 
 def _argv_value(argv: Sequence[str], flag: str) -> str | None:

@@ -195,7 +195,12 @@ def train_loop(
         module=ddp_model,
         method=method,
     )
-    bar = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc=args.method)
+    bar = tqdm(
+        total=max_steps,
+        initial=global_step,
+        disable=args.disable_tqdm or not accelerator.is_local_main_process,
+        desc=args.method,
+    )
     state = TrainerState(global_step, global_step // steps_per_epoch, max_steps, math.nan, math.nan, model=unwrapped)
     ddp_model.train()
     for epoch in range(global_step // steps_per_epoch, epochs):

@@ -215,18 +215,22 @@ def train(
     model: MetaPromptModel | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     method: Method | None = None,
+    data: Any | None = None,
+    keep_process_group: bool = False,
 ) -> TrainOutput:
     """The whole run: train (unless the method has nothing to train), save the adapter into `output_dir`, evaluate
     and optionally push. `examples/train.py` is the same sequence written out.
 
     The pieces the run would build can be passed in instead (benchmarks and tests use this rather than copying the
     set-up): `model` (a `MetaPromptModel` whose active adapter is trained), `optimizer` (over its trainable
-    tensors) and `method` (default `args.build_method()`)."""
+    tensors) and `method` (default `args.build_method()`). For several runs in one process: `data`, the dataset
+    already loaded from these arguments (`protocols.run.load_dataset_for`), and `keep_process_group` (DDP), so that
+    the runs share one process group instead of setting it up again."""
     method = method if method is not None else args.build_method()
     run = start_run(args)
     with run.accelerator.main_process_first():  # fails fast on bad input
         fetch_data(args)
-        data, proto = load_protocol_data(args)
+        data, proto = load_protocol_data(args, data)
     check_trainable(args, proto, data)
     write_run_files(args, run, proto, data)
     if model is None:
@@ -240,7 +244,11 @@ def train(
     results = evaluate_run(args, run, model, proto, data, step=global_step) if args.do_eval else []
     if args.push_to_hub:
         push_adapter(args, run, model, proto, data, results)
-    run.accelerator.end_training()
+    if keep_process_group:  # what `end_training` does but destroying the process group
+        for tracker in run.accelerator.trackers:
+            tracker.finish()
+    else:
+        run.accelerator.end_training()
     return TrainOutput(str(run.output_dir), results, global_step, train_seconds, model)
 
 
