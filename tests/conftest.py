@@ -7,7 +7,11 @@ imports transformers.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 _HF_HOME = tempfile.mkdtemp(prefix="metaprompt-test-hf-")
 os.environ["HF_HOME"] = _HF_HOME
@@ -173,3 +177,51 @@ def lean_install(tmp_path_factory):
     from _venv import lean_install as _lean_install
 
     return _lean_install(tmp_path_factory.mktemp("lean-install"))
+
+
+class RecordingApi:
+    """Stands in for `HfApi`: records what would be uploaded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+        self.calls.append(("upload_folder", repo_id, files, kwargs))
+        return "commit-info"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_two_cpu_processes(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    """Two CPU processes under Accelerate (gloo DDP). `accelerate launch --cpu --num_processes 2` starts ONE
+    process unless mpirun is configured (huggingface/accelerate#2741), so Accelerate's torchrun launcher is used
+    with ACCELERATE_USE_CPU=1, which makes each process a MULTI_CPU rank."""
+    accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = os.environ | {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)

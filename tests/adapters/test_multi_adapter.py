@@ -200,7 +200,7 @@ def test_training_one_adapter_while_another_thread_predicts_with_another(base, a
 
 
 def test_save_pretrained_can_push_one_adapter(base, adapter_dirs, tmp_path):
-    from test_hub import RecordingApi
+    from conftest import RecordingApi
 
     model = _multi(base, adapter_dirs)
     api = RecordingApi()

@@ -8,8 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder
-from test_hub import RecordingApi
+from conftest import RecordingApi, make_image_folder
 
 import metaprompt_hf.compare.runs as compare_runs
 from metaprompt_hf import CONFIG_NAME, WEIGHTS_NAME, MetaPromptModel
@@ -268,7 +267,7 @@ def test_config_dir_errors(tiny_clip_dir, domain_folder, tmp_path):
 
 @pytest.mark.slow
 def test_under_accelerate_launch_two_processes(tiny_clip_dir, domain_folder, tmp_path):
-    from test_distributed import _launch
+    from conftest import launch_two_cpu_processes as _launch
 
     out = tmp_path / "ddp"
     argv = _argv(tiny_clip_dir, domain_folder, out, "--methods", "zeroshot,coop", "--seeds", "2")

@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import RecordingApi
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -158,21 +158,6 @@ def test_from_pretrained_resolves_adapter_and_base_from_the_hub_cache(hf_home, t
     assert torch.equal(again.text_prompts, loaded.text_prompts)
     with pytest.raises(FileNotFoundError, match="org/not-there"):
         MetaPromptModel.from_pretrained("org/not-there")
-
-
-class RecordingApi:
-    """Stands in for `HfApi`: records what would be uploaded."""
-
-    def __init__(self):
-        self.calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
-        self.calls.append(("upload_folder", repo_id, files, kwargs))
-        return "commit-info"
 
 
 def _card_metadata(card: str) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import RecordingApi
 from huggingface_hub import ModelCard
 
 from metaprompt_hf import MetaPromptConfig, MetaPromptModel
@@ -161,28 +162,13 @@ def test_card_from_a_results_file(results_file, config):
 
 
 def test_push_to_hub_fills_the_card_from_the_results_file(results_file):
-    class RecordingApi:
-        """Stands in for HfApi: records the calls instead of reaching the Hub."""
-
-        def __init__(self) -> None:
-            self.calls: list[tuple] = []
-
-        def create_repo(self, repo_id, **kwargs):
-            self.calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, *, repo_id, folder_path, **kwargs):
-            self.calls.append(
-                ("upload_folder", repo_id, {p.name: p.read_bytes() for p in Path(folder_path).iterdir()})
-            )
-            return "commit-info"
-
     clip, processor = tiny_clip()
     clip.name_or_path = BASE
     model = MetaPromptModel(clip, MetaPromptConfig(), processor)
     api = RecordingApi()
     card_kwargs = {"results": str(results_file), "training": TRAINING}
     assert push_to_hub(model, REPO_ID, model_card_kwargs=card_kwargs, api=api) == "commit-info"
-    (_, repo_id, files) = api.calls[-1]
+    (_, repo_id, files, _) = api.calls[-1]
     assert repo_id == REPO_ID
     card = files["README.md"].decode("utf-8")
     _assert_rendered(card)

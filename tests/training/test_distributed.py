@@ -2,48 +2,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import launch_two_cpu_processes
 from safetensors.torch import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _launch(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    """Two CPU processes under Accelerate (gloo DDP). `accelerate launch --cpu --num_processes 2` starts ONE
-    process unless mpirun is configured (huggingface/accelerate#2741), so Accelerate's torchrun launcher is used
-    with ACCELERATE_USE_CPU=1, which makes each process a MULTI_CPU rank."""
-    accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
-    env = os.environ | {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        accelerate,
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
 
 
 @pytest.mark.slow
@@ -51,7 +16,7 @@ def _launch(args: list[str], tmp_path) -> subprocess.CompletedProcess:
 def test_two_processes_hold_identical_prompts(tiny_clip_dir, domain_folder, tmp_path, protocol):
     out = tmp_path / "ddp"
     extra = ["--target_domain", "sketch", "--shots", "2"] if protocol == "dg" else ["--shots", "4"]
-    proc = _launch(
+    proc = launch_two_cpu_processes(
         [
             os.path.join(HERE, "ddp_worker.py"),
             "--base_model",
