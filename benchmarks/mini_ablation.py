@@ -1,5 +1,5 @@
 """Ablation of MetaPrompt's meta step on the mini world: every meta-update variant against `metaprompt_no_meta`,
-paired by seed (`python benchmarks/mini_suite.py --ablation ...`, issue 12).
+paired by seed (`python benchmarks/mini_suite.py --ablation ...`).
 
 Protocols (docs/method.md §6), sized so that the meta step has something to do and the full run fits in about
 90 minutes on 2 CPU cores:

@@ -17,7 +17,7 @@ and the small CLIP pretrained on it (`src/metaprompt_hf/assets/mini-clip`):
     python benchmarks/mini_suite.py --methods metaprompt --reuse_runs benchmarks/results/runs.json --output_dir D
                                         # re-run one method (a changed default); the others' runs are reused
 
-The `--ablation` mode (issue 12, `benchmarks/mini_ablation.py`) compares every meta-update variant with
+The `--ablation` mode (`benchmarks/mini_ablation.py`) compares every meta-update variant with
 `metaprompt_no_meta` over 10 paired seeds and writes `ablation.json` / `ablation.md`; see that module.
 
 Hyperparameters come from `benchmarks/mini_hparams.json`, written by `--tune`: for every trained method the same
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 steps, 5-shot DG only, 32 eval images")
     parser.add_argument("--tune", action="store_true", help="select learning rates on the validation split")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 1-3 (suite), 1-10 (ablation)")
-    parser.add_argument("--ablation", action="store_true", help="meta-step ablation, paired by seed (issue 12)")
+    parser.add_argument("--ablation", action="store_true", help="meta-step ablation, paired by seed")
     parser.add_argument("--jobs", type=int, default=2, help="ablation: runs in parallel (one thread each)")
     parser.add_argument(
         "--hparams", default=None, help="ablation: the --tune output (default results/ablation_hparams.json)"

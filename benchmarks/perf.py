@@ -1,4 +1,4 @@
-"""Cost benchmark of MetaPrompt vs IVLP vs CoOp vs zero-shot CLIP at ViT-B/16 dimensions (issue 6).
+"""Cost benchmark of MetaPrompt vs IVLP vs CoOp vs zero-shot CLIP at ViT-B/16 dimensions.
 
 Cost does not depend on the weights, so a randomly initialised `CLIPModel` with ViT-B/16 dimensions
 (`metaprompt_hf.testing.VIT_B16`) measures it honestly, offline. Every timed step is the library's own code path:
@@ -30,7 +30,7 @@ Usage (from the repository root)::
     python benchmarks/perf.py --quick --output /tmp/perf.json            # tiny CLIP, a few seconds (CI smoke)
     python benchmarks/perf.py --device cuda --output perf_cuda.json      # the same code path on a GPU
 
-See benchmarks/README.md, section "Performance (issue 6)", for the numbers and how to read them.
+See benchmarks/README.md, section "Performance", for the numbers and how to read them.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--memory_before",
         action="store_true",
-        help="Also measure the largest class count with every text chunk recomputed (the code before issue 6).",
+        help="Also measure the largest class count with every text chunk recomputed (the former checkpointing).",
     )
     p.add_argument("--infer_batch_size", type=int, help="Inference batch (default 16).")
     p.add_argument("--repeats", type=int, help="Timed rounds per comparison (default 3), after --warmup rounds.")

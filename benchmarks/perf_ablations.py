@@ -20,7 +20,7 @@ ABLATIONS = ("bf16", "attention", "text_chunks", "dg_parts", "templates")
 
 
 def encode_ids_chunked_before(self: MetaPromptModel, rows: list[list[int]], prompts: torch.Tensor | None) -> Any:
-    """`MetaPromptModel._encode_ids_chunked` before issue 6: EVERY chunk checkpointed (and recomputed in backward)
+    """`MetaPromptModel._encode_ids_chunked` as it was before the last chunk kept its activations: EVERY chunk checkpointed (and recomputed in backward)
     as soon as there are two or more. Kept here only to measure the change."""
     from torch.utils.checkpoint import checkpoint
 
@@ -51,7 +51,7 @@ def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
 
 
 def _without_parts(*args: Any, **kw: Any) -> list:
-    """`domain_split_episodes` before issue 6: every meta-train side encoded on its own (N − 1 batches per step)."""
+    """`domain_split_episodes` before per-domain gradients were shared: every meta-train side encoded on its own (N − 1 batches per step)."""
     from metaprompt_hf.meta import Episode, Side, domain_split_episodes
 
     return [

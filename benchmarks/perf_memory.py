@@ -44,7 +44,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         None,
         gradient_checkpointing=spec["gradient_checkpointing"],
     )
-    if spec.get("every_chunk_recomputed"):  # the chunk checkpointing before issue 6, for comparison
+    if spec.get("every_chunk_recomputed"):  # the former chunk checkpointing, for comparison
         MetaPromptModel._encode_ids_chunked = encode_ids_chunked_before
     step.model.encode_templates(names)  # cached once per run in training too
     if device.startswith("cuda"):
@@ -123,6 +123,6 @@ def bench_memory(ctx: SimpleNamespace) -> dict[str, Any]:
             results["settings"][key][str(n)] = _memory_run(ctx, n, ckpt)
     if ctx.memory_before:
         n = max(ctx.memory_classes)
-        log(f"memory: {n} classes, every text chunk recomputed (before issue 6)")
+        log(f"memory: {n} classes, every text chunk recomputed (the former checkpointing)")
         results["every_chunk_recomputed"] = {str(n): _memory_run(ctx, n, False, every_chunk_recomputed=True)}
     return results

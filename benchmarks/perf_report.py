@@ -7,7 +7,7 @@ from typing import Any
 
 
 def derive(result: dict[str, Any]) -> None:
-    """The headline keys and the targets of issue 6."""
+    """The headline keys and their targets."""
     b2n = result.get("b2n", {})
     targets = {}
     for n, entry in b2n.items():
@@ -160,7 +160,7 @@ def markdown(result: dict[str, Any]) -> str:
         for n, v in result["memory"].get("every_chunk_recomputed", {}).items():
             lines += [
                 "",
-                f"Before issue 6 (every text chunk recomputed), {n} classes without gradient checkpointing: "
+                f"Every text chunk recomputed (the former checkpointing), {n} classes without gradient checkpointing: "
                 f"{v['peak_bytes'] / 2**20:,.0f} MiB (+{(v['peak_bytes'] - v['before_step_bytes']) / 2**20:,.0f}).",
             ]
         if "peak_mem_growth_bytes_per_class" in result:

@@ -1,4 +1,4 @@
-"""The embedded offline default (issue 4): the small CLIP and the MetaPrompt adapter shipped in the package."""
+"""The embedded offline default: the small CLIP and the MetaPrompt adapter shipped in the package."""
 
 from __future__ import annotations
 

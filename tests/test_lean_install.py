@@ -1,4 +1,4 @@
-"""Inference-only users get a lean install (issue 14.7): `pip install .` without extras pulls torch, transformers,
+"""Inference-only users get a lean install: `pip install .` without extras pulls torch, transformers,
 huggingface_hub, safetensors and pillow (and what they need), and `from_pretrained` + `predict` work with it."""
 
 from __future__ import annotations

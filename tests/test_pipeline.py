@@ -1,4 +1,4 @@
-"""The zero-shot image-classification pipeline (issue 14.3): transformers' `pipeline(...)` on a MetaPromptModel and
+"""The zero-shot image-classification pipeline: transformers' `pipeline(...)` on a MetaPromptModel and
 `metaprompt_hf.pipeline(...)` on an adapter folder give MetaPrompt's probabilities in the standard
 `[{"label", "score"}]` format, best first; other models keep transformers' own pipeline. Offline."""
 

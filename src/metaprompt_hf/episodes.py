@@ -29,7 +29,7 @@ class Side:
     """Optional split of this side into disjoint sides with the same `classes` whose union is this side, shared
     with other episodes (the DG meta-train side of episode j is the union of the other domains' meta-test sides).
     The first-order step then computes each distinct part's gradient at θ0 once and reuses it in every episode:
-    for N source domains the meta-train sides cost one pass over the batch instead of N − 1 (issue 6)."""
+    for N source domains the meta-train sides cost one pass over the batch instead of N − 1."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Smoke test of the mini benchmark suite (issue 4): `--quick` end to end, offline, on the embedded CLIP.
+"""Smoke test of the mini benchmark suite: `--quick` end to end, offline, on the embedded CLIP.
 
 Structure only: CI asserts no accuracy numbers (the full suite's table is in the README, with its command).
 """

@@ -1,4 +1,4 @@
-"""Smoke test of `benchmarks/perf.py` (issue 6) on the tiny CLIP: structure and encoder-call counts, never timings.
+"""Smoke test of `benchmarks/perf.py` on the tiny CLIP: structure and encoder-call counts, never timings.
 
 The counts pin the cost model of a training step: no frozen image pass is repeated (the meta step reuses the frozen
 features of the in-domain forward), template features are cached, inference runs the frozen and prompted image

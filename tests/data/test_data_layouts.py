@@ -1,4 +1,4 @@
-"""The dataset layouts people have (issue 14.2), read through `datasets.load_dataset`: an `imagefolder` with
+"""The dataset layouts people have, read through `datasets.load_dataset`: an `imagefolder` with
 `metadata.csv` / `metadata.jsonl` (optional domain column), folders of parquet or arrow files, and
 `train_dir` / `validation_dir` class folders as in transformers' image-classification example."""
 

@@ -285,7 +285,7 @@ def test_single_result_object_is_accepted(tmp_path, config):
 
 
 def test_card_states_the_meta_steps_measured_effect_and_this_runs_ratio(config):
-    """Issue 12: the card gives the meta step's measured effect with its interval, and the run's update ratio."""
+    """The card gives the meta step's measured effect with its interval, and the run's update ratio."""
     runs = [{"protocol": "base2new", "dataset": "miniworld:objects", "base": 80.0, "new": 70.0, "hm": 74.67}]
     card = str(build_model_card(config, results=[runs[0] | {"meta_update_ratio": 0.5}], training=TRAINING))
     section = card[card.index("### The meta step") : card.index("## Intended uses")]

@@ -1,4 +1,4 @@
-"""The meta-update variants (docs/method.md §3.2) and their diagnostics, one training step on a tiny CLIP (issue 12).
+"""The meta-update variants (docs/method.md §3.2) and their diagnostics, one training step on a tiny CLIP.
 
 Two identical models take the same step on the same batch, one with the meta phase and one without: the update the
 step reports as Δ_meta must be the difference between their prompts, and each variant's update must be the one its

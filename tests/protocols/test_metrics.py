@@ -1,5 +1,5 @@
 """The shipped `evaluate` metrics follow `evaluate`'s conventions: a fraction for accuracy, empty input handled,
-a metric card with a citation beside each module (issue 14.7)."""
+a metric card with a citation beside each module."""
 
 from __future__ import annotations
 

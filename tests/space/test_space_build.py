@@ -1,4 +1,4 @@
-"""The Space builds from `spaces/` alone (issue 14.1): `spaces/build_space.py` assembles its repository (this
+"""The Space builds from `spaces/` alone: `spaces/build_space.py` assembles its repository (this
 folder's files and the package unpacked from its wheel) in a folder outside the checkout; its `requirements.txt`
 and gradio at the front matter's `sdk_version` are installed into a fresh venv under the CI's constraints, with no
 metaprompt-hf distribution installed; the app starts from that folder and answers on 127.0.0.1.

@@ -1,4 +1,4 @@
-"""Training output (issue 14.6): evaluation metrics reach the trackers at the final step, at most
+"""Training output: evaluation metrics reach the trackers at the final step, at most
 `--checkpoints_total_limit` checkpoints are kept, and `--train_dir` is an argument of the run."""
 
 from __future__ import annotations
