@@ -125,7 +125,7 @@ def space(lean_install, tmp_path_factory):
 
 def test_the_space_repository_holds_only_the_space(space):
     names = sorted(p.name for p in space["repo"].iterdir())
-    assert names == ["README.md", "app.py", "examples", "metaprompt_hf", "requirements.txt"]
+    assert names == ["README.md", "app.py", "examples", "metaprompt_hf", "requirements.txt", "space_inputs.py"]
     assert (space["repo"] / "metaprompt_hf" / "assets" / "metaprompt-mini" / "metaprompt_model.safetensors").is_file()
 
 
