@@ -45,7 +45,6 @@ from metaprompt_hf.validation import check_seeds
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path:  # the sibling module, also when this script is loaded by path
     sys.path.insert(0, str(ROOT / "benchmarks"))
-import paper_methods  # noqa: E402
 from paper_methods import SUITES, MethodSuite, get_suite, published_markdown  # noqa: E402
 
 TABLES = ("base2new", "dg", "cross_dataset", "imagenet_shift")
