@@ -14,6 +14,10 @@ Tables (docs/method.md §6; the data layouts are those of `metaprompt_hf.data.re
 
 A run is finished when its results file exists, so re-running the same command skips it; a run that stopped midway
 resumes from its last epoch checkpoint. Evaluation runs stay in the shard of the training run they need.
+
+`--method NAME` runs another registered method with its own named configs and prints its published numbers, with
+their sources, beside ours (`benchmarks/paper_methods.py`; `--list_methods` prints them all); its runs live under
+OUTPUT_DIR/NAME/. `--method all` plans every method (with `--dry_run`: the count of each). The default is MetaPrompt.
 """
 
 from __future__ import annotations
@@ -39,25 +43,18 @@ from metaprompt_hf.utils import atomic_write_text
 from metaprompt_hf.validation import check_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:  # the sibling module, also when this script is loaded by path
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from paper_methods import SUITES, MethodSuite, get_suite, published_markdown  # noqa: E402
+
 TABLES = ("base2new", "dg", "cross_dataset", "imagenet_shift")
 B2N_DATASETS = (
     "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
     "sun397", "dtd", "eurosat", "ucf101",
 )  # fmt: skip
 DG_DATASETS = ("pacs", "vlcs", "office_home", "domainnet")
-CONFIGS = {"base2new": "b2n_vitb16.yaml", "dg": "dg_vitb16_5shot.yaml", "transfer": "b2n_vitb16.yaml"}
-
-# Published MetaPrompt figures (ViT-B/16, mean of 3 seeds), each with its source.
-SOURCE_B2N = "arXiv-v2-era per-dataset HM (Papers-with-Code archive)"
-SOURCE_README = "official README, github.com/Vill-Lab/2024-TIP-MetaPrompt @ca99607 (TIP 2024)"
-PUBLISHED_B2N_HM = {
-    "imagenet": 74.02, "caltech101": 96.32, "oxford_pets": 96.26, "stanford_cars": 75.48, "oxford_flowers": 84.52,
-    "food101": 91.29, "fgvc_aircraft": 38.24, "sun397": 80.62, "dtd": 68.35, "eurosat": 83.38, "ucf101": 81.35,
-}  # fmt: skip
-PUBLISHED_B2N_MEAN_HM = 79.08  # mean of the 11 HMs above
-PUBLISHED_B2N_JOURNAL = {"base": 83.38, "new": 76.09, "hm": 79.57}
-PUBLISHED_DG_5SHOT = {"pacs": 97.0, "vlcs": 82.6, "office_home": 85.2, "domainnet": 61.8}
-SOURCE_TRANSFER = "not reported for MetaPrompt (the official code has no such protocol)"
+DEFAULT_METHOD = "metaprompt"
+KINDS = {"base2new": "base2new", "dg": "dg", "cross_dataset": "transfer", "imagenet_shift": "transfer"}
 
 # Approximate sizes of the real datasets, for the time estimate only: (classes, evaluated images) from CoOp's
 # DATASETS.md / CoCoOp's tables; DG: images per domain evaluated as the target (Dassl's splits; VLCS: its test
@@ -78,26 +75,29 @@ DG_SIZES = {
 
 
 # ---------------------------------------------------------------------------------------------------- the plan
-def _config(kind: str) -> dict[str, Any]:
-    with open(ROOT / "examples" / "configs" / CONFIGS[kind], encoding="utf-8") as f:
+def _config_path(suite: MethodSuite, kind: str) -> Path:
+    return ROOT / "examples" / "configs" / suite.configs[kind]
+
+
+def _config(suite: MethodSuite, kind: str) -> dict[str, Any]:
+    with open(_config_path(suite, kind), encoding="utf-8") as f:
         return yaml.safe_load(f)
 
 
-def _steps(kind: str, n_train: int, train_args: list[str]) -> int:
+def _steps(suite: MethodSuite, kind: str, n_train: int, train_args: list[str]) -> int:
     if "--max_steps" in train_args:
         return int(train_args[train_args.index("--max_steps") + 1])
-    cfg = _config(kind)
+    cfg = _config(suite, kind)
     return int(cfg["num_train_epochs"]) * math.ceil(n_train / int(cfg["per_device_train_batch_size"]))
 
 
 def _train_run(opts: argparse.Namespace, table: str, kind: str, run_id: str, dataset: str, seed: int, **kw: Any):
+    method, suite = opts.method, get_suite(opts.method)
+    run_id = run_id if method == DEFAULT_METHOD else f"{method}/{run_id}"
     out = os.path.join(opts.output_dir, run_id)
-    command = [
-        sys.executable,
-        str(ROOT / "examples" / "train.py"),
-        "--config",
-        str(ROOT / "examples" / "configs" / CONFIGS[kind]),
-    ]
+    command = [sys.executable, str(ROOT / "examples" / "train.py"), "--config", str(_config_path(suite, kind))]
+    if suite.method_arg:
+        command += ["--method", suite.method_arg]
     command += ["--base_model", opts.base_model, "--data_dir", opts.data_dir, "--dataset_name", dataset]
     command += ["--seed", str(seed), "--output_dir", out, "--checkpointing_steps", "epoch"]
     if kind == "transfer":
@@ -105,7 +105,7 @@ def _train_run(opts: argparse.Namespace, table: str, kind: str, run_id: str, dat
     if kw.get("target_domain"):
         command += ["--target_domain", kw["target_domain"]]
     command += opts.train_args
-    shots = int(_config(kind)["shots"])
+    shots = int(_config(suite, kind)["shots"])
     if kind == "dg":
         classes, domains = DG_SIZES[dataset]
         n_train, n_eval = shots * classes * (len(domains) - 1), domains[kw["target_domain"]]
@@ -113,21 +113,22 @@ def _train_run(opts: argparse.Namespace, table: str, kind: str, run_id: str, dat
         classes, n_eval = SIZES[dataset]
         n_train = shots * (math.ceil(classes / 2) if kind == "base2new" else classes)
     return {
-        "id": run_id, "table": table, "kind": "train", "dataset": dataset, "seed": seed,
+        "id": run_id, "table": table, "kind": "train", "method": method, "dataset": dataset, "seed": seed,
         "target_domain": kw.get("target_domain"), "output_dir": out, "done_file": os.path.join(out, "results.json"),
         "group": run_id, "after": None, "command": command, "command_line": shlex.join(command),
-        "steps": _steps(kind, n_train, opts.train_args), "eval_images": n_eval,
+        "steps": _steps(suite, kind, n_train, opts.train_args), "eval_images": n_eval,
     }  # fmt: skip
 
 
 def _eval_run(opts: argparse.Namespace, table: str, train: dict[str, Any], target: str) -> dict[str, Any]:
     run_id = f"{table}/{target}/seed{train['seed']}"
+    run_id = run_id if train["method"] == DEFAULT_METHOD else f"{train['method']}/{run_id}"
     out = os.path.join(opts.output_dir, run_id)
     command = [sys.executable, str(ROOT / "examples" / "evaluate_runs.py"), "--adapters", train["output_dir"]]
     command += ["--report_dir", out, "--base_model", opts.base_model, "--data_dir", opts.data_dir]
     command += ["--dataset_name", target, "--protocol", table, *opts.eval_args]
     return {
-        "id": run_id, "table": table, "kind": "eval", "dataset": target, "seed": train["seed"], "target_domain": None,
+        "id": run_id, "table": table, "kind": "eval", "method": train["method"], "dataset": target, "seed": train["seed"], "target_domain": None,
         "output_dir": out, "done_file": os.path.join(out, "per_seed.json"), "group": train["group"],
         "after": train["id"], "command": command, "command_line": shlex.join(command), "steps": 0,
         "eval_images": SIZES[target][1],
@@ -135,7 +136,15 @@ def _eval_run(opts: argparse.Namespace, table: str, train: dict[str, Any], targe
 
 
 def plan(opts: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every run of `opts.table`, in execution order (a training run before the evaluations that need it)."""
+    """Every run of `opts.table` for each of `opts.methods`, in execution order (a training run before the
+    evaluations that need it)."""
+    runs: list[dict[str, Any]] = []
+    for method in opts.methods:
+        runs += _plan_method(argparse.Namespace(**{**vars(opts), "method": method}))
+    return runs
+
+
+def _plan_method(opts: argparse.Namespace) -> list[dict[str, Any]]:
     keep = set(opts.datasets) if opts.datasets else None
     runs: list[dict[str, Any]] = []
     if opts.table == "base2new":
@@ -266,8 +275,9 @@ def _diff(ours: float, published: float | None) -> str:
     return "—" if published is None or math.isnan(ours) else f"{ours - published:+.2f}"
 
 
-def aggregate(runs: list[dict[str, Any]], table: str) -> tuple[dict[str, Any], str]:
-    """The table as JSON rows and Markdown, ours beside the published numbers (with their source)."""
+def aggregate(runs: list[dict[str, Any]], table: str, method: str = DEFAULT_METHOD) -> tuple[dict[str, Any], str]:
+    """The table of `method` as JSON rows and Markdown, ours beside its published numbers (with their source)."""
+    suite = get_suite(method)
     by_dataset: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         if table in ("cross_dataset", "imagenet_shift") and run["kind"] == "train":
@@ -281,7 +291,7 @@ def aggregate(runs: list[dict[str, Any]], table: str) -> tuple[dict[str, Any], s
         for dataset, entries in by_dataset.items():
             base, new = _mean([e["base"] for e in entries]), _mean([e["new"] for e in entries])
             hm = harmonic_mean(base, new) if entries else math.nan
-            pub = PUBLISHED_B2N_HM.get(dataset)
+            pub = suite.b2n_hm.get(dataset)
             rows.append(
                 {"dataset": dataset, "seeds": len(entries), "base": base, "new": new, "hm": hm, "published_hm": pub}
             )
@@ -292,22 +302,26 @@ def aggregate(runs: list[dict[str, Any]], table: str) -> tuple[dict[str, Any], s
         mean_hm = _mean([r["hm"] for r in done])
         mb, mn = _mean([r["base"] for r in done]), _mean([r["new"] for r in done])
         hm_of_means = harmonic_mean(mb, mn) if done else math.nan
+        pub_mean = suite.b2n_hm_mean
         lines.append(
-            f"| **Average** (mean of HMs) | | {_fmt(mb)} | {_fmt(mn)} | {_fmt(mean_hm)} | {PUBLISHED_B2N_MEAN_HM:.2f} | {_diff(mean_hm, PUBLISHED_B2N_MEAN_HM)} |"
+            f"| **Average** (mean of HMs) | | {_fmt(mb)} | {_fmt(mn)} | {_fmt(mean_hm)} | {_fmt(pub_mean)} | {_diff(mean_hm, pub_mean)} |"
         )
-        j = PUBLISHED_B2N_JOURNAL
         lines += [
             "",
             f"| Average over {len(done)} of {len(rows)} datasets | Base | New | HM (of the means) |",
             "|---|---|---|---|",
             f"| ours | {_fmt(mb)} | {_fmt(mn)} | {_fmt(hm_of_means)} |",
-            f"| published (journal) | {j['base']:.2f} | {j['new']:.2f} | {j['hm']:.2f} |",
-            f"| Δ | {_diff(mb, j['base'])} | {_diff(mn, j['new'])} | {_diff(hm_of_means, j['hm'])} |",
         ]
-        sources = [
-            f"published HM per dataset and its mean: {SOURCE_B2N}",
-            f"journal averages (base / new / HM): {SOURCE_README}",
-        ]
+        for j in suite.averages:
+            lines += [
+                f"| {j.label} | {j.base:.2f} | {j.new:.2f} | {j.hm:.2f} |",
+                f"| Δ | {_diff(mb, j.base)} | {_diff(mn, j.new)} | {_diff(hm_of_means, j.hm)} |",
+            ]
+        sources = [f"published HM per dataset and its mean: {suite.b2n_hm_source}"] if suite.b2n_hm else []
+        if method == DEFAULT_METHOD:
+            sources += [f"journal averages (base / new / HM): {j.source}" for j in suite.averages]
+        else:
+            sources += [f"{j.label}: {j.source}" for j in suite.averages] or ["published: none recorded"]
         summary = {
             "mean_of_hms": mean_hm,
             "base": mb,
@@ -327,7 +341,7 @@ def aggregate(runs: list[dict[str, Any]], table: str) -> tuple[dict[str, Any], s
                     per_domain.setdefault(run["target_domain"], []).extend(e["accuracy"] for e in _results(run))
             cells = ", ".join(f"{d} {_fmt(_mean(v))} ({len(v)})" for d, v in per_domain.items())
             avg = _mean([_mean(v) for v in per_domain.values() if v]) if all(per_domain.values()) else math.nan
-            pub = PUBLISHED_DG_5SHOT.get(dataset)
+            pub = suite.dg_5shot.get(dataset)
             rows.append(
                 {
                     "dataset": dataset,
@@ -337,7 +351,11 @@ def aggregate(runs: list[dict[str, Any]], table: str) -> tuple[dict[str, Any], s
                 }
             )
             lines.append(f"| {dataset} | {cells} | {_fmt(avg)} | {_fmt(pub)} | {_diff(avg, pub)} |")
-        sources = [f"published: {SOURCE_README} (mean over target domains and 3 seeds); an average needs every domain"]
+        sources = [
+            f"published: {suite.dg_source} (mean over target domains and 3 seeds); an average needs every domain"
+            if suite.dg_source
+            else "published: none recorded; an average needs every domain"
+        ]
         summary = {}
     else:
         lines = ["| Dataset | seeds | accuracy | published |", "|---|---|---|---|"]
@@ -348,19 +366,32 @@ def aggregate(runs: list[dict[str, Any]], table: str) -> tuple[dict[str, Any], s
         targets = [r for r in rows if not r["dataset"].endswith("(source)") and r["seeds"]]
         avg = _mean([r["accuracy"] for r in targets])
         lines.append(f"| **Average of targets** | | {_fmt(avg)} | — |")
-        sources = [f"published: {SOURCE_TRANSFER}"]
+        sources = [f"published: {suite.transfer_source}"]
         summary = {"target_average": avg}
+    if suite.config_note:
+        sources.append(f"config: {suite.config_note}")
     text = "\n".join(lines) + "\n\n" + "\n".join(f"- {s}" for s in sources) + "\n"
-    return {"table": table, "rows": rows, "summary": summary, "sources": sources}, text
+    if method != DEFAULT_METHOD:
+        text = f"{method}\n\n{text}"
+    out = {"table": table, "rows": rows, "summary": summary, "sources": sources}
+    return ({"method": method, **out} if method != DEFAULT_METHOD else out), text
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data_dir", required=True, help="the DATA/ folder in the CoOp / Dassl layouts")
-    p.add_argument("--base_model", required=True, help="base CLIP (Hub id or folder)")
-    p.add_argument("--table", required=True, choices=TABLES)
-    p.add_argument("--output_dir", required=True)
+    listing = argv is not None and "--list_methods" in argv or argv is None and "--list_methods" in sys.argv
+    p.add_argument("--data_dir", required=not listing, help="the DATA/ folder in the CoOp / Dassl layouts")
+    p.add_argument("--base_model", required=not listing, help="base CLIP (Hub id or folder)")
+    p.add_argument("--table", required=not listing, choices=TABLES)
+    p.add_argument("--output_dir", required=not listing)
+    p.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=[*SUITES, "all"],
+        help="the method to run, with its named configs (benchmarks/paper_methods.py); all: every one",
+    )
+    p.add_argument("--list_methods", action="store_true", help="print every method's configs and published numbers")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--datasets", nargs="+", default=None, help="only these datasets (targets for transfer tables)")
     p.add_argument("--dry_run", action="store_true", help="write runs.json and print the count; run nothing")
@@ -373,6 +404,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval_args", default="", help="extra arguments for examples/evaluate_runs.py, one string")
     opts = p.parse_args(argv)
     opts.train_args, opts.eval_args = shlex.split(opts.train_args), shlex.split(opts.eval_args)
+    if opts.list_methods:
+        return opts
+    # A method without a config for this table's kind (e.g. no DG config) is refused alone, left out of `all`.
+    kind = KINDS[opts.table]
+    if opts.method != "all" and kind not in get_suite(opts.method).configs:
+        p.error(f"--method {opts.method}: no {kind} config in benchmarks/paper_methods.py for --table {opts.table}")
+    candidates = list(SUITES) if opts.method == "all" else [opts.method]
+    opts.methods = [m for m in candidates if kind in SUITES[m].configs]
+    opts.methods_without_config = [m for m in candidates if m not in opts.methods]
     try:
         check_seeds(opts.seeds)
     except ValueError as err:
@@ -399,7 +439,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 SUITE_TRAIN_FLAGS = (
-    "--config", "--base_model", "--data_dir", "--dataset_name", "--seed", "--output_dir", "--protocol", "--target_domain",
+    "--config", "--method", "--base_model", "--data_dir", "--dataset_name", "--seed", "--output_dir", "--protocol", "--target_domain",
 )  # fmt: skip
 SUITE_EVAL_FLAGS = ("--adapters", "--report_dir", "--base_model", "--data_dir", "--dataset_name", "--protocol")
 
@@ -413,6 +453,9 @@ def _write_runs(path: Path, runs: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse(argv)
+    if opts.list_methods:
+        print(published_markdown(list(SUITES)))
+        return 0
     out = Path(opts.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = plan(opts)
@@ -425,15 +468,25 @@ def main(argv: list[str] | None = None) -> int:
         est = estimate(runs, step, opts.eval_images_per_second)
         print(f"{opts.table}: {len(runs)} runs ({len(mine)} in shard {opts.shard}); written to {out / 'runs.json'}")
         print("estimate: " + json.dumps(est))
+        if opts.method != DEFAULT_METHOD:
+            for method in opts.methods:
+                print(
+                    f"{method}: {sum(r['method'] == method for r in runs)} runs ({get_suite(method).configs[KINDS[opts.table]]})"
+                )
+            for method in opts.methods_without_config:
+                print(f"{method}: no {KINDS[opts.table]} config, not planned")
         return 0
     failed: list[str] = []
     if not opts.aggregate_only:
         ran, skipped, failed = execute(mine, out / "logs")
         print(f"shard {opts.shard}: {len(ran)} ran, {len(skipped)} already finished, {len(failed)} failed")
-    rows, text = aggregate(runs, opts.table)
-    atomic_write_text(out / f"{opts.table}_table.json", json.dumps(rows, indent=1))
-    atomic_write_text(out / f"{opts.table}_table.md", text)
-    print(text)
+    for method in opts.methods:
+        rows, text = aggregate([r for r in runs if r["method"] == method], opts.table, method)
+        folder = out if method == DEFAULT_METHOD else out / method
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / f"{opts.table}_table.json", json.dumps(rows, indent=1))
+        atomic_write_text(folder / f"{opts.table}_table.md", text)
+        print(text)
     return 1 if failed else 0
 
 

@@ -16,6 +16,8 @@ Measured, each comparison inside one run and reported as a ratio (absolute times
   frozen+prompted image call vs two separate calls;
 * peak memory of one `metaprompt` training step vs the number of classes (10 → 1000), with and without gradient
   checkpointing, each setting in a fresh subprocess (peak RSS on CPU, `torch.cuda.max_memory_allocated` on GPU);
+* every trainable registered method (`--methods`, default all) against IVLP: base-to-new step time and peak
+  memory at 50 and 500 classes, batch 8, each as a ratio of IVLP's (section `methods`, `perf_methods`);
 * the adapter's file size (`save_pretrained`, 2+2 tokens);
 * encoder calls and rows per step (forward hooks on the two CLIP towers), to show that no frozen pass is repeated;
 * optional ablations: eager vs SDPA attention, bf16 autocast, chunk checkpointing of the text encoder.
@@ -57,6 +59,7 @@ import torch  # noqa: E402
 from perf_ablations import ABLATIONS, bench_ablations  # noqa: E402
 from perf_measure import EncoderCounter, device_name, load_average, log, versions  # noqa: E402
 from perf_memory import bench_memory, memory_child  # noqa: E402
+from perf_methods import bench_methods, parse_methods  # noqa: E402
 from perf_report import derive, markdown  # noqa: E402
 from perf_sections import bench_adapter, bench_b2n, bench_dg, bench_inference  # noqa: E402
 from perf_workload import build_clip, load_tokenizer, make_processor  # noqa: E402
@@ -74,6 +77,7 @@ DEFAULTS = dict(
     repeats=3,
     warmup=1,
     infer_repeats=5,  # an inference batch is cheap next to a training step: more repeats (3 were too noisy)
+    methods_batch_size=8,
 )
 QUICK = dict(
     b2n_classes=(6, 12),
@@ -88,6 +92,7 @@ QUICK = dict(
     repeats=1,
     warmup=1,
     infer_repeats=1,
+    methods_batch_size=4,
 )
 
 
@@ -115,9 +120,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokenizer", help="A CLIP tokenizer folder (default: the byte-level test tokenizer).")
     p.add_argument(
         "--sections",
-        default="b2n,dg,inference,adapter,memory",
-        help="Comma-separated subset of b2n,dg,inference,adapter,memory,ablations (ablations: bf16 autocast and\n"
-        "eager vs SDPA attention on the 50-class base-to-new step; not in the default run).",
+        default="b2n,dg,inference,adapter,memory,methods",
+        help="Comma-separated subset of b2n,dg,inference,adapter,memory,methods,ablations (ablations: bf16 autocast\n"
+        "and eager vs SDPA attention on the 50-class base-to-new step; not in the default run).",
+    )
+    p.add_argument(
+        "--methods",
+        help="Methods section: comma-separated registered methods timed against IVLP (default: every trainable one).",
+    )
+    p.add_argument("--methods_batch_size", type=int, help="Batch of the methods section (default 8).")
+    p.add_argument(
+        "--methods_memory",
+        default="yes",
+        choices=("yes", "no"),
+        help="Methods section: also each method's peak memory (one fresh process per method and class count).",
     )
     p.add_argument(
         "--ablations",
@@ -127,12 +143,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", help="Write the results as JSON here.")
     p.add_argument("--markdown", help="Write the Markdown table here (it is printed in any case).")
     p.add_argument("--_memory_child", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    try:
+        parse_methods(opts.methods)
+    except ValueError as err:
+        p.error(str(err))
+    return opts
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
     preset = dict(QUICK if opts.quick else DEFAULTS)
-    for key in ("batch_size", "dg_batch_size", "dg_classes", "memory_batch_size", "infer_batch_size", "repeats"):
+    for key in (
+        "batch_size",
+        "dg_batch_size",
+        "dg_classes",
+        "memory_batch_size",
+        "infer_batch_size",
+        "repeats",
+        "methods_batch_size",
+    ):
         if getattr(opts, key) is not None:
             preset[key] = getattr(opts, key)
     if opts.warmup is not None:
@@ -153,6 +182,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     sections = [s.strip() for s in opts.sections.split(",") if s.strip()]
+    methods = parse_methods(opts.methods)  # checked before any work
     model = "tiny" if opts.quick else "vit-b16"
     tokenizer = load_tokenizer(opts.tokenizer)
     ctx = SimpleNamespace(**preset)
@@ -166,6 +196,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     ctx.step_kw = {"mixed_precision": opts.mixed_precision}
     ctx.ablations = [a.strip() for a in opts.ablations.split(",") if a.strip()]
     ctx.memory_before = opts.memory_before
+    ctx.methods, ctx.methods_classes, ctx.methods_memory = methods, preset["b2n_classes"], opts.methods_memory == "yes"
     started = time.perf_counter()
     result: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -207,6 +238,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         result["ablations"] = bench_ablations(ctx)
     if "memory" in sections:
         result["memory"] = bench_memory(ctx)
+    if "methods" in sections:
+        result["methods"] = bench_methods(ctx)
     result["load_average_end"] = load_average()
     result["wall_s"] = time.perf_counter() - started
     derive(result)

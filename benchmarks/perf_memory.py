@@ -25,7 +25,8 @@ PERF_SCRIPT = Path(__file__).resolve().with_name("perf.py")  # the entry script,
 
 
 def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a fresh process: build the model, one metaprompt base-to-new training step, report the peak."""
+    """Runs in a fresh process: build the model, one base-to-new training step of `spec["method"]` (default
+    metaprompt), report the peak."""
     torch.set_num_threads(spec["threads"])
     device = spec["device"]
     tokenizer = load_tokenizer(spec["tokenizer"])
@@ -36,7 +37,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     step = TrainStep(
         clip,
         processor,
-        "metaprompt",
+        spec.get("method", "metaprompt"),
         "base2new",
         names,
         pixel_values,

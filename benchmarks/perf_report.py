@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from perf_methods import methods_markdown
+
 
 def derive(result: dict[str, Any]) -> None:
     """The headline keys and their targets."""
@@ -170,6 +172,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"Growth from {t['from_classes']} to {t['to_classes']} classes (no gradient checkpointing): "
                 f"{result['peak_mem_growth_bytes_per_class'] / 1024:,.1f} KiB per class.",
             ]
+    if "methods" in result:
+        lines += methods_markdown(result["methods"])
     return "\n".join(lines) + "\n"
 
 

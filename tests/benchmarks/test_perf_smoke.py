@@ -202,3 +202,43 @@ def test_dg_meta_gradient_from_shared_domain_parts_equals_one_pass_per_side():
     assert shared.episodes == one_pass.episodes == 3
     assert shared.meta_train_loss == pytest.approx(one_pass.meta_train_loss)
     assert shared.meta_test_loss == pytest.approx(one_pass.meta_test_loss)
+
+
+def test_methods_section_has_every_trainable_method_against_ivlp(perf, monkeypatch):
+    """The methods section, its memory children run in-process (their peaks are then meaningless; the keys are not):
+    every registered method that trains prompts has a step time, a peak and both ratios to IVLP's."""
+    from metaprompt_hf.methods import METHODS
+
+    real_run = subprocess.run
+
+    def fake_run(cmd, **kw):
+        if "--_memory_child" not in cmd:  # the machine's description: run as it is
+            return real_run(cmd, **kw)
+        spec = json.loads(cmd[cmd.index("--_memory_child") + 1])
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(perf.memory_child(spec)) + "\n", "")
+
+    monkeypatch.setattr(perf_memory.subprocess, "run", fake_run)
+    result = perf.run(perf.parse_args(["--quick", "--sections", "methods", "--classes", "6", "--warmup", "0"]))
+    section = result["methods"]
+    trainable = {m for m, cls in METHODS.items() if cls.text_prompts or cls.vision_prompts}
+    assert "zeroshot" not in trainable and {"ivlp", "coop", "kgcoop", "promptsrc", "metaprompt"} <= trainable
+    entry = section["classes"]["6"]
+    assert section["batch_size"] == 4 and section["reference"] == "ivlp"
+    assert set(entry["step"]) == set(entry["memory"]) == trainable
+    for key in ("step_ratio_vs_ivlp", "memory_ratio_vs_ivlp", "memory_growth_ratio_vs_ivlp"):
+        assert set(entry[key]) == trainable and entry[key]["ivlp"] == 1.0, key
+        assert all(isinstance(v, float) and v > 0 for v in entry[key].values()), key
+    assert all(len(entry["step"][m]["times_s"]) == result["settings"]["repeats"] for m in trainable)
+    table = perf.markdown(result)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "classes (s)" not in line]
+    assert {row.split(" | ")[0].removeprefix("| ") for row in rows} >= trainable
+    json.dumps(result)
+
+
+def test_methods_flag_is_checked_before_any_work(perf, capsys):
+    opts = perf.parse_args(["--quick", "--methods", "coop,kgcoop"])
+    assert perf.parse_methods(opts.methods) == ["ivlp", "coop", "kgcoop"]  # the reference is always timed
+    for bad in ("coop,maple_typo", "zeroshot"):  # unknown, and a method with nothing to train
+        with pytest.raises(SystemExit):
+            perf.parse_args(["--quick", "--methods", bad])
+        assert "--methods: " in capsys.readouterr().err
