@@ -146,3 +146,26 @@ def test_the_named_configs_hold_the_official_hyperparameters(name, protocol):
         "cosine",
         0.08,
     )
+
+
+@pytest.mark.slow
+def test_a_resumed_cocoop_run_ends_with_the_same_adapter(run_args, tmp_path):
+    """The meta-network is checkpointed and its optimizer state restored with the context's."""
+    from metaprompt_hf.training import train
+
+    common = dict(method="cocoop", n_ctx=2, n_pro=0, max_steps=5, checkpointing_steps="3", shots=4)
+    common |= dict(per_device_train_batch_size=4, do_eval=False)
+    train(run_args(tmp_path / "whole", **common))
+
+    def crash(state):
+        if state.global_step == 4:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(run_args(tmp_path / "crashed", **common), callbacks=[crash])
+    train(run_args(tmp_path / "crashed", resume_from_checkpoint="latest", **common))
+    whole = load_file(tmp_path / "whole" / "metaprompt_model.safetensors")
+    resumed = load_file(tmp_path / "crashed" / "metaprompt_model.safetensors")
+    assert set(whole) == {"text_prompts", *HEAD_KEYS}
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key

@@ -69,6 +69,9 @@ def expected_logits(model, pixel_values, adapter_name=None):
 
 
 def test_registry_refuses_what_is_not_a_head_and_replacing_a_name(toy_head):
+    import metaprompt_hf
+
+    assert metaprompt_hf.register_adapter_head is register_adapter_head and metaprompt_hf.AdapterHead is AdapterHead
     with pytest.raises(TypeError, match="subclass of AdapterHead"):
         register_adapter_head("other", nn.Linear)
     with pytest.raises(ValueError, match="already registered"):
