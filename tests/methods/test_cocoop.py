@@ -56,11 +56,38 @@ def test_the_adapter_is_a_layer0_context_with_a_meta_network():
     assert get_method("cocoop").trainable_parameters(model) == model.prompt_parameters()
 
 
-def test_the_head_refuses_an_adapter_without_a_layer0_context():
+@pytest.mark.parametrize(
+    "fields",
+    [dict(text_depth=2), dict(n_ctx=0), dict(n_pro=2), dict(coupled_branches=True)],
+    ids=["deep-text", "no-context", "vision-prompts", "coupled"],
+)
+def test_the_head_refuses_an_adapter_that_is_not_a_layer0_context(fields):
     clip, processor = tiny_clip(seed=0)
-    config = MetaPromptConfig(n_ctx=2, n_pro=0, text_depth=2, method_config={"name": "cocoop", "version": 1})
-    with pytest.raises(ValueError, match="cocoop: the adapter needs a layer-0 text context"):
+    values = dict(n_ctx=2, n_pro=0, text_depth=1, coupled_branches=False) | fields
+    config = MetaPromptConfig(**values, method_config={"name": "cocoop", "version": 1})
+    with pytest.raises(ValueError, match="cocoop: the adapter is a layer-0 text context"):
         MetaPromptModel(clip, config, processor)
+
+
+def test_cocoop_on_siglip_adds_its_logit_bias(siglip_and_processor, tmp_path):
+    """Any registered dual encoder: on SigLIP (no projection) π reads the vision width, and the logits carry the
+    base model's bias; the adapter saves and reloads."""
+    clip, processor = siglip_and_processor
+    config = get_method("cocoop").adapter_config(["a photo of a {}."], n_ctx=2, n_pro=0)
+    torch.manual_seed(0)
+    model = MetaPromptModel(clip, config, processor).eval()
+    pixel_values = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(pixel_values, NAMES).logits
+        x = model.encode_frozen_image(pixel_values)
+        bias = model.adapters["default"].head.meta_net(x)
+        rows = [
+            model.logit_scale * x[b] @ model.encode_text(NAMES, model.text_prompts + bias[b]).t() for b in range(2)
+        ]
+    torch.testing.assert_close(logits, torch.stack(rows) + model.logit_bias, rtol=0, atol=1e-5)
+    model.save_pretrained(tmp_path / "a")
+    loaded = MetaPromptModel.from_pretrained(tmp_path / "a", base_model=clip, processor=processor)
+    torch.testing.assert_close(loaded.predict(pixel_values, NAMES), model.predict(pixel_values, NAMES), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("chunk", [128, 3], ids=["one-class-chunk", "class-chunks"])

@@ -96,10 +96,11 @@ class CoCoOpHead(AdapterHead):
 
     def __init__(self, config: MetaPromptConfig, backbone: Any) -> None:
         super().__init__(config, backbone)
-        if not config.n_ctx or config.text_depth != 1:
+        if not config.n_ctx or config.text_depth != 1 or config.n_pro or config.coupled_branches:
             raise ValueError(
-                f"cocoop: the adapter needs a layer-0 text context (n_ctx >= 1, text_depth 1); got n_ctx "
-                f"{config.n_ctx}, text_depth {config.text_depth}"
+                f"cocoop: the adapter is a layer-0 text context scored by s<x, t(x)> (n_ctx >= 1, text_depth 1, "
+                f"n_pro 0, coupled_branches false); got n_ctx {config.n_ctx}, text_depth {config.text_depth}, n_pro "
+                f"{config.n_pro}, coupled_branches {config.coupled_branches}"
             )
         vis_dim = feature_width(backbone)
         self.meta_net = nn.Sequential(
