@@ -5,6 +5,7 @@ eval logits are the official ones recorded in tests/fixtures/fidelity_cocoop."""
 from __future__ import annotations
 
 import re
+import sys
 import shutil
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def test_official_cocoop_checkpoint_gives_the_official_eval_logits(tmp_path, fid
     with torch.no_grad():
         logits = model(ref["images"], CLASSNAMES).logits
     diff = (logits - ref["eval.logits"]).abs().max().item()
+    sys.__stdout__.write(f"\ncocoop: max |converted - official| eval logits = {diff:.3g}\n")
     assert diff <= 1e-4, f"converted CoCoOp adapter's eval logits differ from the official ones by {diff:.3g}"
 
 
