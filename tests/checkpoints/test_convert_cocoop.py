@@ -5,8 +5,8 @@ eval logits are the official ones recorded in tests/fixtures/fidelity_cocoop."""
 from __future__ import annotations
 
 import re
-import sys
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
