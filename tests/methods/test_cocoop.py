@@ -122,7 +122,8 @@ def _examples_train():
 def test_cocoop_trains_saves_reloads_and_predicts(tiny_clip_dir, domain_folder, tmp_path):
     out = tmp_path / "cocoop"
     argv = ["--method", "cocoop", "--n_ctx", "4", "--base_model", tiny_clip_dir, "--dataset_name", domain_folder]
-    argv += ["--shots", "2", "--per_device_train_batch_size", "4", "--max_steps", "3", "--output_dir", str(out)]
+    argv += ["--shots", "2", "--per_device_train_batch_size", "4", "--max_steps", "3", "--max_eval_samples", "12"]
+    argv += ["--output_dir", str(out)]
     train = _examples_train()
     trained, save = [], train.save_adapter
     train.save_adapter = lambda run, model: (trained.append(model), save(run, model))[1]
