@@ -5,6 +5,7 @@ from .backbones import get_backbone, register_backbone
 from .constants import __version__
 from .inputs.templates import templates_for_dataset
 from .modeling.configuration_metaprompt import CONFIG_NAME, MetaPromptConfig
+from .modeling.heads import AdapterHead, register_adapter_head
 from .modeling.losses import asymmetric_contrastive_loss, coupled_logits
 from .modeling.modeling_metaprompt import (
     WEIGHTS_NAME,
@@ -39,6 +40,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
+    "AdapterHead",
     "MetaPromptConfig",
     "MetaPromptModel",
     "MetaPromptOutput",
@@ -50,6 +52,7 @@ __all__ = [
     "get_method",
     "get_protocol",
     "pipeline",
+    "register_adapter_head",
     "register_backbone",
     "register_method",
     "register_protocol",

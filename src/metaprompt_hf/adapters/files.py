@@ -25,6 +25,7 @@ import torch
 
 from ..constants import CONFIG_DIGEST_KEY, CONFIG_NAME, PROMPT_KEYS, SAVE_ID_KEY, WEIGHTS_NAME
 from ..modeling.configuration_metaprompt import MetaPromptConfig
+from ..modeling.heads import HEAD_PREFIX, head_class
 from ..utils import read_folder_files, resolve_file, write_folder
 from ..validation import check_finite_tensors
 
@@ -215,9 +216,10 @@ def parse_header(data: bytes, source: str) -> dict[str, Any]:
     return header
 
 
-def expected_shapes(config: MetaPromptConfig) -> dict[str, tuple[int | None, int, int | None]]:
-    """Shapes the config implies, (depth, tokens, width) per prompt key; None where the config does not say."""
-    out: dict[str, tuple[int | None, int, int | None]] = {}
+def expected_shapes(config: MetaPromptConfig) -> dict[str, tuple[int | None, ...]]:
+    """Shapes the config implies, (depth, tokens, width) per prompt key and the head's `head.<name>` keys (its
+    method's registered `AdapterHead`, modeling/heads.py); None where the config does not say."""
+    out: dict[str, tuple[int | None, ...]] = {}
     if config.n_ctx:
         out["text_prompts"] = (config.text_depth or config.text_num_layers, config.n_ctx, config.text_hidden_size)
     if config.n_pro:
@@ -226,6 +228,9 @@ def expected_shapes(config: MetaPromptConfig) -> dict[str, tuple[int | None, int
             config.n_pro,
             config.vision_hidden_size,
         )
+    head = head_class(config)
+    if head is not None:
+        out.update({HEAD_PREFIX + k: v for k, v in head.expected_shapes(config).items()})
     return out
 
 
@@ -235,15 +240,21 @@ def check_shapes(shapes: dict[str, tuple[int, ...]], config: MetaPromptConfig, s
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
+        method = (config.method_config or {}).get("name")
+        hint = (
+            f"; no adapter head is registered for method {method!r}: import the plugin that registers it"
+            if any(k.startswith(HEAD_PREFIX) for k in unexpected) and head_class(config) is None
+            else ""
+        )
         raise ValueError(
             f"{source}: keys do not match the adapter's config: missing {missing}, unexpected {unexpected} "
-            f"(expected {sorted(expected)} of {list(PROMPT_KEYS)})"
+            f"(expected {sorted(expected)} of {list(PROMPT_KEYS)}){hint}"
         )
     for key, want in expected.items():
         got = shapes[key]
-        if len(got) != 3 or any(w is not None and w != g for w, g in zip(want, got)):
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
             shown = tuple("?" if w is None else w for w in want)
             raise ValueError(
-                f"{source}: tensor {key!r} has shape {got}, but the adapter's config expects {shown} "
-                f"(depth, tokens, width)"
+                f"{source}: tensor {key!r} has shape {got}, but the adapter's config expects {shown}"
+                + ("" if key.startswith(HEAD_PREFIX) else " (depth, tokens, width)")
             )

@@ -22,6 +22,7 @@ from torch import nn
 from ..backbones import DualEncoderBackbone, get_backbone, load_base_model, load_base_processor, resolve_base_model
 from ..constants import CONFIG_NAME, DEFAULT_ADAPTER_NAME, MODEL_CARD_NAME, PROMPT_KEYS, WEIGHTS_NAME
 from ..modeling.configuration_metaprompt import MetaPromptConfig
+from ..modeling.heads import HEAD_PREFIX, build_adapter_head
 from ..validation import check_finite_tensors
 from .files import AdapterFiles, check_shapes, read_adapter, save_adapter
 
@@ -50,9 +51,20 @@ class PromptAdapter(nn.Module):
         )
         self.text_prompts = nn.Parameter(make(text_shape)) if config.n_ctx else None
         self.vision_prompts = nn.Parameter(make(vision_shape)) if config.n_pro else None
+        # The method's own inference parameters, if its name has a registered head (modeling/heads.py).
+        self.head = build_adapter_head(config, backbone)
 
     def prompt_parameters(self) -> list[nn.Parameter]:
-        return [p for p in (self.text_prompts, self.vision_prompts) if p is not None]
+        """θ_t, θ_v (those that exist), then the head's parameters: the order of `state()`."""
+        prompts = [p for p in (self.text_prompts, self.vision_prompts) if p is not None]
+        return prompts + ([] if self.head is None else list(self.head.parameters()))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The adapter's tensors under their file keys: the prompts, then `head.<name>` for the head's."""
+        out = {k: getattr(self, k).detach() for k in PROMPT_KEYS if getattr(self, k) is not None}
+        if self.head is not None:
+            out.update({HEAD_PREFIX + k: v.detach() for k, v in self.head.named_parameters()})
+        return out
 
 
 class AdapterMixin:
@@ -170,15 +182,16 @@ class AdapterMixin:
     # ------------------------------------------------------------------ state
     def prompt_state_dict(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
         """One adapter's tensors only, under package-owned keys (never transformers module paths)."""
-        adapter = self._adapter(adapter_name)
-        return {k: getattr(adapter, k).detach() for k in PROMPT_KEYS if getattr(adapter, k) is not None}
+        return self._adapter(adapter_name).state()
 
     def load_prompt_state_dict(
         self, state: dict[str, torch.Tensor], source: str = "state dict", adapter_name: str | None = None
     ) -> None:
-        """Strictly load prompt tensors: a missing, unexpected or mis-shaped key raises `ValueError` naming it."""
+        """Strictly load an adapter's tensors (prompts and head): a missing, unexpected or mis-shaped key raises
+        `ValueError` naming it."""
         adapter = self._adapter(adapter_name)
-        expected = {k: tuple(v.shape) for k, v in self.prompt_state_dict(adapter_name).items()}
+        own = adapter.state()
+        expected = {k: tuple(v.shape) for k, v in own.items()}
         base = adapter.config.base_model_name_or_path or self.backbone.name_or_path or "the base model"
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -191,12 +204,12 @@ class AdapterMixin:
             if tuple(state[key].shape) != shape:
                 raise ValueError(
                     f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, but the adapter on base model "
-                    f"{base} expects {shape} (depth, tokens, width)"
+                    f"{base} expects {shape}{'' if key.startswith(HEAD_PREFIX) else ' (depth, tokens, width)'}"
                 )
         check_finite_tensors(state, source)
         with torch.no_grad():
-            for key in expected:
-                getattr(adapter, key).copy_(state[key].to(device=self.backbone.device, dtype=torch.float32))
+            for key, tensor in own.items():  # detached views of the parameters: copying writes into them
+                tensor.copy_(state[key].to(device=self.backbone.device, dtype=torch.float32))
         self.clear_cache()
 
     # ------------------------------------------------------------------ Hub (huggingface_hub.ModelHubMixin)

@@ -56,6 +56,9 @@ class CheckpointLayout:
     # Keys whose values the official forward casts to fp16 whatever the run's precision: rounded the same way, so
     # the adapter computes with the values the official model computed with.
     fp16_in_forward: str | None = None
+    # The method's own inference tensors: (official key, adapter key `head.<name>`, modeling/heads.py); shapes are
+    # checked when the adapter loads them.
+    head: tuple[tuple[str, str], ...] = ()
 
 
 _METAPROMPT_URL = "https://github.com/Vill-Lab/2024-TIP-MetaPrompt/blob/ca996074f789f67c8f8dde1c38a8da9a6c614e90"
@@ -99,6 +102,18 @@ KGCOOP = CheckpointLayout(
     verified=f"{_CODE_READ}; the key names and the context's eval logits (CoOp's) against a state dict and logits "
     "recorded from the official code on a tiny CLIP (tests/fixtures/official_checkpoints)",
 )
+COCOOP = CheckpointLayout(
+    source=f"{_COOP_URL}/trainers/cocoop.py#L62-L161",
+    saved_model="prompt_learner/: the prompt learner only (trainers/cocoop.py#L237)",
+    text=PromptKeys(first="ctx"),  # (N_CTX, d_text), trainers/cocoop.py#L93
+    vision=None,
+    # The meta-network Linear(P, P // 16) -> ReLU -> Linear(P // 16, d_text), trainers/cocoop.py#L95-L99
+    head=tuple(
+        (f"meta_net.linear{i}.{w}", f"head.meta_net.linear{i}.{w}") for i in (1, 2) for w in ("weight", "bias")
+    ),
+    verified=f"{_CODE_READ}; the context and meta-network of the CoCoOp fidelity recording, saved under the official "
+    "keys, convert to the official eval logits (tests/fixtures/fidelity_cocoop)",
+)
 IVLP = CheckpointLayout(
     source=f"{_MAPLE_URL}/trainers/independentVL.py#L65-L114",
     saved_model="VLPromptLearner/: the whole CustomCLIP (trainers/independentVL.py#L226)",
@@ -129,6 +144,7 @@ OFFICIAL_LAYOUTS: dict[str, CheckpointLayout] = {
     "metaprompt_mldg_second_order": METAPROMPT,
     "metaprompt_faithful": METAPROMPT,
     "coop": COOP,
+    "cocoop": COCOOP,
     "kgcoop": KGCOOP,
     "ivlp": IVLP,
     "promptsrc": PROMPTSRC,
@@ -250,6 +266,13 @@ def extract_prompts(
             tensors[f"{name}_prompts"], taken[f"{name}_prompts"] = _branch(
                 state, keys, width, layers, name, context, fp16
             )
+    for official, mine in layout.head:
+        if official not in state:
+            raise CheckpointError(
+                f"{source}: no {official!r}: {method} checkpoints hold their {mine.split('.', 1)[1]} there; is the "
+                "checkpoint another method's?"
+            )
+        tensors[mine], taken[mine] = _read(state[official], official, fp16), [official]
     used = {k for names in taken.values() for k in names}
     rounded = sorted(k for k in used if fp16 is not None and fp16.search(k))
     rules = [(re.compile(p), reason) for p, reason in (_TOKEN_BUFFERS, *layout.dropped)]

@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import Method, MethodConfig
 from .baselines import IVLP, CoOp, ZeroShot
+from .cocoop import CoCoOp
 from .kgcoop import KgCoOp
 from .metaprompt import (
     MetaPrompt,
@@ -52,6 +53,7 @@ for _name, _cls in (
     ("zeroshot", ZeroShot),
     ("coop", CoOp),
     ("ivlp", IVLP),
+    ("cocoop", CoCoOp),
     ("kgcoop", KgCoOp),
     ("promptsrc", PromptSRC),
     ("metaprompt_no_meta", MetaPromptNoMeta),

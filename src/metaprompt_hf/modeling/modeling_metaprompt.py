@@ -397,7 +397,9 @@ class MetaPromptModel(
         out.image_embeds, out.frozen_image_embeds, out.text_embeds = x_tilde, x, t
         if cfg.coupled_branches or return_zero_shot:
             out.template_embeds = self.encode_templates(class_names, templates, adapter_name=name)
-        if cfg.coupled_branches:
+        if adapter.head is not None:  # a method with its own inference parameters forms the logits (heads.py)
+            out.logits = adapter.head.logits(self, x_tilde, class_names, adapter_name=name)
+        elif cfg.coupled_branches:
             out.logits, out.logits_image, out.logits_text = coupled_logits(x_tilde, x, t, out.template_embeds, s)
         else:
             out.logits = s * x_tilde @ t.t()

@@ -41,8 +41,6 @@ from ..methods import Method
 from ..protocols.base import draw_meta_episodes
 from .health import check_step_inputs
 
-PROMPT_NAMES = ("text_prompts", "vision_prompts")
-
 
 @dataclass
 class UpdateRecord:
@@ -52,7 +50,7 @@ class UpdateRecord:
         phase: "in_domain" (phase 1) or "meta_train" (a faithful inner step).
         loss: the loss that update descended.
         prompts, grads, momentum: per prompt name ("text_prompts", "vision_prompts"), (depth, tokens, width)
-            clones; a grad or momentum buffer the optimiser did not have is None.
+            clones, and an adapter head's tensors under `head.<name>`; a grad or momentum buffer the optimiser did not have is None.
     """
 
     phase: str
@@ -434,10 +432,8 @@ class TrainingStep:
 
     def _snapshot(self, phase: str, loss: float) -> UpdateRecord:
         prompts, grads, momentum = {}, {}, {}
-        for name in PROMPT_NAMES:
-            p = getattr(self.model, name)
-            if p is None:
-                continue
+        # Keys and parameters in the same order: θ_t, θ_v, then an adapter head's `head.<name>` (modeling/heads.py).
+        for name, p in zip(self.model.prompt_state_dict(), self.model.prompt_parameters()):
             prompts[name] = p.detach().clone()
             grads[name] = None if p.grad is None else p.grad.detach().clone()
             buf = self.raw_optimizer.state.get(p, {}).get("momentum_buffer")

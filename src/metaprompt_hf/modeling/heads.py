@@ -1,0 +1,156 @@
+"""Adapter heads: learned tensors of an adapter beyond θ_t and θ_v, and the logits they form (docs/architecture.md
+§4.2).
+
+Most methods are prompts only: the model forms their logits (z^o, or s<x̃, t>). A method with its own inference
+parameters — CoCoOp's meta-network, which shifts the text context per image — registers an `AdapterHead` class under
+its method name, as PEFT maps a tuner type to its layer classes. The adapter whose `method_config["name"]` has a
+registered head builds one beside its prompts; the head's tensors are saved in `metaprompt_model.safetensors` under
+`head.<parameter name>` and read back as strictly as the prompts (`adapters/files.py`), and `MetaPromptModel.forward`
+asks the head for the output's `logits`. Heads of the package's own methods live here; a plugin registers its own
+with `register_adapter_head(name, cls)`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .configuration_metaprompt import MetaPromptConfig
+
+__all__ = ["ADAPTER_HEADS", "HEAD_PREFIX", "AdapterHead", "CoCoOpHead", "build_adapter_head", "register_adapter_head"]
+
+#: Prefix of a head's tensors in the adapter's safetensors file and `prompt_state_dict`.
+HEAD_PREFIX = "head."
+
+
+class AdapterHead(nn.Module):
+    """An adapter's own inference parameters and its logits. Subclasses build their parameters (fp32) in
+    `__init__`, say their shapes from the config alone in `expected_shapes`, and implement `logits`.
+
+    Args:
+        config: the adapter's config, fitted to the base model (widths and depths known).
+        backbone: the base model's `DualEncoderBackbone` (its widths, device).
+    """
+
+    def __init__(self, config: MetaPromptConfig, backbone: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def expected_shapes(cls, config: MetaPromptConfig) -> dict[str, tuple[int | None, ...]]:
+        """Shape of each tensor (key without `head.`) as far as `config` tells, None for a dimension it does not
+        record; checked against the file's header before anything is allocated."""
+        return {}
+
+    def logits(
+        self, model: Any, image_embeds: torch.Tensor, class_names: Sequence[str], *, adapter_name: str
+    ) -> torch.Tensor:
+        """The adapter's logits (B, C), before the base model's logit bias (added by `forward`).
+
+        Args:
+            model: the `MetaPromptModel` (its encoders, `logit_scale`).
+            image_embeds: x̃ (B, P), L2-normalised (the frozen x when the adapter has no vision prompts).
+            class_names: the C class names of the call.
+            adapter_name: the adapter of the call (its prompts).
+        """
+        raise NotImplementedError
+
+
+ADAPTER_HEADS: dict[str, type[AdapterHead]] = {}
+
+
+def register_adapter_head(name: str, cls: type[AdapterHead], *, overwrite: bool = False) -> type[AdapterHead]:
+    """Register `cls` as the head of adapters whose `method_config["name"]` is `name`."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(f"adapter head name: expected a non-empty method name, got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, AdapterHead)):
+        raise TypeError(f"register_adapter_head({name!r}, ...): expected a subclass of AdapterHead")
+    if name in ADAPTER_HEADS and ADAPTER_HEADS[name] is not cls and not overwrite:
+        raise ValueError(f"adapter head {name!r} is already registered ({ADAPTER_HEADS[name].__name__})")
+    ADAPTER_HEADS[name] = cls
+    return cls
+
+
+def head_class(config: MetaPromptConfig) -> type[AdapterHead] | None:
+    """The head class registered for the config's method, or None (a prompts-only adapter)."""
+    name = (config.method_config or {}).get("name")
+    return ADAPTER_HEADS.get(name) if isinstance(name, str) else None
+
+
+def build_adapter_head(config: MetaPromptConfig, backbone: Any) -> AdapterHead | None:
+    """The head of an adapter (fp32, on the base model's device), or None when its method has none."""
+    cls = head_class(config)
+    return None if cls is None else cls(config, backbone).to(device=backbone.device, dtype=torch.float32)
+
+
+class CoCoOpHead(AdapterHead):
+    """CoCoOp's meta-network π = Linear(P, P//16) → ReLU → Linear(P//16, d_text) on the normalised image feature x;
+    the context of image b is θ_t + π(x_b) on every token, and its logits are s<x_b, t_c(θ_t + π(x_b))> over the C
+    classes (https://github.com/KaiyangZhou/CoOp/blob/ff61507c790454bce7c5052c3ac39e60772f1f89/trainers/cocoop.py;
+    docs/methods/cocoop.md). P is the base model's projection width (its feature width without one)."""
+
+    def __init__(self, config: MetaPromptConfig, backbone: Any) -> None:
+        super().__init__(config, backbone)
+        if not config.n_ctx or config.text_depth != 1 or config.n_pro or config.coupled_branches:
+            raise ValueError(
+                f"cocoop: the adapter is a layer-0 text context scored by s<x, t(x)> (n_ctx >= 1, text_depth 1, "
+                f"n_pro 0, coupled_branches false); got n_ctx {config.n_ctx}, text_depth {config.text_depth}, n_pro "
+                f"{config.n_pro}, coupled_branches {config.coupled_branches}"
+            )
+        vis_dim = feature_width(backbone)
+        self.meta_net = nn.Sequential(
+            OrderedDict(
+                [
+                    ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("linear2", nn.Linear(vis_dim // 16, backbone.text_hidden_size)),
+                ]
+            )
+        )
+
+    @classmethod
+    def expected_shapes(cls, config: MetaPromptConfig) -> dict[str, tuple[int | None, ...]]:
+        return {
+            "meta_net.linear1.weight": (None, None),
+            "meta_net.linear1.bias": (None,),
+            "meta_net.linear2.weight": (config.text_hidden_size, None),
+            "meta_net.linear2.bias": (config.text_hidden_size,),
+        }
+
+    def logits(
+        self, model: Any, image_embeds: torch.Tensor, class_names: Sequence[str], *, adapter_name: str
+    ) -> torch.Tensor:
+        ctx = model._adapter(adapter_name).text_prompts  # (1, n_ctx, d_text)
+        bias = self.meta_net(image_embeds.float())  # (B, d_text)
+        s = model.logit_scale
+
+        def one_image(ctx_b: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
+            t = model.encode_text(class_names, text_prompts=ctx_b, adapter_name=adapter_name)  # (C, P)
+            return s * x_b @ t.t()
+
+        # B × C text encodings: under grad each image but the last is checkpointed, so only its (C,) row stays alive
+        # and memory is bounded by one image's class encodings (the last runs its backward first, as in
+        # `MetaPromptModel._encode_ids_chunked`).
+        use_ckpt = torch.is_grad_enabled() and (ctx.requires_grad or bias.requires_grad)
+        rows = []
+        for b in range(image_embeds.shape[0]):
+            ctx_b = ctx + bias[b][None, None]
+            if use_ckpt and b < image_embeds.shape[0] - 1:
+                rows.append(checkpoint(one_image, ctx_b, image_embeds[b], use_reentrant=False))
+            else:
+                rows.append(one_image(ctx_b, image_embeds[b]))
+        return torch.stack(rows)
+
+
+def feature_width(backbone: Any) -> int:
+    """The width of the base model's image features: its projection width, or the vision width without one."""
+    width = getattr(backbone.model.config, "projection_dim", None)
+    return int(width) if width else int(backbone.vision_hidden_size)
+
+
+register_adapter_head("cocoop", CoCoOpHead)
