@@ -65,6 +65,7 @@ FAITHFUL_CONFIGS = {
 CLIP_ZERO_SHOT = PublishedAverage("CLIP (MaPLe README)", 69.34, 74.22, 71.70, MAPLE_README)
 COOP_MAPLE = PublishedAverage("CoOp, 200 epochs (MaPLe README)", 82.69, 63.22, 71.66, MAPLE_README)
 COOP_KGCOOP = PublishedAverage("CoOp (KgCoOp README)", 82.63, 67.99, 74.60, KGCOOP_README)
+COCOOP_MAPLE = PublishedAverage("CoCoOp, 10 epochs (MaPLe README)", 80.47, 71.69, 75.83, MAPLE_README)
 IVLP_MAPLE = PublishedAverage("IVLP 2+2 ctx, 5 epochs (MaPLe README)", 82.15, 74.07, 77.90, MAPLE_README)
 IVLP_PROMPTSRC = PublishedAverage("IVLP, 20 epochs (PromptSRC README)", 84.21, 71.79, 77.51, PROMPTSRC_README)
 
@@ -120,6 +121,10 @@ SUITES: dict[str, MethodSuite] = {
     "zeroshot": _baseline("zeroshot", CLIP_ZERO_SHOT),
     "coop": _baseline("coop", COOP_MAPLE, COOP_KGCOOP),
     "ivlp": _baseline("ivlp", IVLP_MAPLE, IVLP_PROMPTSRC),
+    "cocoop": MethodSuite(
+        configs={"base2new": "cocoop_b2n_vitb16.yaml", "transfer": "cocoop_xd_vitb16.yaml"},
+        averages=(COCOOP_MAPLE,),
+    ),
     "kgcoop": MethodSuite(
         configs={"base2new": "kgcoop_b2n_vitb16.yaml", "transfer": "kgcoop_xd_vitb16.yaml"},
         averages=(PublishedAverage("KgCoOp (its README)", 80.73, 73.6, 77.0, KGCOOP_README),),
