@@ -129,6 +129,10 @@ SUITES: dict[str, MethodSuite] = {
         configs={"base2new": "kgcoop_b2n_vitb16.yaml", "transfer": "kgcoop_xd_vitb16.yaml"},
         averages=(PublishedAverage("KgCoOp (its README)", 80.73, 73.6, 77.0, KGCOOP_README),),
     ),
+    "maple": MethodSuite(
+        configs={"base2new": "maple_b2n_vitb16.yaml", "transfer": "maple_xd_vitb16.yaml"},
+        averages=(PublishedAverage("MaPLe, 5 epochs (its README)", 82.28, 75.14, 78.55, MAPLE_README),),
+    ),
     "promptsrc": MethodSuite(
         configs={"base2new": "promptsrc_b2n_vitb16.yaml", "transfer": "promptsrc_xd_vitb16.yaml"},
         averages=(PublishedAverage("PromptSRC (its README)", 84.26, 76.10, 79.97, PROMPTSRC_README),),

@@ -14,6 +14,7 @@ from .base import Method, MethodConfig
 from .baselines import IVLP, CoOp, ZeroShot
 from .cocoop import CoCoOp
 from .kgcoop import KgCoOp
+from .maple import MaPLe
 from .metaprompt import (
     MetaPrompt,
     MetaPromptFaithful,
@@ -56,6 +57,7 @@ for _name, _cls in (
     ("cocoop", CoCoOp),
     ("kgcoop", KgCoOp),
     ("promptsrc", PromptSRC),
+    ("maple", MaPLe),
     ("metaprompt_no_meta", MetaPromptNoMeta),
     ("metaprompt", MetaPrompt),
     ("metaprompt_second_order", MetaPromptSecondOrder),

@@ -12,6 +12,7 @@ with `register_adapter_head(name, cls)`.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,16 @@ from torch.utils.checkpoint import checkpoint
 
 from .configuration_metaprompt import MetaPromptConfig
 
-__all__ = ["ADAPTER_HEADS", "HEAD_PREFIX", "AdapterHead", "CoCoOpHead", "build_adapter_head", "register_adapter_head"]
+__all__ = [
+    "ADAPTER_HEADS",
+    "HEAD_PREFIX",
+    "AdapterHead",
+    "CoCoOpHead",
+    "MaPLeHead",
+    "adapter_vision_prompts",
+    "build_adapter_head",
+    "register_adapter_head",
+]
 
 #: Prefix of a head's tensors in the adapter's safetensors file and `prompt_state_dict`.
 HEAD_PREFIX = "head."
@@ -30,7 +40,9 @@ HEAD_PREFIX = "head."
 
 class AdapterHead(nn.Module):
     """An adapter's own inference parameters and its logits. Subclasses build their parameters (fp32) in
-    `__init__`, say their shapes from the config alone in `expected_shapes`, and implement `logits`.
+    `__init__`, say their shapes from the config alone in `expected_shapes`, and implement `logits` — or set
+    `forms_logits = False` to keep the model's s<x̃, t> — and, optionally, `vision_prompts` (the prompts of the
+    image pass, when the head derives them instead of the adapter holding θ_v).
 
     Args:
         config: the adapter's config, fitted to the base model (widths and depths known).
@@ -40,6 +52,9 @@ class AdapterHead(nn.Module):
     def __init__(self, config: MetaPromptConfig, backbone: Any) -> None:
         super().__init__()
         self.config = config
+
+    #: Whether `logits` forms the adapter's logits; False keeps the model's s<x̃, t> (z^o when coupled).
+    forms_logits: bool = True
 
     @classmethod
     def expected_shapes(cls, config: MetaPromptConfig) -> dict[str, tuple[int | None, ...]]:
@@ -59,6 +74,26 @@ class AdapterHead(nn.Module):
             adapter_name: the adapter of the call (its prompts).
         """
         raise NotImplementedError
+
+    def vision_prompts(self, model: Any, adapter: Any) -> torch.Tensor | None:
+        """The vision prompts (depth, n, d_vision) of the adapter's image pass, or None to use its θ_v (the
+        default). Called once per image pass, so prompts computed from trained tensors carry their gradients.
+
+        Args:
+            model: the `MetaPromptModel`.
+            adapter: the adapter of the call (`adapters/multi.py`, `PromptAdapter`: its `text_prompts`).
+        """
+        return None
+
+
+def adapter_vision_prompts(model: Any, adapter: Any) -> torch.Tensor | None:
+    """The vision prompts an adapter's image pass uses: its head's when the head gives them, else θ_v (None
+    without vision prompts)."""
+    if adapter.head is not None:
+        prompts = adapter.head.vision_prompts(model, adapter)
+        if prompts is not None:
+            return prompts
+    return adapter.vision_prompts
 
 
 ADAPTER_HEADS: dict[str, type[AdapterHead]] = {}
@@ -147,6 +182,50 @@ class CoCoOpHead(AdapterHead):
         return torch.stack(rows)
 
 
+class MaPLeHead(AdapterHead):
+    """MaPLe's coupling functions: the vision prompts of layer i are F_i(θ_t[i]), F_i = Linear(d_text, d_vision),
+    one separate function per prompted layer (`proj` for layer 0, `compound_prompt_projections.{i-1}` for the
+    compound layers i = 1 … depth-1), recomputed from θ_t at every call; the logits stay s<x̃, t>
+    (https://github.com/muzairkhattak/multimodal-prompt-learning/blob/0d62419f24cb8e65b43adfb0611f1a53620e7214/trainers/maple.py;
+    docs/methods/maple.md)."""
+
+    forms_logits = False
+
+    def __init__(self, config: MetaPromptConfig, backbone: Any) -> None:
+        super().__init__(config, backbone)
+        if not config.n_ctx or config.n_pro or config.coupled_branches:
+            raise ValueError(
+                f"maple: the adapter is deep text prompts whose projections are the vision prompts, scored by "
+                f"s<x~, t> (n_ctx >= 1, n_pro 0, coupled_branches false); got n_ctx {config.n_ctx}, n_pro "
+                f"{config.n_pro}, coupled_branches {config.coupled_branches}"
+            )
+        if config.text_depth > backbone.vision_num_layers:
+            raise ValueError(
+                f"maple: text_depth {config.text_depth} prompts more layers than the vision encoder has "
+                f"({backbone.vision_num_layers}); every text prompt layer has a projected vision prompt layer"
+            )
+        d_text, d_vision = backbone.text_hidden_size, backbone.vision_hidden_size
+        self.proj = nn.Linear(d_text, d_vision)
+        # The official code deep-copies ONE initialised Linear for every compound layer (`_get_clones`): they start
+        # equal and are trained apart.
+        single = nn.Linear(d_text, d_vision)
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(single) for _ in range(config.text_depth - 1)])
+
+    @classmethod
+    def expected_shapes(cls, config: MetaPromptConfig) -> dict[str, tuple[int | None, ...]]:
+        d_text, d_vision = config.text_hidden_size, config.vision_hidden_size
+        out: dict[str, tuple[int | None, ...]] = {"proj.weight": (d_vision, d_text), "proj.bias": (d_vision,)}
+        for i in range((config.text_depth or 1) - 1):
+            out[f"compound_prompt_projections.{i}.weight"] = (d_vision, d_text)
+            out[f"compound_prompt_projections.{i}.bias"] = (d_vision,)
+        return out
+
+    def vision_prompts(self, model: Any, adapter: Any) -> torch.Tensor:
+        ctx = adapter.text_prompts  # (depth, n_ctx, d_text)
+        layers = [self.proj, *self.compound_prompt_projections]
+        return torch.stack([f(ctx[i].float()) for i, f in enumerate(layers)])  # (depth, n_ctx, d_vision)
+
+
 def feature_width(backbone: Any) -> int:
     """The width of the base model's image features: its projection width, or the vision width without one."""
     width = getattr(backbone.model.config, "projection_dim", None)
@@ -154,3 +233,4 @@ def feature_width(backbone: Any) -> int:
 
 
 register_adapter_head("cocoop", CoCoOpHead)
+register_adapter_head("maple", MaPLeHead)

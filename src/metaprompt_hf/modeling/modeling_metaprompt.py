@@ -36,6 +36,7 @@ from ..inputs.checks import as_image_list, check_batch_size, check_class_names, 
 from ..inputs.text_fit import fit_text_rows
 from .configuration_metaprompt import MetaPromptConfig, check_templates
 from .frozen_base import FrozenBaseMixin
+from .heads import adapter_vision_prompts
 from .injection import install_prompt_hooks, text_prompts_in_context, vision_prompts_in_context
 from .losses import adapter_loss, coupled_logits
 from .outputs import MetaPromptOutput
@@ -329,7 +330,7 @@ class MetaPromptModel(
         adapter_name: str | None = None,
     ) -> torch.Tensor:
         """x̃ = E_Iᴾ(image) with θ_v (or the override `vision_prompts`): (B, P), L2-normalised."""
-        prompts = self._adapter(adapter_name).vision_prompts if vision_prompts is None else vision_prompts
+        prompts = adapter_vision_prompts(self, self._adapter(adapter_name)) if vision_prompts is None else vision_prompts
         if prompts is None:
             return self.encode_frozen_image(pixel_values)
         return self._image_features(pixel_values, prompts)
@@ -339,7 +340,7 @@ class MetaPromptModel(
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, x̃) for the same images. Without grad (inference) both come from ONE batched encoder call: the frozen
         half masks the prompt tokens out of attention (see `injection.vision_prompts_in_context`)."""
-        prompts = self._adapter(adapter_name).vision_prompts
+        prompts = adapter_vision_prompts(self, self._adapter(adapter_name))
         if prompts is None:
             x = self.encode_frozen_image(pixel_values)
             return x, x
@@ -383,21 +384,22 @@ class MetaPromptModel(
         cfg = adapter.config
         s = self.logit_scale
         out = MetaPromptOutput(logit_scale=s)
-        need_frozen = cfg.coupled_branches or return_zero_shot or adapter.vision_prompts is None
+        vision = adapter_vision_prompts(self, adapter)
+        need_frozen = cfg.coupled_branches or return_zero_shot or vision is None
         if frozen_image_embeds is not None:
             x = _at_least_fp32(frozen_image_embeds)
-            x_tilde = self.encode_image(pixel_values, adapter_name=name)
-        elif need_frozen and adapter.vision_prompts is not None:
+            x_tilde = self.encode_image(pixel_values, vision, adapter_name=name)
+        elif need_frozen and vision is not None:
             x, x_tilde = self.encode_image_pair(pixel_values, adapter_name=name)
         elif need_frozen:
             x = x_tilde = self.encode_frozen_image(pixel_values)
         else:
-            x, x_tilde = None, self.encode_image(pixel_values, adapter_name=name)
+            x, x_tilde = None, self.encode_image(pixel_values, vision, adapter_name=name)
         t = self.encode_text(class_names, adapter_name=name)
         out.image_embeds, out.frozen_image_embeds, out.text_embeds = x_tilde, x, t
         if cfg.coupled_branches or return_zero_shot:
             out.template_embeds = self.encode_templates(class_names, templates, adapter_name=name)
-        if adapter.head is not None:  # a method with its own inference parameters forms the logits (heads.py)
+        if adapter.head is not None and adapter.head.forms_logits:  # the head's own logits (heads.py)
             out.logits = adapter.head.logits(self, x_tilde, class_names, adapter_name=name)
         elif cfg.coupled_branches:
             out.logits, out.logits_image, out.logits_text = coupled_logits(x_tilde, x, t, out.template_embeds, s)
@@ -412,8 +414,8 @@ class MetaPromptModel(
                     setattr(out, field, getattr(out, field) + bias)
         if output_features:
             out.frozen_image_features = self._image_features(pixel_values, None, normalize=False)
-            if adapter.vision_prompts is not None:
-                out.image_features = self._image_features(pixel_values, adapter.vision_prompts, normalize=False)
+            if vision is not None:
+                out.image_features = self._image_features(pixel_values, vision, normalize=False)
             if adapter.text_prompts is not None:
                 rows = self._tokenize(class_names, check_placeholders=True, adapter=adapter)
                 out.text_features = self._encode_ids_chunked(rows, adapter.text_prompts, normalize=False)
