@@ -61,6 +61,28 @@ def test_the_head_refuses_an_adapter_with_its_own_vision_prompts():
         MetaPromptModel(clip, config, processor)
 
 
+def test_maple_on_siglip_projects_its_vision_prompts_and_adds_the_logit_bias(siglip_and_processor, tmp_path):
+    """Any registered dual encoder: on SigLIP the coupling functions map to its vision width, the prompt rows are
+    dropped before its pooling head, and the logits carry the base model's bias; the adapter saves and reloads."""
+    clip, processor = siglip_and_processor
+    config = get_method("maple").adapter_config(["a photo of a {}."], n_ctx=2, n_pro=0, prompt_depth=2)
+    torch.manual_seed(0)
+    model = MetaPromptModel(clip, config, processor).eval()
+    head = model.adapters["default"].head
+    assert head.proj.weight.shape == (model.backbone.vision_hidden_size, model.backbone.text_hidden_size)
+    pixel_values = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(pixel_values, NAMES).logits
+        vision = torch.stack(
+            [head.proj(model.text_prompts[0]), head.compound_prompt_projections[0](model.text_prompts[1])]
+        )
+        x, t = model.encode_image(pixel_values, vision), model.encode_text(NAMES)
+    torch.testing.assert_close(logits, model.logit_scale * x @ t.t() + model.logit_bias, rtol=0, atol=1e-5)
+    model.save_pretrained(tmp_path / "a")
+    loaded = MetaPromptModel.from_pretrained(tmp_path / "a", base_model=clip, processor=processor)
+    torch.testing.assert_close(loaded.predict(pixel_values, NAMES), model.predict(pixel_values, NAMES), rtol=0, atol=0)
+
+
 def test_logits_and_gradients_equal_the_formula():
     model = maple_model()
     head = model.adapters["default"].head

@@ -37,6 +37,7 @@ class PromptKeys:
     stacked: str | None = None
     first: str | None = None
     deeper: str | None = None
+    deeper_from: int = 1  # the `{i}` of layer 1 (MaPLe numbers its compound prompts from 0)
 
     def __post_init__(self) -> None:
         if (self.stacked is None) == (self.first is None) or (self.deeper and "{i}" not in self.deeper):
@@ -66,6 +67,9 @@ _COOP_URL = "https://github.com/KaiyangZhou/CoOp/blob/ff61507c790454bce7c5052c3a
 _KGCOOP_URL = "https://github.com/htyao89/KgCoOp/blob/c43ccc32c8739f64b165cfa205fcc6c0f5bb5b17/KgCoOp"
 _MAPLE_URL = (
     "https://github.com/muzairkhattak/multimodal-prompt-learning/blob/69bce21ae8eda80ad6187534b2dce09cf6c59e17"
+)
+_MAPLE_CODE_URL = (
+    "https://github.com/muzairkhattak/multimodal-prompt-learning/blob/0d62419f24cb8e65b43adfb0611f1a53620e7214"
 )
 _PROMPTSRC_URL = "https://github.com/muzairkhattak/PromptSRC/blob/bb95c77b634d63488f2cad81ff4a72d53bdd06d5"
 _CODE_READ = "key names and shapes read from the official code at the commit of `source`"
@@ -124,6 +128,22 @@ IVLP = CheckpointLayout(
     "tiny CLIP (tests/fixtures/official_checkpoints)",
     fp16_in_forward=r"(^|\.)VPT(_shallow)?$",  # `.half()` in clip/model.py#L238, #L249, #L405
 )
+MAPLE = CheckpointLayout(
+    source=f"{_MAPLE_CODE_URL}/trainers/maple.py#L69-L176",
+    saved_model="MultiModalPromptLearner/: the whole CustomCLIP (trainers/maple.py#L255)",
+    # layer 0's context, then the compound text prompts of layers 1.. numbered from 0 (trainers/maple.py#L111-L117)
+    text=PromptKeys(first="prompt_learner.ctx", deeper="prompt_learner.compound_prompts_text.{i}", deeper_from=0),
+    vision=None,  # projected from the text prompts by the coupling functions: the head's (modeling/heads.py)
+    head=(
+        ("prompt_learner.proj.weight", "head.proj.weight"),  # Linear(d_text, d_vision), kept in fp16 (#L103-L104)
+        ("prompt_learner.proj.bias", "head.proj.bias"),
+        ("prompt_learner.compound_prompt_projections.{i}.weight", "head.compound_prompt_projections.{i}.weight"),
+        ("prompt_learner.compound_prompt_projections.{i}.bias", "head.compound_prompt_projections.{i}.bias"),
+    ),
+    verified=f"{_CODE_READ}; the text prompts and coupling functions of the MaPLe fidelity recording, saved under the "
+    "official keys, convert to the official eval logits (tests/fixtures/fidelity_maple)",
+    fp16_in_forward=r"(^|\.)compound_prompts_text\.\d+$",  # `.half()` in clip/model.py#L323
+)
 PROMPTSRC = CheckpointLayout(
     source=f"{_PROMPTSRC_URL}/trainers/promptsrc.py#L72-L138",
     saved_model="VLPromptLearner/: the whole CustomCLIP after Gaussian prompt aggregation (trainers/promptsrc.py#L261)",
@@ -148,6 +168,7 @@ OFFICIAL_LAYOUTS: dict[str, CheckpointLayout] = {
     "kgcoop": KGCOOP,
     "ivlp": IVLP,
     "promptsrc": PROMPTSRC,
+    "maple": MAPLE,
 }
 
 
@@ -213,15 +234,13 @@ def _branch(
         return _read(ref, first, fp16), [first]
     names = [first]
     if keys.deeper:
-        i = 1
-        while keys.deeper.format(i=i) in state:
-            names.append(keys.deeper.format(i=i))
-            i += 1
+        found = _consecutive(state, keys.deeper, keys.deeper_from)
+        names += found
         pattern = re.compile("^" + re.escape(keys.deeper).replace(r"\{i\}", r"(\d+)") + "$")
         stray = sorted(k for k in state if pattern.match(k) and k not in names)
         if stray:
             raise CheckpointError(
-                f"{source}: {what} prompts of layers 1..{i - 1} are consecutive but {stray} lie beyond a gap"
+                f"{source}: {what} prompts of layers 1..{len(found)} are consecutive but {stray} lie beyond a gap"
             )
     n_tokens = tuple(state[first].shape)[0] if len(state[first].shape) == 2 else None
     for name in names:
@@ -232,6 +251,15 @@ def _branch(
     if len(names) > layers:
         raise CheckpointError(f"{source}: {what} prompts for {len(names)} layers, but base model {base} has {layers}")
     return torch.stack([_read(state[n], n, fp16) for n in names]), names
+
+
+def _consecutive(state: Mapping[str, TensorRef], template: str, start: int) -> list[str]:
+    """The keys `template.format(i=start)`, `start + 1`, ... while they are in `state`."""
+    names, i = [], start
+    while template.format(i=i) in state:
+        names.append(template.format(i=i))
+        i += 1
+    return names
 
 
 def extract_prompts(
@@ -266,7 +294,11 @@ def extract_prompts(
             tensors[f"{name}_prompts"], taken[f"{name}_prompts"] = _branch(
                 state, keys, width, layers, name, context, fp16
             )
-    for official, mine in layout.head:
+    head = []
+    for official, mine in layout.head:  # an entry with `{i}`: one per layer, from 0 while present
+        found = _consecutive(state, official, 0) if "{i}" in official else [official]
+        head += [(o, mine.format(i=i) if "{i}" in mine else mine) for i, o in enumerate(found)]
+    for official, mine in head:
         if official not in state:
             raise CheckpointError(
                 f"{source}: no {official!r}: {method} checkpoints hold their {mine.split('.', 1)[1]} there; is the "

@@ -330,10 +330,11 @@ class MetaPromptModel(
         adapter_name: str | None = None,
     ) -> torch.Tensor:
         """x̃ = E_Iᴾ(image) with θ_v (or the override `vision_prompts`): (B, P), L2-normalised."""
-        prompts = adapter_vision_prompts(self, self._adapter(adapter_name)) if vision_prompts is None else vision_prompts
-        if prompts is None:
+        if vision_prompts is None:
+            vision_prompts = adapter_vision_prompts(self, self._adapter(adapter_name))
+        if vision_prompts is None:
             return self.encode_frozen_image(pixel_values)
-        return self._image_features(pixel_values, prompts)
+        return self._image_features(pixel_values, vision_prompts)
 
     def encode_image_pair(
         self, pixel_values: torch.Tensor, *, adapter_name: str | None = None
@@ -381,10 +382,9 @@ class MetaPromptModel(
             raise ValueError(f"pixel_values: expected shape (B, 3, H, W), got {tuple(pixel_values.shape)}")
         adapter = self._adapter(adapter_name)
         name = adapter_name if adapter_name is not None else self._active_adapter
-        cfg = adapter.config
+        cfg, vision = adapter.config, adapter_vision_prompts(self, adapter)  # θ_v, or the head's (heads.py)
         s = self.logit_scale
         out = MetaPromptOutput(logit_scale=s)
-        vision = adapter_vision_prompts(self, adapter)
         need_frozen = cfg.coupled_branches or return_zero_shot or vision is None
         if frozen_image_embeds is not None:
             x = _at_least_fp32(frozen_image_embeds)
