@@ -96,8 +96,12 @@ def test_official_maple_checkpoint_gives_the_official_eval_logits(tmp_path, fide
             lambda s: s.update({"prompt_learner.compound_prompts_text.0": torch.zeros(2, 512)}),
             r"'prompt_learner.compound_prompts_text.0' has shape \(2, 512\)",
         ),
+        (
+            lambda s: [s.pop(f"prompt_learner.compound_prompt_projections.0.{w}") for w in ("weight", "bias")],
+            r"missing \['head.compound_prompt_projections.0.bias', 'head.compound_prompt_projections.0.weight'\]",
+        ),
     ],
-    ids=["no-proj-bias", "projection-of-another-width", "compound-prompt-of-another-width"],
+    ids=["no-proj-bias", "projection-of-another-width", "compound-prompt-of-another-width", "no-compound-projection"],
 )
 def test_maple_checkpoints_that_do_not_fit_are_refused(tmp_path, fidelity_clip_dir, ref, capsys, change, message):
     state = official_state(ref)
