@@ -133,6 +133,12 @@ class TrainStep:
         mixed_precision: str = "no",
         **arg_overrides: Any,
     ) -> None:
+        text_layers = clip.config.text_config.num_hidden_layers
+        vision_layers = clip.config.vision_config.num_hidden_layers
+        if "prompt_depth" not in arg_overrides and text_layers != vision_layers:
+            # A prompt per layer of the shallower tower (the test-sized CLIP: 3 text, 2 vision layers), for every
+            # method alike: MaPLe projects each text prompt layer into a vision prompt layer.
+            arg_overrides["prompt_depth"] = min(text_layers, vision_layers)
         self.args = training_args(method, protocol, pixel_values.shape[0], **arg_overrides)
         self.accelerator = make_accelerator(mixed_precision, cpu=pixel_values.device.type == "cpu")
         model = new_model(clip, processor, self.args)
