@@ -6,6 +6,7 @@ imports transformers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,8 +26,10 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 from metaprompt_hf import MetaPromptConfig, MetaPromptModel  # noqa: E402
+from metaprompt_hf.backbones import load_base_model, load_base_processor  # noqa: E402
 from metaprompt_hf.testing import tiny_clip  # noqa: E402
 
 torch.set_num_threads(2)
@@ -225,3 +228,57 @@ def launch_two_cpu_processes(args: list[str], tmp_path) -> subprocess.CompletedP
         *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+
+
+# ---------------------------------------------------------------- fidelity to official code (tests/methods/)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+PACKAGE_TOKENIZER = Path(__file__).resolve().parents[1] / "src" / "metaprompt_hf" / "assets" / "mini-clip"
+
+
+@pytest.fixture(scope="module")
+def ref(request) -> dict[str, torch.Tensor]:
+    """The tensors recorded from the official code, from the test module's `REF` folder."""
+    return load_file(str(request.module.REF / "official_reference.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def meta(request) -> dict:
+    """The recording's settings and provenance, from the test module's `REF` folder."""
+    return json.loads((request.module.REF / "official_reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def fidelity_clip_dir(tmp_path_factory) -> str:
+    """The fidelity tiny CLIP as a model folder, with the package's mini-clip tokenizer files."""
+    folder = tmp_path_factory.mktemp("fidelity_clip")
+    for f in (FIXTURES / "fidelity" / "tiny_clip").iterdir():
+        shutil.copy(f, folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(PACKAGE_TOKENIZER / name, folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def fidelity_clip_and_processor(fidelity_clip_dir):
+    """The fidelity tiny CLIP in fp32 with SDPA attention (as recorded), and its processor."""
+    clip = load_base_model(fidelity_clip_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    return clip, load_base_processor(fidelity_clip_dir)
+
+
+class WorstDifferences(dict):
+    """check → the worst |difference| seen against the official numbers; a fidelity module holds one as `WORST`,
+    printed after the module with `pytest -s`."""
+
+    def record(self, name: str, diff: float) -> None:
+        self[name] = max(self.get(name, 0.0), float(diff))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worst_differences(request):
+    yield
+    worst = getattr(request.module, "WORST", None)
+    if worst:
+        print(f"\n{request.module.__name__}: worst |diff| per check")
+        for name, diff in worst.items():
+            print(f"  {name:<56} {diff:.3g}")

@@ -10,23 +10,16 @@ max(1e-4, 1e-5·max|ref|) + 1e-5·|ref|, momentum max(1e-3, 1e-5·max|ref|) + 1e
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from metaprompt_hf import MetaPromptModel
-from metaprompt_hf.backbones import load_base_model, load_base_processor
 from metaprompt_hf.methods import get_method
 from metaprompt_hf.training.step import TrainingStep
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-REF = FIXTURES / "fidelity_cocoop"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
-PACKAGE_TOKENIZER = Path(__file__).resolve().parents[2] / "src" / "metaprompt_hf" / "assets" / "mini-clip"
+REF = Path(__file__).resolve().parents[1] / "fixtures" / "fidelity_cocoop"
 HEAD_KEYS = ("meta_net.linear1.weight", "meta_net.linear1.bias", "meta_net.linear2.weight", "meta_net.linear2.bias")
 
 
@@ -44,29 +37,8 @@ def assert_matches(actual: torch.Tensor, expected: torch.Tensor, group: str, nam
     assert not (diff > tol).any(), f"{name}: worst |diff| {diff.max().item():.3g} ({int((diff > tol).sum())} off)"
 
 
-@pytest.fixture(scope="module")
-def ref() -> dict[str, torch.Tensor]:
-    return load_file(str(REF / "official_reference.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def meta() -> dict:
-    return json.loads((REF / "official_reference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def clip_and_processor(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fidelity_cocoop_clip")
-    for f in (FIXTURES / "fidelity" / "tiny_clip").iterdir():
-        shutil.copy(f, folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(PACKAGE_TOKENIZER / name, folder)
-    clip = load_base_model(str(folder), dtype=torch.float32, attn_implementation="sdpa").eval()
-    return clip, load_base_processor(str(folder))
-
-
-def build(clip_and_processor, meta, ref, state: bool) -> MetaPromptModel:
-    clip, processor = clip_and_processor
+def build(fidelity_clip_and_processor, meta, ref, state: bool) -> MetaPromptModel:
+    clip, processor = fidelity_clip_and_processor
     cfg = meta["config"]["TRAINER"]["COCOOP"]
     config = get_method("cocoop").adapter_config(
         ["a photo of a {}."], n_ctx=cfg["N_CTX"], n_pro=0, ctx_init=cfg["CTX_INIT"]
@@ -78,16 +50,18 @@ def build(clip_and_processor, meta, ref, state: bool) -> MetaPromptModel:
     return model
 
 
-def test_tokenizer_gives_the_official_ids(clip_and_processor, meta, ref):
-    for i, row in enumerate(clip_and_processor[1].tokenizer(meta["prompted_texts"], padding=False)["input_ids"]):
+def test_tokenizer_gives_the_official_ids(fidelity_clip_and_processor, meta, ref):
+    for i, row in enumerate(
+        fidelity_clip_and_processor[1].tokenizer(meta["prompted_texts"], padding=False)["input_ids"]
+    ):
         assert (
             row == ref["tokenized_prompts"][i, : len(row)].tolist()
             and not ref["tokenized_prompts"][i, len(row) :].any()
         )
 
 
-def test_the_adapter_has_the_official_tensors(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref, state=False)
+def test_the_adapter_has_the_official_tensors(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref, state=False)
     assert_matches(model.text_prompts[0], ref["init.ctx"], "params", "init ctx")
     shapes = {k: tuple(v.shape) for k, v in model.prompt_state_dict().items()}
     assert shapes == {"text_prompts": (1, 4, 64)} | {f"head.{k}": tuple(ref[f"state.{k}"].shape) for k in HEAD_KEYS}
@@ -95,8 +69,8 @@ def test_the_adapter_has_the_official_tensors(clip_and_processor, meta, ref):
     assert official == ["ctx", *HEAD_KEYS]
 
 
-def test_eval_logits_match(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref, state=True).eval()
+def test_eval_logits_match(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref, state=True).eval()
     assert model.logit_scale.item() == pytest.approx(ref["logit_scale"].item(), abs=1e-4)
     with torch.no_grad():
         out = model(ref["images"], meta["classnames"], output_features=True)
@@ -109,8 +83,8 @@ def test_eval_logits_match(clip_and_processor, meta, ref):
     assert (model.logit_scale * out.image_embeds @ out.text_embeds.t() - ref["eval.logits"]).abs().max() > 1e-2
 
 
-def test_one_training_step_matches(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref, state=True).train()
+def test_one_training_step_matches(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref, state=True).train()
     opt = meta["config"]["OPTIM"]
     method = get_method("cocoop")
     params = method.trainable_parameters(model)

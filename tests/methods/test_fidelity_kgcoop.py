@@ -11,39 +11,20 @@ prompts 1e-5, gradients max(1e-4, 1e-5·max|ref|) + 1e-5·|ref|, momentum max(1e
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from conftest import WorstDifferences
 
 from metaprompt_hf import MetaPromptModel
-from metaprompt_hf.backbones import load_base_model as load_clip
-from metaprompt_hf.backbones import load_base_processor as load_processor
 from metaprompt_hf.methods import get_method
 from metaprompt_hf.training.step import TrainingStep
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-REF = FIXTURES / "fidelity_kgcoop"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
-PACKAGE_TOKENIZER = Path(__file__).resolve().parents[2] / "src" / "metaprompt_hf" / "assets" / "mini-clip"
+REF = Path(__file__).resolve().parents[1] / "fixtures" / "fidelity_kgcoop"
 
 
-WORST: dict[str, float] = {}  # check → worst |diff|, printed with `-s`
-
-
-def _record(name: str, diff: float) -> None:
-    WORST[name] = max(WORST.get(name, 0.0), diff)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worst_differences():
-    yield
-    print("\nkgcoop fidelity: worst |diff| per check")
-    for name, diff in WORST.items():
-        print(f"  {name:<40} {diff:.3g}")
+WORST = WorstDifferences()  # printed with `-s`
 
 
 def assert_matches(actual: torch.Tensor, expected: torch.Tensor, group: str, name: str) -> None:
@@ -57,32 +38,12 @@ def assert_matches(actual: torch.Tensor, expected: torch.Tensor, group: str, nam
     else:
         tol = torch.full_like(expected, {"features": 1e-5, "logits": 1e-4, "prompts": 1e-5}[group])
     diff = (actual - expected).abs()
-    _record(name, diff.max().item())
+    WORST.record(name, diff.max().item())
     assert not (diff > tol).any(), f"{name}: worst |diff| {diff.max().item():.3g} ({int((diff > tol).sum())} off)"
 
 
-@pytest.fixture(scope="module")
-def ref() -> dict[str, torch.Tensor]:
-    return load_file(str(REF / "official_reference.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def meta() -> dict:
-    return json.loads((REF / "official_reference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def clip_and_processor(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fidelity_kgcoop_clip")
-    for f in (FIXTURES / "fidelity" / "tiny_clip").iterdir():
-        shutil.copy(f, folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(PACKAGE_TOKENIZER / name, folder)
-    return load_clip(str(folder), dtype=torch.float32, attn_implementation="sdpa").eval(), load_processor(str(folder))
-
-
-def build(clip_and_processor, meta, state: torch.Tensor | None) -> MetaPromptModel:
-    clip, processor = clip_and_processor
+def build(fidelity_clip_and_processor, meta, state: torch.Tensor | None) -> MetaPromptModel:
+    clip, processor = fidelity_clip_and_processor
     cfg = meta["config"]["TRAINER"]["COOP"]
     method = get_method("kgcoop", {"weight": cfg["W"]})
     config = method.adapter_config([meta["template"]], n_ctx=cfg["N_CTX"], n_pro=0, ctx_init="a photo of a")
@@ -92,21 +53,21 @@ def build(clip_and_processor, meta, state: torch.Tensor | None) -> MetaPromptMod
     return model
 
 
-def test_tokenizer_gives_the_official_ids(clip_and_processor, meta, ref):
-    tok = clip_and_processor[1].tokenizer
+def test_tokenizer_gives_the_official_ids(fidelity_clip_and_processor, meta, ref):
+    tok = fidelity_clip_and_processor[1].tokenizer
     for texts, key in (("prompted_texts", "tokenized_prompts"), ("template_texts", "template_ids")):
         for i, row in enumerate(tok(meta[texts], padding=False)["input_ids"]):
             assert row == ref[key][i, : len(row)].tolist() and not ref[key][i, len(row) :].any(), f"{texts}[{i}]"
 
 
-def test_ctx_init_equals_the_official_one(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, None)
+def test_ctx_init_equals_the_official_one(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, None)
     assert model.text_prompts.shape == (1, 4, ref["init.ctx"].shape[-1]) and model.vision_prompts is None
     assert_matches(model.text_prompts[0], ref["init.ctx"], "prompts", "init ctx")
 
 
-def test_eval_features_and_logits_match(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref["state.ctx"]).eval()
+def test_eval_features_and_logits_match(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref["state.ctx"]).eval()
     assert model.logit_scale.item() == pytest.approx(ref["logit_scale"].item(), abs=1e-4)
     with torch.no_grad():
         out = model(ref["images"], meta["classnames"], output_features=True)
@@ -117,9 +78,9 @@ def test_eval_features_and_logits_match(clip_and_processor, meta, ref):
     )
 
 
-def _step(clip_and_processor, meta, ref):
+def _step(fidelity_clip_and_processor, meta, ref):
     """One step of `TrainingStep` with the kgcoop method (its loss) and the official SGD settings."""
-    model = build(clip_and_processor, meta, ref["state.ctx"]).train()
+    model = build(fidelity_clip_and_processor, meta, ref["state.ctx"]).train()
     opt_cfg = meta["config"]["OPTIM"]
     optimizer = torch.optim.SGD(
         model.prompt_parameters(), lr=opt_cfg["LR"], momentum=opt_cfg["MOMENTUM"], weight_decay=opt_cfg["WEIGHT_DECAY"]
@@ -133,33 +94,33 @@ def _step(clip_and_processor, meta, ref):
     return h, result, update
 
 
-def test_one_training_step_matches(clip_and_processor, meta, ref):
+def test_one_training_step_matches(fidelity_clip_and_processor, meta, ref):
     """Against the official step whose frozen branch is fp32, as the package computes: every tensor within the
     suite's tolerances."""
-    h, result, update = _step(clip_and_processor, meta, ref)
+    h, result, update = _step(fidelity_clip_and_processor, meta, ref)
     rec, p = meta["variants"]["fp32_frozen_branch"], "step.fp32_frozen_branch."
     assert_matches(h, ref[p + "frozen_text_features"], "features", "h_c")
     assert result.learning_rate == rec["lr"]
-    _record("loss", abs(result.loss - rec["loss"]))
+    WORST.record("loss", abs(result.loss - rec["loss"]))
     assert result.loss == pytest.approx(rec["loss"], abs=1e-4)
     assert_matches(update.grads["text_prompts"][0], ref[p + "grad"], "gradients", "grad")
     assert_matches(update.prompts["text_prompts"][0], ref[p + "ctx"], "prompts", "ctx after the step")
     assert_matches(update.momentum["text_prompts"][0], ref[p + "momentum"], "momentum", "momentum")
 
 
-def test_one_training_step_is_near_the_official_run_as_it_is(clip_and_processor, meta, ref):
+def test_one_training_step_is_near_the_official_run_as_it_is(fidelity_clip_and_processor, meta, ref):
     """The official code at PREC=fp32 keeps its frozen branch in CLIP's fp16 (h_c ~5e-4 from fp32) and takes the
     cosine of fp32 t_c with fp16 h_c; the package computes h_c in fp32 (docs/methods/kgcoop.md). The step stays
     within the bounds that rounding allows: loss 1e-3, context 1e-4, gradient and momentum 1e-3·max|ref|."""
-    h, result, update = _step(clip_and_processor, meta, ref)
+    h, result, update = _step(fidelity_clip_and_processor, meta, ref)
     rec, p = meta["variants"]["official"], "step.official."
     torch.testing.assert_close(h, ref[p + "frozen_text_features"], rtol=0, atol=1e-3)
-    _record("official as is: h_c", (h - ref[p + "frozen_text_features"]).abs().max().item())
-    _record("official as is: loss", abs(result.loss - rec["loss"]))
+    WORST.record("official as is: h_c", (h - ref[p + "frozen_text_features"]).abs().max().item())
+    WORST.record("official as is: loss", abs(result.loss - rec["loss"]))
     assert result.loss == pytest.approx(rec["loss"], abs=1e-3)
     for key, mine in (("ctx", update.prompts), ("grad", update.grads), ("momentum", update.momentum)):
         expected = ref[p + key]
         atol = 1e-4 if key == "ctx" else 1e-3 * expected.abs().max().item()
-        _record(f"official as is: {key} (max |ref| {expected.abs().max().item():.3g})",
+        WORST.record(f"official as is: {key} (max |ref| {expected.abs().max().item():.3g})",
                 (mine["text_prompts"][0] - expected).abs().max().item())  # fmt: skip
         torch.testing.assert_close(mine["text_prompts"][0], expected, rtol=0, atol=atol, msg=key)

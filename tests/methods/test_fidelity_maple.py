@@ -14,24 +14,18 @@ same fp16 casts and are checked relative to their size.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from conftest import WorstDifferences
 
 from metaprompt_hf import MetaPromptModel
-from metaprompt_hf.backbones import load_base_model, load_base_processor
 from metaprompt_hf.methods import get_method
 from metaprompt_hf.modeling.heads import MaPLeHead
 from metaprompt_hf.training.step import TrainingStep
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-REF = FIXTURES / "fidelity_maple"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
-PACKAGE_TOKENIZER = Path(__file__).resolve().parents[2] / "src" / "metaprompt_hf" / "assets" / "mini-clip"
+REF = Path(__file__).resolve().parents[1] / "fixtures" / "fidelity_maple"
 KEYS = (
     "text_prompts",
     "head.proj.weight",
@@ -39,47 +33,18 @@ KEYS = (
     "head.compound_prompt_projections.0.weight",
     "head.compound_prompt_projections.0.bias",
 )
-WORST: dict[str, float] = {}  # check → worst |diff|, printed with `-s`
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worst_differences():
-    yield
-    print("\nmaple fidelity: worst |diff| per check")
-    for name, diff in WORST.items():
-        print(f"  {name:<56} {diff:.3g}")
+WORST = WorstDifferences()  # printed with `-s`
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name: str) -> None:
     assert tuple(actual.shape) == tuple(expected.shape), f"{name}: shape {tuple(actual.shape)} != {expected.shape}"
     diff = (actual.detach().float().cpu() - expected.float()).abs().max().item()
-    WORST[name] = max(WORST.get(name, 0.0), diff)
+    WORST.record(name, diff)
     assert diff <= atol, f"{name}: worst |diff| {diff:.3g} > {atol:.3g}"
 
 
-@pytest.fixture(scope="module")
-def ref() -> dict[str, torch.Tensor]:
-    return load_file(str(REF / "official_reference.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def meta() -> dict:
-    return json.loads((REF / "official_reference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def clip_and_processor(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fidelity_maple_clip")
-    for f in (FIXTURES / "fidelity" / "tiny_clip").iterdir():
-        shutil.copy(f, folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(PACKAGE_TOKENIZER / name, folder)
-    clip = load_base_model(str(folder), dtype=torch.float32, attn_implementation="sdpa").eval()
-    return clip, load_base_processor(str(folder))
-
-
-def build(clip_and_processor, meta, ref, state: bool) -> MetaPromptModel:
-    clip, processor = clip_and_processor
+def build(fidelity_clip_and_processor, meta, ref, state: bool) -> MetaPromptModel:
+    clip, processor = fidelity_clip_and_processor
     cfg = meta["config"]["TRAINER"]["MAPLE"]
     config = get_method("maple").adapter_config(
         ["a photo of a {}."], n_ctx=cfg["N_CTX"], n_pro=0, prompt_depth=cfg["PROMPT_DEPTH"], ctx_init=cfg["CTX_INIT"]
@@ -97,16 +62,16 @@ class _RoundedHead(MaPLeHead):
         return super().vision_prompts(model, adapter).half().float()
 
 
-def test_the_adapter_has_the_official_tensors(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref, state=False)
+def test_the_adapter_has_the_official_tensors(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref, state=False)
     assert_close(model.text_prompts[0], ref["init.text_prompts"][0], 0.0, "init context from 'a photo'")
     shapes = {k: tuple(v.shape) for k, v in model.prompt_state_dict().items()}
     assert shapes == {k: tuple(ref[f"init.{k}"].shape) for k in KEYS}
     assert len(meta["trainable_parameters"]) == 6  # ctx, one compound prompt, two coupling functions
 
 
-def test_eval_logits_match(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref, state=True).eval()
+def test_eval_logits_match(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref, state=True).eval()
     assert model.logit_scale.item() == pytest.approx(meta["logit_scale_exp"], abs=1e-4)
     adapter = model.adapters["default"]
     with torch.no_grad():
@@ -128,8 +93,8 @@ def test_eval_logits_match(clip_and_processor, meta, ref):
     assert_close(rounded.logits, ref["eval.logits"], 1e-4, f"eval logits (rounded as official; max |ref| {m:.3g})")
 
 
-def test_one_training_step_matches(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref, state=True).train()
+def test_one_training_step_matches(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref, state=True).train()
     opt = meta["config"]["OPTIM"]
     method = get_method("maple")
     params = method.trainable_parameters(model)
@@ -140,7 +105,7 @@ def test_one_training_step_matches(clip_and_processor, meta, ref):
     result = step({"pixel_values": ref["images"], "labels": ref["labels"]}, record=True)
     (update,) = result.updates
     assert result.learning_rate == meta["step"]["lr"]
-    WORST["step: loss"] = abs(result.loss - meta["step"]["loss"])
+    WORST.record("step: loss", abs(result.loss - meta["step"]["loss"]))
     assert result.loss == pytest.approx(meta["step"]["loss"], abs=1e-4)
     for key in KEYS:
         grad, momentum = ref[f"step.grad.{key}"], ref[f"step.momentum.{key}"]

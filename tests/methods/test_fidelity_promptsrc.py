@@ -14,42 +14,23 @@ each check: the image L1 and the KL term, the total loss, the gradients, the upd
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from conftest import WorstDifferences
 
 from metaprompt_hf import MetaPromptModel
-from metaprompt_hf.backbones import load_base_model as load_clip
-from metaprompt_hf.backbones import load_base_processor as load_processor
 from metaprompt_hf.methods import TrainerState, get_method
 from metaprompt_hf.methods.promptsrc import DIVERSITY_TEMPLATES, diversity_features
 from metaprompt_hf.training.step import TrainingStep
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-REF = FIXTURES / "fidelity_promptsrc"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
-PACKAGE_TOKENIZER = Path(__file__).resolve().parents[2] / "src" / "metaprompt_hf" / "assets" / "mini-clip"
+REF = Path(__file__).resolve().parents[1] / "fixtures" / "fidelity_promptsrc"
 KEYS = ("text_prompts", "vision_prompts")
 
 
-WORST: dict[str, float] = {}  # check → worst |diff|, printed with `-s`
-
-
-def _record(name: str, diff: float) -> None:
-    WORST[name] = max(WORST.get(name, 0.0), diff)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worst_differences():
-    yield
-    print("\npromptsrc fidelity: worst |diff| per check")
-    for name, diff in WORST.items():
-        print(f"  {name:<48} {diff:.3g}")
+WORST = WorstDifferences()  # printed with `-s`
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name: str) -> None:
@@ -57,28 +38,8 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name
         f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     )
     diff = (actual.detach().float().cpu() - expected.float()).abs().max().item()
-    _record(name, diff)
+    WORST.record(name, diff)
     assert diff <= atol, f"{name}: worst |diff| {diff:.3g} > {atol:.3g}"
-
-
-@pytest.fixture(scope="module")
-def ref() -> dict[str, torch.Tensor]:
-    return load_file(str(REF / "official_reference.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def meta() -> dict:
-    return json.loads((REF / "official_reference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def clip_and_processor(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fidelity_promptsrc_clip")
-    for f in (FIXTURES / "fidelity" / "tiny_clip").iterdir():
-        shutil.copy(f, folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(PACKAGE_TOKENIZER / name, folder)
-    return load_clip(str(folder), dtype=torch.float32, attn_implementation="sdpa").eval(), load_processor(str(folder))
 
 
 def method_of(meta):
@@ -87,8 +48,8 @@ def method_of(meta):
     return get_method("promptsrc", {**knobs, "gpa_mean": cfg["GPA_MEAN"], "gpa_std": cfg["GPA_STD"]})
 
 
-def build(clip_and_processor, meta, ref, prefix: str | None = "state") -> MetaPromptModel:
-    clip, processor = clip_and_processor
+def build(fidelity_clip_and_processor, meta, ref, prefix: str | None = "state") -> MetaPromptModel:
+    clip, processor = fidelity_clip_and_processor
     cfg = meta["config"]["TRAINER"]["PROMPTSRC"]
     assert cfg["PROMPT_DEPTH_TEXT"] == cfg["PROMPT_DEPTH_VISION"]
     config = method_of(meta).adapter_config(
@@ -111,8 +72,8 @@ def optimizer_of(model, meta, lr=None):
     )
 
 
-def test_the_context_init_and_the_textual_diversity_features_match(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref, prefix=None)
+def test_the_context_init_and_the_textual_diversity_features_match(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref, prefix=None)
     assert model.text_prompts.shape == ref["init.text_prompts"].shape
     assert model.vision_prompts.shape == ref["init.vision_prompts"].shape
     assert_close(model.text_prompts[0], ref["init.text_prompts"][0], 1e-6, "text row 0 from 'a photo of a'")
@@ -121,8 +82,8 @@ def test_the_context_init_and_the_textual_diversity_features_match(clip_and_proc
     assert_close(h, F.normalize(ref["fixed_embeddings"], dim=-1), 1e-5, "h̄ (60 templates)")
 
 
-def test_eval_features_and_logits_match(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref).eval()
+def test_eval_features_and_logits_match(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref).eval()
     assert model.logit_scale.item() == pytest.approx(meta["logit_scale_exp"], abs=1e-4)
     with torch.no_grad():
         out = model(ref["images"][0], meta["classnames"], output_features=True)
@@ -145,15 +106,15 @@ def _terms(model, method, meta, images, labels):
     }
 
 
-def test_one_training_step_matches(clip_and_processor, meta, ref):
-    model = build(clip_and_processor, meta, ref).train()
+def test_one_training_step_matches(fidelity_clip_and_processor, meta, ref):
+    model = build(fidelity_clip_and_processor, meta, ref).train()
     method = method_of(meta)
     step = TrainingStep(model, optimizer_of(model, meta), meta["classnames"], method=method)
     rec = meta["step"]
     with torch.no_grad():
         _, terms = _terms(model, method, meta, ref["images"][0], ref["labels"])
     for key, value in terms.items():
-        _record(f"step: {key}", abs(value - rec[key]))
+        WORST.record(f"step: {key}", abs(value - rec[key]))
     # prompted branch and h̄ only: exact
     assert terms["ce"] == pytest.approx(rec["ce"], abs=1e-4)
     assert terms["l1_text_mean"] == pytest.approx(rec["l1_text_mean"], abs=1e-6)
@@ -163,7 +124,7 @@ def test_one_training_step_matches(clip_and_processor, meta, ref):
 
     result = step({"pixel_values": ref["images"][0], "labels": ref["labels"]}, record=True, keep_grads=True)
     assert result.learning_rate == rec["lr"]
-    _record("step: loss", abs(result.loss - rec["loss"]))
+    WORST.record("step: loss", abs(result.loss - rec["loss"]))
     assert result.loss == pytest.approx(rec["loss"], abs=1e-3)
     (update,) = result.updates
     for key in KEYS:
@@ -177,9 +138,9 @@ def test_one_training_step_matches(clip_and_processor, meta, ref):
         assert_close(update.momentum[key], momentum, 2e-3 * momentum.abs().max().item(), f"momentum {key}")
 
 
-def test_gpa_of_the_recorded_epochs_equals_the_official_aggregate(clip_and_processor, meta, ref):
+def test_gpa_of_the_recorded_epochs_equals_the_official_aggregate(fidelity_clip_and_processor, meta, ref):
     """The hooks alone: the official per-epoch prompts in, the official aggregate out (weights N(e; 2, 1))."""
-    model = build(clip_and_processor, meta, ref)
+    model = build(fidelity_clip_and_processor, meta, ref)
     method = method_of(meta)
     method.on_train_begin(model, meta["classnames"])
     epochs = meta["gpa"]["epochs"]
@@ -192,10 +153,10 @@ def test_gpa_of_the_recorded_epochs_equals_the_official_aggregate(clip_and_proce
         assert not torch.allclose(getattr(model, key), ref[f"gpa.epoch{epochs}.{key}"], atol=1e-4)
 
 
-def test_three_epochs_with_gpa_match(clip_and_processor, meta, ref):
+def test_three_epochs_with_gpa_match(fidelity_clip_and_processor, meta, ref):
     """Three one-batch epochs through the step API at the official per-epoch learning rates, the hooks after each,
     then the aggregate: within the fp16 bounds of the official step."""
-    model = build(clip_and_processor, meta, ref).train()
+    model = build(fidelity_clip_and_processor, meta, ref).train()
     method = method_of(meta)
     optimizer = optimizer_of(model, meta)
     step = TrainingStep(model, optimizer, meta["classnames"], method=method)
