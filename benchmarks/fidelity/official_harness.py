@@ -286,3 +286,34 @@ def prepare_env() -> None:
     extra = os.environ.get("EXTRA_SITE")
     if extra:
         sys.path.insert(0, extra)
+
+
+def write_reference(
+    output_dir: str,
+    tensors: dict[str, torch.Tensor],
+    descriptions: dict[str, str],
+    *,
+    repo: str,
+    commit: str,
+    files: list[str],
+    script: str,
+    fields: dict[str, Any],
+) -> None:
+    """The recorded reference set: `official_reference.safetensors` (the tensors) and `official_reference.json`
+    (where the numbers come from — repository, commit, files, the command — the software, each tensor's
+    description, and the recording's own `fields`: config, class names, labels, measured scalars)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "official_reference.safetensors"))
+    meta = {
+        "official": {"repository": f"https://github.com/{repo}", "commit": commit, "files": files},
+        **fields,
+        "command": f"python benchmarks/fidelity/{script} --output_dir {output_dir}",
+        "software": software(),
+        "tensors": descriptions,
+    }
+    (out / "official_reference.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")

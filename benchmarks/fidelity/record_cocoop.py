@@ -21,7 +21,6 @@ from copy import deepcopy
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import official_harness as H  # noqa: E402
@@ -126,17 +125,16 @@ def main(argv: list[str] | None = None) -> int:
             put(f"step.momentum.{n}", tr.optim.state[p]["momentum_buffer"], f"SGD momentum of {n} after the step")
     info["step"] = {"loss": summary["loss"], "lr": tr.get_current_lr()}
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(T, str(out / "official_reference.safetensors"))
-    meta = {
-        "official": {"repository": f"https://github.com/{REPO}", "commit": COMMIT,
-                     "files": ["trainers/cocoop.py", "clip/"]},
-        "config": CONFIG, "classnames": CLASSNAMES, "labels": LABELS, **info,
-        "command": "python benchmarks/fidelity/record_cocoop.py --output_dir " + str(args.output_dir),
-        "software": H.software(), "tensors": D,
-    }  # fmt: skip
-    (out / "official_reference.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    H.write_reference(
+        args.output_dir,
+        T,
+        D,
+        repo=REPO,
+        commit=COMMIT,
+        files=["trainers/cocoop.py", "clip/"],
+        script="record_cocoop.py",
+        fields={"config": CONFIG, "classnames": CLASSNAMES, "labels": LABELS, **info},
+    )
     print(json.dumps(info, indent=1, default=str))
     return 0
 

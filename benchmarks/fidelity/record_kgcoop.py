@@ -24,7 +24,6 @@ from copy import deepcopy
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import official_harness as H  # noqa: E402
@@ -166,17 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         }
         del tr, model, pl
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(T, str(out / "official_reference.safetensors"))
-    meta = {
-        "official": {"repository": f"https://github.com/{REPO}", "commit": COMMIT,
-                     "files": ["KgCoOp/trainers/kgcoop.py", "KgCoOp/clip/"]},
-        "config": CONFIG, "classnames": CLASSNAMES, "labels": LABELS, **info,
-        "command": "python benchmarks/fidelity/record_kgcoop.py --output_dir " + str(args.output_dir),
-        "software": H.software(), "tensors": D,
-    }  # fmt: skip
-    (out / "official_reference.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    H.write_reference(
+        args.output_dir,
+        T,
+        D,
+        repo=REPO,
+        commit=COMMIT,
+        files=["KgCoOp/trainers/kgcoop.py", "KgCoOp/clip/"],
+        script="record_kgcoop.py",
+        fields={"config": CONFIG, "classnames": CLASSNAMES, "labels": LABELS, **info},
+    )
     print(json.dumps(info, indent=1, default=str))
     return 0
 

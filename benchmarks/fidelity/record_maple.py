@@ -26,7 +26,6 @@ from copy import deepcopy
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import official_harness as H  # noqa: E402
@@ -205,17 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     info["step"] = {"loss": summary["loss"], "lr": tr.get_current_lr()}
     del tr, model
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(T, str(out / "official_reference.safetensors"))
-    meta = {
-        "official": {"repository": f"https://github.com/{REPO}", "commit": COMMIT,
-                     "files": ["trainers/maple.py", "clip/"]},
-        "config": CONFIG, "classnames": CLASSNAMES, "labels": LABELS, **info,
-        "command": "python benchmarks/fidelity/record_maple.py --output_dir " + str(args.output_dir),
-        "software": H.software(), "tensors": D,
-    }  # fmt: skip
-    (out / "official_reference.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    H.write_reference(
+        args.output_dir,
+        T,
+        D,
+        repo=REPO,
+        commit=COMMIT,
+        files=["trainers/maple.py", "clip/"],
+        script="record_maple.py",
+        fields={"config": CONFIG, "classnames": CLASSNAMES, "labels": LABELS, **info},
+    )
     print(json.dumps(info, indent=1, default=str))
     return 0
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import official_harness as H  # noqa: E402
@@ -252,17 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     del tr, model
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(T, str(out / "official_reference.safetensors"))
-    meta = {
-        "official": {"repository": f"https://github.com/{REPO}", "commit": COMMIT,
-                     "files": ["trainers/promptsrc.py", "trainers/imagenet_templates.py", "clip/"]},
-        "config": CONFIG, "classnames": CLASSNAMES, "labels": LABELS, **info,
-        "command": "python benchmarks/fidelity/record_promptsrc.py --output_dir " + str(args.output_dir),
-        "software": H.software(), "tensors": D,
-    }  # fmt: skip
-    (out / "official_reference.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    H.write_reference(
+        args.output_dir,
+        T,
+        D,
+        repo=REPO,
+        commit=COMMIT,
+        files=["trainers/promptsrc.py", "trainers/imagenet_templates.py", "clip/"],
+        script="record_promptsrc.py",
+        fields={"config": CONFIG, "classnames": CLASSNAMES, "labels": LABELS, **info},
+    )
     print(json.dumps({k: v for k, v in info.items() if k != "diversity_templates"}, indent=1, default=str))
     return 0
 
