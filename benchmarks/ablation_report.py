@@ -95,6 +95,27 @@ def _diagnostics(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def schedule_text(summary: dict[str, Any]) -> str:
+    """The cells' schedules as the run recorded them (`settings.runs`, cells with one schedule grouped, with the
+    optimizer steps where a run recorded them), then the median optimizer steps per protocol from the diagnostics."""
+    groups: dict[tuple, list[str]] = {}
+    for run in summary["settings"]["runs"]:
+        key = (run["protocol"], run["shots"], run["batch"], run["epochs"], run.get("optimizer_steps"))
+        groups.setdefault(key, []).append(cell_name(run))
+    parts = []
+    for (protocol, shots, batch, epochs, steps), cells in groups.items():
+        what = "base-to-new" if protocol == "base2new" else "DG, held out"
+        per = " per class and source domain" if protocol == "dg" else ""
+        steps_text = "" if steps is None else f" = {steps} optimizer steps"
+        parts.append(f"{', '.join(cells)} ({what}; {shots} shots{per}, batch {batch}, {epochs} epochs{steps_text})")
+    medians = [
+        f"{'base-to-new' if p == 'base2new' else 'DG'} {d['optimizer_steps']:.0f}"
+        for p, d in summary.get("reference_diagnostics", {}).items()
+        if d.get("optimizer_steps") is not None
+    ]
+    return "; ".join(parts) + (f"; optimizer steps per run, median: {', '.join(medians)}" if medians else "")
+
+
 def _fmt(stat: dict[str, Any]) -> str:
     if stat["mean"] is None:
         return "–"
@@ -113,9 +134,9 @@ def markdown(summary: dict[str, Any]) -> str:
     settings = summary.get("settings")
     if settings:
         lines += [
-            f"`{settings['command']}` — split **{settings['eval_split']}**, cells "
-            f"{', '.join(cell_name(r) for r in settings['runs'])}, learning rate {settings['learning_rate']}, "
-            f"{settings['run_seconds_total']:.0f} s of runs ({settings['cpu_seconds_total']:.0f} CPU s).",
+            f"`{settings['command']}` — split **{settings['eval_split']}**, learning rate {settings['learning_rate']}, "
+            f"{settings['run_seconds_total']:.0f} s of runs ({settings['cpu_seconds_total']:.0f} CPU s), "
+            f"{settings['wall_seconds_this_invocation']:.0f} s wall. Cells as run: {schedule_text(summary)}.",
             "",
         ]
     lines += [

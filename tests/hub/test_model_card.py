@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from metaprompt_hf import MetaPromptConfig, MetaPromptModel
 from metaprompt_hf.hub.card import build_model_card, load_results, push_to_hub
 from metaprompt_hf.testing import tiny_clip
 
+ROOT = Path(__file__).resolve().parents[2]
 REPO_ID = "org/metaprompt-test"
 BASE = "testorg/tiny-clip"
 # What the training loop writes to output_dir/results.json (percent); one run per dataset / target domain here:
@@ -285,13 +287,19 @@ def test_single_result_object_is_accepted(tmp_path, config):
 
 
 def test_card_states_the_meta_steps_measured_effect_and_this_runs_ratio(config):
-    """The card gives the meta step's measured effect with its interval, and the run's update ratio."""
+    """The card gives the meta step's measured effect as `ablation.json` gives it, and the run's update ratio."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ablation_docs import ABLATION, card_block
+
+    ablation = json.loads((ROOT / ABLATION).read_text(encoding="utf-8"))
     runs = [{"protocol": "base2new", "dataset": "miniworld:objects", "base": 80.0, "new": 70.0, "hm": 74.67}]
     card = str(build_model_card(config, results=[runs[0] | {"meta_update_ratio": 0.5}], training=TRAINING))
     section = card[card.index("### The meta step") : card.index("## Intended uses")]
     assert "median 0.50× the in-domain update" in section
-    assert "+0.27 ± 0.13 points (95 % CI −0.02 to +0.57)" in section and "−0.34 ± 0.12" in section
-    assert "does not measurably help" in section
+    assert card_block(ablation).strip() in section and "generated:" not in section  # the delimiters are Jinja comments
+    default = ablation["variants"][ablation["settings"]["default_variant"]]
+    lo, hi = default["base2new"]["average"]["delta_hm"]["ci95"]
+    assert f"95 % CI {lo:+.2f} to {hi:+.2f}".replace("-", "−") in section
     without = str(build_model_card(config, results=runs, training=TRAINING | {"meta step": "none"}))
     section = without[without.index("### The meta step") : without.index("## Intended uses")]
     assert "trained without MetaPrompt's meta-learning step" in section and "median" not in section

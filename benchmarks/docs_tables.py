@@ -1,0 +1,194 @@
+"""Every benchmark figure in README.md, model_card.md, benchmarks/README.md and benchmarks/results/ablation.md,
+rendered from the result file a run wrote (delimited blocks; see `docs_blocks.py`):
+
+    python benchmarks/docs_tables.py            # rewrite every generated block in place
+    python benchmarks/docs_tables.py --check    # exit 1 naming each stale block (file, block, first differing line)
+
+A block whose result file does not exist yet is skipped when no document holds it, and an error when one does.
+`tests/benchmarks/test_docs_tables.py` runs `--check` on the committed tree, so a committed table that differs from
+its result file fails CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark modules, run as a script
+
+from ablation_docs import ABLATION, HPARAMS, card_block, readme_block, selection_block  # noqa: E402
+from ablation_report import markdown as ablation_markdown  # noqa: E402
+from docs_blocks import Block, sync  # noqa: E402
+from leaderboard_tables import LEADERBOARD, leaderboard_markdown  # noqa: E402
+from mini_suite import markdown as mini_markdown  # noqa: E402
+from perf_report import markdown as perf_markdown  # noqa: E402
+
+from metaprompt_hf.evaluation import harmonic_mean  # noqa: E402
+from metaprompt_hf.utils import read_json_file  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = "benchmarks/results/results.json"
+PERF = "benchmarks/results/perf.json"
+THROUGHPUT = "benchmarks/results/multi_adapter_throughput.json"
+# multi_adapter_throughput.json records no command of its own; this is the one its module documents.
+THROUGHPUT_COMMAND = "python benchmarks/multi_adapter_throughput.py --output " + THROUGHPUT
+
+
+def _read(root: Path, name: str) -> dict[str, Any]:
+    return read_json_file(root / name)
+
+
+def mini_results(root: Path) -> str:
+    """The README's mini-benchmark tables from `results.json` (the tables `mini_suite.py` writes to results.md)."""
+    summary = _read(root, RESULTS)
+    s = summary["settings"]
+    rates = ", ".join(f"{m} {lr['base2new']:g} / {lr['dg']:g}" for m, lr in s["learning_rates"].items())
+    reused = f"; the other methods' runs reused from `{s['reused_runs']}`" if s.get("reused_runs") else ""
+    return (
+        f"```bash\n{s['command']}\n```\n\nSeeds {s['seeds']}; learning rates (base-to-new / DG): {rates}; methods run by "
+        f"this command {s['methods_run']}{reused}; {s['wall_seconds']:,.1f} s wall; every number below is read "
+        f"from [`{RESULTS}`]({RESULTS}).\n\n" + mini_markdown(summary)
+    )
+
+
+def _hm_average(b2n: dict[str, Any]) -> float:
+    base = sum(c["base"] for c in b2n.values()) / len(b2n)
+    new = sum(c["new"] for c in b2n.values()) / len(b2n)
+    return harmonic_mean(base, new)
+
+
+def mini_summary(root: Path) -> str:
+    """The sentences that read the mini benchmark: averages per method, best first (from `results.json`)."""
+    summary = _read(root, RESULTS)
+    b2n = sorted(((_hm_average(d), m) for m, d in summary["base2new"].items()), reverse=True)
+    lines = [
+        "Average base-to-new HM (HM of the mean base and new accuracy), best first: "
+        + ", ".join(f"`{m}` {v:.1f}" for v, m in b2n)
+        + "."
+    ]
+    dg = summary["dg"]
+    for key in sorted({k for m in dg.values() for t in m.values() for k in t if k.endswith("shot")}):
+        ranked = sorted(
+            ((sum(t[key]["acc"] for t in d.values()) / len(d), m) for m, d in dg.items() if all(key in t for t in d.values())),
+            reverse=True,
+        )
+        lines.append(f"Average DG accuracy, {key[:-4]} shot(s): " + ", ".join(f"`{m}` {v:.1f}" for v, m in ranked) + ".")
+    return f"{' '.join(lines)} (From [`{RESULTS}`]({RESULTS}); spreads per cell in the tables above.)\n"
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def perf_headline(root: Path) -> str:
+    """The README's cost table: each headline ratio of `perf.json` with its measured floor and target."""
+    r = _read(root, PERF)
+    t = r["targets"]
+
+    def row(label: str, key: str, floor: float | None = None) -> str:
+        met = "yes" if t[key]["met"] else "**missed**"
+        floor_text = "–" if floor is None else f"{floor:.2f}"
+        return f"| {label} | **{t[key]['value']:.2f}** | {floor_text} | ≤ {t[key]['target']:.2f} | {met} |"
+
+    lines = [
+        f"`{r['command']}` on {r['device']}, {r['date']}, {r['wall_s']:,.0f} s; from [`{PERF}`]({PERF}) "
+        "(ratios of medians over the run's repeats):",
+        "",
+        "| | measured | measured floor | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for n in r["settings"]["b2n_classes"]:
+        key = f"b2n_step_ratio_vs_ivlp_{n}"
+        if key in t:
+            lines.append(row(f"base-to-new step vs IVLP, {n} classes", key, r.get(f"b2n_floor_ratio_vs_ivlp_{n}")))
+    if "dg_step_ratio_vs_ivlp" in t:
+        label = f"DG step vs IVLP, {r['dg_source_domains']} source domains"
+        lines.append(row(label, "dg_step_ratio_vs_ivlp", r.get("dg_floor_ratio_vs_ivlp")))
+    if "inference_ratio_vs_zeroshot" in t:
+        lines.append(row("inference vs zero-shot CLIP, per image", "inference_ratio_vs_zeroshot"))
+    if "adapter_bytes" in t:
+        a, ta = r["adapter"], t["adapter_bytes"]
+        met = "yes" if ta["met"] else "**missed**"
+        lines.append(
+            f"| adapter file, {a['n_ctx']}+{a['n_pro']} tokens | {ta['value']:,} bytes | – | ≤ {ta['target']:,} bytes "
+            f"| {met} |"
+        )
+    growth = t.get("peak_mem_growth_bytes_per_class")
+    if growth:
+        lo, hi = str(growth["from_classes"]), str(growth["to_classes"])
+        plain, ckpt = r["peak_mem_bytes_by_classes"], r["peak_mem_bytes_by_classes_checkpointing"]
+        lines.append(
+            f"| peak memory of a step, {int(lo):,} → {int(hi):,} classes (MiB) | {_mib(plain[lo])} → {_mib(plain[hi])}; "
+            f"with checkpointing {_mib(ckpt[lo])} → {_mib(ckpt[hi])} | – | bounded | "
+            f"{growth['value'] / 1024:,.0f} KiB per class |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def perf_full(root: Path) -> str:
+    """benchmarks/README.md's full tables: what `perf.py --markdown` printed, from `perf.json`."""
+    r = _read(root, PERF)
+    return (
+        f"`{r['command']}`, {r['wall_s']:,.0f} s; every number below is read from [`results/perf.json`]"
+        f"(results/perf.json).\n\n" + perf_markdown(r)
+    )
+
+
+def throughput(root: Path) -> str:
+    """The README's sentence on serving several adapters, from `multi_adapter_throughput.json`."""
+    r = _read(root, THROUGHPUT)
+    m = r["meta"]
+    rows = [row for row in r["rows"] if row["adapters"] > 1]
+    return (
+        f"Throughput of one base with several adapters (`{THROUGHPUT_COMMAND}`; {m['adapter']}, {m['device']}, "
+        f"{m['cpu_count']} cores, batch {m['batch_size']}; ratios to 1 thread with 1 adapter, from "
+        f"[`{THROUGHPUT}`]({THROUGHPUT})): "
+        + ", ".join(f"{x['threads']} thread(s) × {x['adapters']} adapters {x['ratio']:.2f}" for x in rows)
+        + ".\n"
+    )
+
+
+def _json_block(source: str, render: Any) -> Any:
+    return lambda root: render(_read(root, source))
+
+
+BLOCKS: tuple[Block, ...] = (
+    Block("leaderboard", "README.md", (LEADERBOARD,), _json_block(LEADERBOARD, leaderboard_markdown)),
+    Block("mini-benchmark", "README.md", (RESULTS,), mini_results),
+    Block("mini-benchmark-summary", "README.md", (RESULTS,), mini_summary),
+    Block(
+        "meta-step-ablation",
+        "README.md",
+        (ABLATION, HPARAMS),
+        lambda root: readme_block(_read(root, ABLATION), _read(root, HPARAMS)),
+    ),
+    Block("performance", "README.md", (PERF,), perf_headline),
+    Block("multi-adapter-throughput", "README.md", (THROUGHPUT,), throughput),
+    Block("meta-step-effect", "model_card.md", (ABLATION,), _json_block(ABLATION, card_block)),
+    Block("ablation-selection", "benchmarks/results/ablation.md", (HPARAMS,), _json_block(HPARAMS, selection_block)),
+    Block("ablation-table", "benchmarks/results/ablation.md", (ABLATION,), _json_block(ABLATION, ablation_markdown)),
+    Block("performance-full", "benchmarks/README.md", (PERF,), perf_full),
+)
+
+
+def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 naming each stale block")
+    opts = parser.parse_args(argv)
+    problems = sync(BLOCKS, root, check=opts.check)
+    stale = [p for p in problems if " is stale: " in p]
+    broken = [p for p in problems if p not in stale]
+    for problem in broken + (stale if opts.check else []):
+        print(problem, file=sys.stderr)
+    if not opts.check:
+        for problem in stale:
+            print("rewrote " + problem.split(" is stale: ")[0])
+    if broken or (opts.check and stale):
+        print(f"{len(broken) + len(stale) * opts.check} generated block(s) are broken or stale; see above", file=sys.stderr)
+        return 1
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The mini benchmark's leaderboard (`benchmarks/results/leaderboard.json`, written by `mini_suite.py`) as Markdown:
+a base-to-new table, a domain-generalisation table and a summary sentence, every figure read from the file.
+
+Schema read here (percent points; a STAT is {"mean", "se", "ci95": [lo, hi], "n"}; any key may be absent for a
+method not run on that cell, rendered "—"):
+
+    {"seeds": [...], "split": str,
+     "settings": {"command", "wall_seconds", "base_model",
+                  "schedule": {"base2new" | "dg": {"epochs", "batch", "shots"}}},
+     "methods": {NAME: {"config_digest", "learning_rate": {"base2new", "dg"},
+                        "cost": {"base2new" | "dg": {"seconds_per_step", "ratio_vs_coop"}},
+                        "base2new": {DATASET | "average": {"base", "new", "hm", "delta_hm_vs_no_meta",
+                                                           "delta_hm_vs_zeroshot"}},
+                        "dg": {TARGET | "average": {"acc", "delta_acc_vs_no_meta", "delta_acc_vs_zeroshot"}}}}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LEADERBOARD = "benchmarks/results/leaderboard.json"
+DASH = "—"
+_PROTOCOLS = {
+    "base2new": ("hm", "delta_hm_vs_no_meta", "delta_hm_vs_zeroshot", "**Base-to-new**, HM in %"),
+    "dg": ("acc", "delta_acc_vs_no_meta", "delta_acc_vs_zeroshot", "**Domain generalisation**, target accuracy in %"),
+}
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def _interval(stat: dict[str, Any], signed: bool) -> str:
+    lo, hi = (stat.get("ci95") or [None, None])[:2]
+    if lo is None or hi is None:
+        return ""
+    fmt = _signed if signed else (lambda x: f"{x:.2f}")
+    return f" [{fmt(lo)}, {fmt(hi)}]"
+
+
+def mean_se(stat: dict[str, Any] | None) -> str:
+    """'mean ± se' of a STAT, '—' when absent."""
+    if not stat or stat.get("mean") is None:
+        return DASH
+    se = stat.get("se")
+    return f"{stat['mean']:.1f}" + ("" if se is None else f" ± {se:.1f}")
+
+
+def with_interval(stat: dict[str, Any] | None, signed: bool = False) -> str:
+    """'mean [lo, hi]' (the 95 % interval) of a STAT; signed for differences; '—' when absent."""
+    if not stat or stat.get("mean") is None:
+        return DASH
+    return (_signed(stat["mean"]) if signed else f"{stat['mean']:.2f}") + _interval(stat, signed)
+
+
+def _cells(methods: dict[str, Any], protocol: str) -> list[str]:
+    return sorted({c for m in methods.values() for c in m.get(protocol, {}) if c != "average"})
+
+
+def _cost(method: dict[str, Any], protocol: str) -> str:
+    ratio = method.get("cost", {}).get(protocol, {}).get("ratio_vs_coop")
+    return DASH if ratio is None else f"{ratio:.2f}×"
+
+
+def protocol_table(board: dict[str, Any], protocol: str) -> list[str]:
+    """One protocol's table: per cell mean ± se, the average with its interval, the paired differences to
+    `metaprompt_no_meta` and to zero-shot with theirs, and the step-time ratio to CoOp."""
+    metric, vs_no_meta, vs_zeroshot, title = _PROTOCOLS[protocol]
+    methods = {n: m for n, m in board["methods"].items() if protocol in m}
+    cells = _cells(methods, protocol)
+    if not methods:
+        return []
+    schedule = board["settings"]["schedule"][protocol]
+    lines = [
+        f"{title} (mean ± s.e. over seeds {board['seeds']}, {board['split']} split; {schedule['shots']} shots, "
+        f"batch {schedule['batch']}, {schedule['epochs']} epochs; Δ are paired by seed, [95 % interval]):",
+        "",
+        "| method | " + " | ".join(cells) + " | average [95 %] | Δ vs metaprompt_no_meta | Δ vs zeroshot "
+        "| step time × CoOp |",
+        "|---|" + "---|" * (len(cells) + 4),
+    ]
+    for name, method in methods.items():
+        rows = method[protocol]
+        average = rows.get("average", {})
+        lines.append(
+            f"| {name} | "
+            + " | ".join(mean_se(rows.get(c, {}).get(metric)) for c in cells)
+            + f" | {with_interval(average.get(metric))} | {with_interval(average.get(vs_no_meta), signed=True)}"
+            f" | {with_interval(average.get(vs_zeroshot), signed=True)} | {_cost(method, protocol)} |"
+        )
+    return lines
+
+
+def _best(board: dict[str, Any], protocol: str) -> tuple[str, dict[str, Any]] | None:
+    metric = _PROTOCOLS[protocol][0]
+    scored = [
+        (n, m[protocol]["average"])
+        for n, m in board["methods"].items()
+        if (m.get(protocol, {}).get("average", {}).get(metric) or {}).get("mean") is not None
+    ]
+    return max(scored, key=lambda item: item[1][metric]["mean"]) if scored else None
+
+
+def summary_sentence(board: dict[str, Any]) -> str:
+    """'Best average HM: X (method), Δ vs zero-shot ...' for each protocol, from the file."""
+    parts = []
+    for protocol, label in (("base2new", "base-to-new HM"), ("dg", "DG accuracy")):
+        best = _best(board, protocol)
+        if best is None:
+            continue
+        name, average = best
+        metric, _, vs_zeroshot, _ = _PROTOCOLS[protocol]
+        delta = average.get(vs_zeroshot)
+        versus = "" if not delta else f", Δ vs zero-shot {with_interval(delta, signed=True)}"
+        parts.append(f"best average {label}: {with_interval(average[metric])} (`{name}`{versus})")
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> str:
+    """The README's leaderboard block."""
+    settings = board["settings"]
+    lines = [
+        "```bash",
+        settings["command"],
+        "```",
+        "",
+        f"Wall time {settings['wall_seconds']:,.0f} s, base model `{settings['base_model']}`; every number below is "
+        f"read from [`{source}`]({source}).",
+        "",
+    ]
+    for protocol in ("base2new", "dg"):
+        table = protocol_table(board, protocol)
+        lines += table + ([""] if table else [])
+    sentence = summary_sentence(board)
+    if sentence:
+        lines.append(sentence[0].upper() + sentence[1:])
+    return "\n".join(lines).rstrip() + "\n"
