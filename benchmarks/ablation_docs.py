@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ablation_report import REFERENCE, schedule_text
+
 from metaprompt_hf.stats import interval_includes_zero
 
 ABLATION = "benchmarks/results/ablation.json"

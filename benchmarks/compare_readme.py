@@ -1,5 +1,6 @@
 """The README's "Which method for my data?" worked example, regenerated from the `comparison.json` that
-`python -m metaprompt_hf.compare` wrote (committed under `benchmarks/results/compare_example/`):
+`python -m metaprompt_hf.compare` wrote (committed under `benchmarks/results/compare_example/`); one of the blocks
+`python benchmarks/docs_tables.py` keeps, and on its own:
 
     python benchmarks/compare_readme.py            # rewrite the block between the README's markers
     python benchmarks/compare_readme.py --check    # exit 1 when the README's block differs from the result file
@@ -15,16 +16,19 @@ import json
 import sys
 from pathlib import Path
 
+from docs_blocks import delimiters
+
 from metaprompt_hf.compare.report import readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = "benchmarks/results/compare_example/comparison.json"
 PLOT = "benchmarks/results/compare_example/comparison.png"
-BEGIN, END = "<!-- compare-example:begin -->", "<!-- compare-example:end -->"
+NAME = "compare-example"
+BEGIN, END = delimiters(NAME, (RESULT,))
 
 
-def expected_block() -> str:
-    summary = json.loads((ROOT / RESULT).read_text(encoding="utf-8"))
+def expected_block(root: Path = ROOT) -> str:
+    summary = json.loads((root / RESULT).read_text(encoding="utf-8"))
     return readme_block(summary, RESULT, PLOT)
 
 

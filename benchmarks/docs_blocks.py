@@ -40,11 +40,12 @@ class Block:
             raise ValueError(f"Block {self.name!r}: sources is empty; a generated block names its result files")
 
 
-def _delimiters(block: Block, jinja: bool) -> tuple[str, str]:
-    note = f"from {', '.join(block.sources)}; regenerate: {COMMAND}"
+def delimiters(name: str, sources: Sequence[str], jinja: bool = False) -> tuple[str, str]:
+    """The opening and closing comments of block `name` (Jinja comments in a template)."""
+    note = f"from {', '.join(sources)}; regenerate: {COMMAND}"
     if jinja:
-        return f"{{# generated: {block.name} ({note}) #}}", f"{{# /generated: {block.name} #}}"
-    return f"<!-- generated: {block.name} ({note}) -->", f"<!-- /generated: {block.name} -->"
+        return f"{{# generated: {name} ({note}) #}}", f"{{# /generated: {name} #}}"
+    return f"<!-- generated: {name} ({note}) -->", f"<!-- /generated: {name} -->"
 
 
 def _span(text: str, name: str, doc: str) -> tuple[int, int, bool] | None:
@@ -73,7 +74,7 @@ def rendered(block: Block, jinja: bool, root: Path) -> str:
     body = block.render(root).strip("\n")
     if jinja and re.search(r"\{[{%#]|[}%#]\}", body):
         raise ValueError(f"block {block.name!r}: the rendered text contains Jinja syntax; it goes into a template")
-    opening, closing = _delimiters(block, jinja)
+    opening, closing = delimiters(block.name, block.sources, jinja)
     return f"{opening}\n{body}\n{closing}"
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark modules, run as a script
 
+import compare_readme  # noqa: E402
 from ablation_docs import ABLATION, HPARAMS, card_block, readme_block, selection_block  # noqa: E402
 from ablation_report import markdown as ablation_markdown  # noqa: E402
 from docs_blocks import Block, sync  # noqa: E402
@@ -71,10 +72,16 @@ def mini_summary(root: Path) -> str:
     dg = summary["dg"]
     for key in sorted({k for m in dg.values() for t in m.values() for k in t if k.endswith("shot")}):
         ranked = sorted(
-            ((sum(t[key]["acc"] for t in d.values()) / len(d), m) for m, d in dg.items() if all(key in t for t in d.values())),
+            (
+                (sum(t[key]["acc"] for t in d.values()) / len(d), m)
+                for m, d in dg.items()
+                if all(key in t for t in d.values())
+            ),
             reverse=True,
         )
-        lines.append(f"Average DG accuracy, {key[:-4]} shot(s): " + ", ".join(f"`{m}` {v:.1f}" for v, m in ranked) + ".")
+        lines.append(
+            f"Average DG accuracy, {key[:-4]} shot(s): " + ", ".join(f"`{m}` {v:.1f}" for v, m in ranked) + "."
+        )
     return f"{' '.join(lines)} (From [`{RESULTS}`]({RESULTS}); spreads per cell in the tables above.)\n"
 
 
@@ -165,6 +172,7 @@ BLOCKS: tuple[Block, ...] = (
         lambda root: readme_block(_read(root, ABLATION), _read(root, HPARAMS)),
     ),
     Block("performance", "README.md", (PERF,), perf_headline),
+    Block(compare_readme.NAME, "README.md", (compare_readme.RESULT,), compare_readme.expected_block),
     Block("multi-adapter-throughput", "README.md", (THROUGHPUT,), throughput),
     Block("meta-step-effect", "model_card.md", (ABLATION,), _json_block(ABLATION, card_block)),
     Block("ablation-selection", "benchmarks/results/ablation.md", (HPARAMS,), _json_block(HPARAMS, selection_block)),
@@ -186,9 +194,13 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
         for problem in stale:
             print("rewrote " + problem.split(" is stale: ")[0])
     if broken or (opts.check and stale):
-        print(f"{len(broken) + len(stale) * opts.check} generated block(s) are broken or stale; see above", file=sys.stderr)
+        print(
+            f"{len(broken) + len(stale) * opts.check} generated block(s) are broken or stale; see above",
+            file=sys.stderr,
+        )
         return 1
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
