@@ -27,12 +27,17 @@ from mini_suite import markdown as mini_markdown  # noqa: E402
 from perf_report import markdown as perf_markdown  # noqa: E402
 
 from metaprompt_hf.evaluation import harmonic_mean  # noqa: E402
+from metaprompt_hf.hub.card import load_results  # noqa: E402
 from metaprompt_hf.utils import read_json_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = "benchmarks/results/results.json"
 PERF = "benchmarks/results/perf.json"
 THROUGHPUT = "benchmarks/results/multi_adapter_throughput.json"
+MINI_CLIP = "src/metaprompt_hf/assets/mini-clip/pretraining_results.json"
+MAIN_RUN = "src/metaprompt_hf/assets/metaprompt-mini/results.json"
+ADAPTER_WEIGHTS = "src/metaprompt_hf/assets/metaprompt-mini/metaprompt_model.safetensors"
+MINI_HPARAMS = "benchmarks/mini_hparams.json"
 # multi_adapter_throughput.json records no command of its own; this is the one its module documents.
 THROUGHPUT_COMMAND = "python benchmarks/multi_adapter_throughput.py --output " + THROUGHPUT
 
@@ -157,6 +162,53 @@ def throughput(root: Path) -> str:
     )
 
 
+def embedded_default(root: Path) -> str:
+    """The README's table of the embedded default: the mini CLIP's pretraining record, the shipped adapter's run,
+    the learning rates selected on the mini world, and the mini CLIP's zero-shot accuracy."""
+    clip = _read(root, MINI_CLIP)
+    run = load_results(root / MAIN_RUN)[0]
+    rates = _read(root, MINI_HPARAMS)["selected_learning_rate"][run["method"]]
+    adapter_bytes = (root / ADAPTER_WEIGHTS).stat().st_size
+    zero = clip["eval"]["zero_shot"]
+    b2n = [d for d in zero if "hm" in zero[d]["test"]]
+    styles = {d: v["test"] for d, v in zero.items() if "hm" not in v["test"]}
+    dg_text = "; ".join(
+        f"{100 * t['all']:.1f}% on {d} over all domains ("
+        + ", ".join(f"{k} {100 * v:.1f}%" for k, v in t.items() if k not in ("n", "chance_all", "all"))
+        + ")"
+        for d, t in styles.items()
+    )
+    chance = sorted(100 * v["test"]["chance_all"] for v in zero.values())
+    return (
+        "| what | where | figures |\n|---|---|---|\n"
+        f"| a small `CLIPModel` ({clip['n_params'] / 1e6:.1f} M parameters, {clip['args']['image_size']}-px ViT, "
+        "OpenAI's CLIP BPE tokenizer) pretrained here, on CPU, from scratch | `src/metaprompt_hf/assets/mini-clip/` "
+        "([datasheet](src/metaprompt_hf/assets/mini-clip/DATASHEET.md)), `benchmarks/pretrain_mini_clip.py` "
+        f"| {clip['wall_minutes']:.1f} min on {clip['machine']}; {clip['weights_mb']:.1f} MB safetensors |\n"
+        f"| the mini world: {clip['args']['n_images']:,} generated image–caption pairs for pretraining; 4 "
+        "base-to-new datasets (`digits` real MNIST/UCI handwriting, `glyphs` typed letters and symbols, `shapes`, "
+        "`objects`) and a PACS-like DG dataset `styles` (photo, cartoon, painting, sketch — sketch is rare in "
+        "pretraining) | `metaprompt_hf.miniworld` (`load_miniworld(name)` → `DatasetDict`; "
+        "`--dataset_name miniworld:<name>`) | "
+        f"{min(len(c) for c in clip['class_counts'].values())}–{max(len(c) for c in clip['class_counts'].values())} "
+        "classes each |\n"
+        "| a MetaPrompt adapter trained by the main command | `src/metaprompt_hf/assets/metaprompt-mini/`, "
+        f"`metaprompt_hf.embedded.load_default_model()` | {adapter_bytes:,} bytes |\n\n"
+        "The main command, `accelerate launch examples/train.py` with no arguments, trains MetaPrompt base-to-new on "
+        f"`{run['dataset']}` with the embedded CLIP; its adapter is the shipped one, and its run recorded "
+        f"([`{MAIN_RUN}`]({MAIN_RUN})):\n\n"
+        f"```\n{run['method']} on {run['dataset']}: Base {run['base']:.2f} | New {run['new']:.2f} | "
+        f"HM {run['hm']:.2f}\n```\n\n"
+        "With the embedded base model the learning rate defaults to MetaPrompt's rate selected on the mini world's "
+        f"**validation** split ({rates['base2new']:g} base-to-new, {rates['dg']:g} DG; "
+        f"[`{MINI_HPARAMS}`]({MINI_HPARAMS})).\n\n"
+        "Zero-shot accuracy of the embedded CLIP on the test splits (hand-crafted template per dataset; "
+        f"[`{MINI_CLIP}`]({MINI_CLIP})): "
+        + ", ".join(f"HM {100 * zero[d]['test']['hm']:.1f} on {d}" for d in b2n)
+        + f"; {dg_text}; against chance at {chance[0]:.0f}–{chance[-1]:.0f}%.\n"
+    )
+
+
 def _json_block(source: str, render: Any) -> Any:
     return lambda root: render(_read(root, source))
 
@@ -171,6 +223,7 @@ BLOCKS: tuple[Block, ...] = (
         (ABLATION, HPARAMS),
         lambda root: readme_block(_read(root, ABLATION), _read(root, HPARAMS)),
     ),
+    Block("embedded-default", "README.md", (MINI_CLIP, MAIN_RUN, ADAPTER_WEIGHTS, MINI_HPARAMS), embedded_default),
     Block("performance", "README.md", (PERF,), perf_headline),
     Block(compare_readme.NAME, "README.md", (compare_readme.RESULT,), compare_readme.expected_block),
     Block("multi-adapter-throughput", "README.md", (THROUGHPUT,), throughput),
