@@ -106,15 +106,11 @@ def readme_block(summary: dict[str, Any], hparams: dict[str, Any] | None) -> str
     return "\n".join(lines) + "\n"
 
 
-def card_block(summary: dict[str, Any]) -> str:
-    """The model card's sentence on the default meta step's measured effect (no Jinja syntax: it sits in the
-    card's template)."""
-    settings = summary["settings"]
-    default = settings["default_variant"]
-    record = summary["variants"][default]
+def effects_text(summary: dict[str, Any], variant: str) -> str:
+    """'the base-to-new HM by +0.27 ± 0.13 points (95 % CI −0.02 to +0.57) and the ...' of one variant."""
     effects = []
     for protocol, words in _PROTOCOL_WORDS.items():
-        stat = _average(record, protocol)
+        stat = _average(summary["variants"][variant], protocol)
         if stat is None or stat["se"] is None:
             continue
         lo, hi = stat["ci95"]
@@ -122,12 +118,39 @@ def card_block(summary: dict[str, Any]) -> str:
             f"the {words} by {_signed(stat['mean'])} ± {stat['se']:.2f} points (95 % CI {_signed(lo)} to "
             f"{_signed(hi)})"
         )
+    return " and ".join(effects)
+
+
+def card_block(summary: dict[str, Any]) -> str:
+    """The model card's sentence on the default meta step's measured effect (no Jinja syntax: it sits in the
+    card's template)."""
+    settings = summary["settings"]
+    default = settings["default_variant"]
+    record = summary["variants"][default]
     return (
         f"Measured on the package's mini-world benchmark over {len(summary['seeds'])} paired seeds "
         f"({settings['eval_split']} split; the same prompts trained without the step as reference; "
         f"`{settings['command']}`, recorded in `{ABLATION}`), the default step "
-        f"({variant_label(default, record['config'], None)}) changed {' and '.join(effects)}: on that benchmark "
-        f"{verdict(summary, default)}.\n"
+        f"({variant_label(default, record['config'], None)}) changed {effects_text(summary, default)}: on that "
+        f"benchmark {verdict(summary, default)}.\n"
+    )
+
+
+def method_block(summary: dict[str, Any]) -> str:
+    """docs/method.md §3's sentence on the default variant's measured update size and effect."""
+    settings = summary["settings"]
+    default = settings["default_variant"]
+    diag = summary["variants"][default].get("diagnostics", {})
+    ratios = " and ".join(
+        f"{diag[p]['meta_update_ratio']:.2f} in {'base-to-new' if p == 'base2new' else 'DG'}"
+        for p in ("base2new", "dg")
+        if diag.get(p, {}).get("meta_update_ratio") is not None
+    )
+    return (
+        f"Measured on the {settings['eval_split']} split of the mini-world ablation over {len(summary['seeds'])} "
+        f"paired seeds (`{settings['command']}`; `{ABLATION}`), the norm of the meta update of "
+        f"{variant_label(default, summary['variants'][default]['config'], None)} over the in-domain update's is a "
+        f"median {ratios}, and the step changes {effects_text(summary, default)} against `{REFERENCE}`.\n"
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark modules, run as a script
 
 import compare_readme  # noqa: E402
-from ablation_docs import ABLATION, HPARAMS, card_block, readme_block, selection_block  # noqa: E402
+from ablation_docs import ABLATION, HPARAMS, card_block, method_block, readme_block, selection_block  # noqa: E402
 from ablation_report import markdown as ablation_markdown  # noqa: E402
 from docs_blocks import Block, sync  # noqa: E402
 from leaderboard_tables import LEADERBOARD, leaderboard_markdown  # noqa: E402
@@ -228,6 +228,13 @@ BLOCKS: tuple[Block, ...] = (
     Block(compare_readme.NAME, "README.md", (compare_readme.RESULT,), compare_readme.expected_block),
     Block("multi-adapter-throughput", "README.md", (THROUGHPUT,), throughput),
     Block("meta-step-effect", "model_card.md", (ABLATION,), _json_block(ABLATION, card_block)),
+    Block("meta-step-measured", "docs/method.md", (ABLATION,), _json_block(ABLATION, method_block)),
+    Block(
+        "meta-step-effect",
+        "src/metaprompt_hf/assets/metaprompt-mini/README.md",
+        (ABLATION,),
+        _json_block(ABLATION, card_block),
+    ),
     Block("ablation-selection", "benchmarks/results/ablation.md", (HPARAMS,), _json_block(HPARAMS, selection_block)),
     Block("ablation-table", "benchmarks/results/ablation.md", (ABLATION,), _json_block(ABLATION, ablation_markdown)),
     Block("performance-full", "benchmarks/README.md", (PERF,), perf_full),
