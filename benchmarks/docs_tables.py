@@ -46,16 +46,17 @@ def _read(root: Path, name: str) -> dict[str, Any]:
     return read_json_file(root / name)
 
 
-def mini_results(root: Path) -> str:
-    """The README's mini-benchmark tables from `results.json` (the tables `mini_suite.py` writes to results.md)."""
+def mini_results(root: Path, link: str = RESULTS) -> str:
+    """The mini-benchmark tables from `results.json` (the tables `mini_suite.py` writes to results.md); `link` is
+    the file's path relative to the document."""
     summary = _read(root, RESULTS)
     s = summary["settings"]
     rates = ", ".join(f"{m} {lr['base2new']:g} / {lr['dg']:g}" for m, lr in s["learning_rates"].items())
     reused = f"; the other methods' runs reused from `{s['reused_runs']}`" if s.get("reused_runs") else ""
     return (
         f"```bash\n{s['command']}\n```\n\nSeeds {s['seeds']}; learning rates (base-to-new / DG): {rates}; methods run by "
-        f"this command {s['methods_run']}{reused}; {s['wall_seconds']:,.1f} s wall; every number below is read "
-        f"from [`{RESULTS}`]({RESULTS}).\n\n" + mini_markdown(summary)
+        f"this command {', '.join(f'`{m}`' for m in s['methods_run'])}{reused}; {s['wall_seconds']:,.1f} s wall; every number below is read "
+        f"from [`{RESULTS}`]({link}).\n\n" + mini_markdown(summary)
     )
 
 
@@ -209,6 +210,22 @@ def embedded_default(root: Path) -> str:
     )
 
 
+def throughput_table(root: Path) -> str:
+    """benchmarks/README.md's throughput table, from `multi_adapter_throughput.json`."""
+    r = _read(root, THROUGHPUT)
+    m = r["meta"]
+    lines = [
+        f"{m['adapter']} on {m['device']} ({m['cpu_count']} cores, {m['torch_threads']} torch thread(s), torch "
+        f"{m['torch']}), batch {m['batch_size']}, {m['seconds']:g} s per cell; from "
+        "[`results/multi_adapter_throughput.json`](results/multi_adapter_throughput.json):",
+        "",
+        "| threads | adapters | images/s | ratio to 1 thread, 1 adapter |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {x['threads']} | {x['adapters']} | {x['images_per_s']:.1f} | {x['ratio']:.2f} |" for x in r["rows"]]
+    return "\n".join(lines) + "\n"
+
+
 def _json_block(source: str, render: Any) -> Any:
     return lambda root: render(_read(root, source))
 
@@ -238,6 +255,10 @@ BLOCKS: tuple[Block, ...] = (
     Block("ablation-selection", "benchmarks/results/ablation.md", (HPARAMS,), _json_block(HPARAMS, selection_block)),
     Block("ablation-table", "benchmarks/results/ablation.md", (ABLATION,), _json_block(ABLATION, ablation_markdown)),
     Block("performance-full", "benchmarks/README.md", (PERF,), perf_full),
+    Block(
+        "mini-benchmark", "benchmarks/README.md", (RESULTS,), lambda root: mini_results(root, "results/results.json")
+    ),
+    Block("multi-adapter-throughput", "benchmarks/README.md", (THROUGHPUT,), throughput_table),
 )
 
 
