@@ -5,6 +5,9 @@ rendered from the result file a run wrote (delimited blocks; see `docs_blocks.py
     python benchmarks/docs_tables.py --check    # exit 1 naming each stale block (file, block, first differing line)
 
 A block whose result file does not exist yet is skipped when no document holds it, and an error when one does.
+To place a block (the `leaderboard` one, once `mini_suite.py` has written `benchmarks/results/leaderboard.json`),
+write its two comment lines where it goes, `<!-- generated: leaderboard (...) -->` and `<!-- /generated:
+leaderboard -->`, and run the command: it fills the block and rewrites the opening comment.
 `tests/benchmarks/test_docs_tables.py` runs `--check` on the committed tree, so a committed table that differs from
 its result file fails CI.
 """
@@ -88,7 +91,8 @@ def mini_summary(root: Path) -> str:
         lines.append(
             f"Average DG accuracy, {key[:-4]} shot(s): " + ", ".join(f"`{m}` {v:.1f}" for v, m in ranked) + "."
         )
-    return f"{' '.join(lines)} (From [`{RESULTS}`]({RESULTS}); spreads per cell in the tables above.)\n"
+    command = summary["settings"]["command"]
+    return f"{' '.join(lines)} (From [`{RESULTS}`]({RESULTS}), `{command}`; spreads per cell in the tables above.)\n"
 
 
 def _mib(n: float) -> str:
@@ -168,7 +172,8 @@ def embedded_default(root: Path) -> str:
     the learning rates selected on the mini world, and the mini CLIP's zero-shot accuracy."""
     clip = _read(root, MINI_CLIP)
     run = load_results(root / MAIN_RUN)[0]
-    rates = _read(root, MINI_HPARAMS)["selected_learning_rate"][run["method"]]
+    hparams = _read(root, MINI_HPARAMS)
+    rates = hparams["selected_learning_rate"][run["method"]]
     adapter_bytes = (root / ADAPTER_WEIGHTS).stat().st_size
     zero = clip["eval"]["zero_shot"]
     b2n = [d for d in zero if "hm" in zero[d]["test"]]
@@ -185,7 +190,8 @@ def embedded_default(root: Path) -> str:
         f"| a small `CLIPModel` ({clip['n_params'] / 1e6:.1f} M parameters, {clip['args']['image_size']}-px ViT, "
         "OpenAI's CLIP BPE tokenizer) pretrained here, on CPU, from scratch | `src/metaprompt_hf/assets/mini-clip/` "
         "([datasheet](src/metaprompt_hf/assets/mini-clip/DATASHEET.md)), `benchmarks/pretrain_mini_clip.py` "
-        f"| {clip['wall_minutes']:.1f} min on {clip['machine']}; {clip['weights_mb']:.1f} MB safetensors |\n"
+        f"| {clip['wall_minutes']:.1f} min on {clip['machine']} (`{clip['command']}`); {clip['weights_mb']:.1f} MB "
+        "safetensors |\n"
         f"| the mini world: {clip['args']['n_images']:,} generated image–caption pairs for pretraining; 4 "
         "base-to-new datasets (`digits` real MNIST/UCI handwriting, `glyphs` typed letters and symbols, `shapes`, "
         "`objects`) and a PACS-like DG dataset `styles` (photo, cartoon, painting, sketch — sketch is rare in "
@@ -201,10 +207,10 @@ def embedded_default(root: Path) -> str:
         f"```\n{run['method']} on {run['dataset']}: Base {run['base']:.2f} | New {run['new']:.2f} | "
         f"HM {run['hm']:.2f}\n```\n\n"
         "With the embedded base model the learning rate defaults to MetaPrompt's rate selected on the mini world's "
-        f"**validation** split ({rates['base2new']:g} base-to-new, {rates['dg']:g} DG; "
+        f"**validation** split ({rates['base2new']:g} base-to-new, {rates['dg']:g} DG; `{hparams['command']}` → "
         f"[`{MINI_HPARAMS}`]({MINI_HPARAMS})).\n\n"
         "Zero-shot accuracy of the embedded CLIP on the test splits (hand-crafted template per dataset; "
-        f"[`{MINI_CLIP}`]({MINI_CLIP})): "
+        f"`{clip['eval_command']}` → [`{MINI_CLIP}`]({MINI_CLIP})): "
         + ", ".join(f"HM {100 * zero[d]['test']['hm']:.1f} on {d}" for d in b2n)
         + f"; {dg_text}; against chance at {chance[0]:.0f}–{chance[-1]:.0f}%.\n"
     )
@@ -216,7 +222,7 @@ def throughput_table(root: Path) -> str:
     m = r["meta"]
     lines = [
         f"{m['adapter']} on {m['device']} ({m['cpu_count']} cores, {m['torch_threads']} torch thread(s), torch "
-        f"{m['torch']}), batch {m['batch_size']}, {m['seconds']:g} s per cell; from "
+        f"{m['torch']}), batch {m['batch_size']}, {m['seconds']:g} s per cell; `{THROUGHPUT_COMMAND}` → "
         "[`results/multi_adapter_throughput.json`](results/multi_adapter_throughput.json):",
         "",
         "| threads | adapters | images/s | ratio to 1 thread, 1 adapter |",
