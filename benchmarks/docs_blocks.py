@@ -92,7 +92,8 @@ def first_difference(old: str, new: str) -> str:
 def sync(blocks: Sequence[Block], root: Path, check: bool) -> list[str]:
     """Rewrite (or with `check`, only compare) every block present in its document. Returns one problem per stale
     or broken block ('FILE: block NAME: ...'); a block whose source file is missing is a problem when its document
-    holds it, and skipped otherwise (its result has not been produced yet)."""
+    holds it, and skipped otherwise (its result has not been produced yet); a block whose sources all exist is a
+    problem when its document lacks it."""
     problems: list[str] = []
     known = {(b.doc, b.name) for b in blocks}
     for doc in sorted({b.doc for b in blocks}):
@@ -108,7 +109,13 @@ def sync(blocks: Sequence[Block], root: Path, check: bool) -> list[str]:
             span = _span(new, block.name, doc)
             missing = [s for s in block.sources if not (root / s).is_file()]
             if span is None:
-                continue  # not placed in this document (yet)
+                if not missing:  # a result exists whose figures the document lacks (or lost, by a hand edit)
+                    opening, closing = delimiters(block.name, block.sources)
+                    problems.append(
+                        f"{doc}: block {block.name!r} is missing though {', '.join(block.sources)} exists; put "
+                        f"{opening} and {closing} where it goes and run {COMMAND}"
+                    )
+                continue  # its result has not been produced yet
             if missing:
                 problems.append(f"{doc}: block {block.name!r}: its source {', '.join(missing)} does not exist")
                 continue

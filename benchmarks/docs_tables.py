@@ -1,10 +1,12 @@
-"""Every benchmark figure in README.md, model_card.md, benchmarks/README.md and benchmarks/results/ablation.md,
-rendered from the result file a run wrote (delimited blocks; see `docs_blocks.py`):
+"""Every benchmark figure in README.md, model_card.md (and the shipped adapter's card), docs/method.md,
+benchmarks/README.md and benchmarks/results/ablation.md, rendered from the result file a run wrote (delimited
+blocks; see `docs_blocks.py`):
 
     python benchmarks/docs_tables.py            # rewrite every generated block in place
     python benchmarks/docs_tables.py --check    # exit 1 naming each stale block (file, block, first differing line)
 
-A block whose result file does not exist yet is skipped when no document holds it, and an error when one does.
+A block whose result file does not exist yet is skipped when no document holds it, and an error when one does;
+a block whose result file exists is an error when its document lacks it.
 To place a block (the `leaderboard` one, once `mini_suite.py` has written `benchmarks/results/leaderboard.json`),
 write its two comment lines where it goes, `<!-- generated: leaderboard (...) -->` and `<!-- /generated:
 leaderboard -->`, and run the command: it fills the block and rewrites the opening comment.

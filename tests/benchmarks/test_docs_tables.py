@@ -72,6 +72,16 @@ def test_a_block_whose_source_is_missing_fails_only_when_placed(tmp_path, capsys
     assert docs_tables.main([], root=root) == 1  # nor is it rewritten
 
 
+def test_a_block_removed_from_its_document_fails_while_its_source_exists(tmp_path, capsys):
+    root = _copy_tree(tmp_path)
+    card = root / "model_card.md"
+    text = card.read_text(encoding="utf-8")
+    start, end = text.index("{# generated: meta-step-effect"), text.index("{# /generated: meta-step-effect #}")
+    card.write_text(text[:start] + text[end + len("{# /generated: meta-step-effect #}") :], encoding="utf-8")
+    assert docs_tables.main(["--check"], root=root) == 1
+    assert f"model_card.md: block 'meta-step-effect' is missing though {ABLATION} exists" in capsys.readouterr().err
+
+
 def test_unknown_blocks_unclosed_blocks_and_jinja_in_a_template_are_refused(tmp_path):
     (tmp_path / "r.json").write_text("{}")
     block = Block("x", "doc.md", ("r.json",), lambda root: "{{ config.n_ctx }}")
