@@ -92,7 +92,9 @@ class CrossDatasetProtocol(Protocol):
             train_labels=train_labels,
             train_domains=None,
             train_class_names=list(names),
-            eval_sets={"all": EvalSet(rows, list(names), [int(x) for x in rows["label"]])},
+            eval_sets={
+                "all": EvalSet(rows, list(names), [int(x) for x in rows["label"]], seen_classes=train_rows is not None)
+            },
             fewshot={
                 "split": train_split,
                 "protocol": self.name,
