@@ -58,7 +58,10 @@ def build_optimizer(model: torch.nn.Module, optim_cfg: H.Cfg, param_groups: obje
     assert optim_cfg.NAME == "adamw" and not optim_cfg.STAGED_LR
     params = param_groups if param_groups is not None else model.parameters()
     return torch.optim.AdamW(
-        params, lr=optim_cfg.LR, weight_decay=optim_cfg.WEIGHT_DECAY, betas=(optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
+        params,
+        lr=optim_cfg.LR,
+        weight_decay=optim_cfg.WEIGHT_DECAY,
+        betas=(optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2),
     )
 
 
@@ -142,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         set_state(model, state)
         cap = {}
         hooks = [
-            model.image_encoder.register_forward_hook(lambda m, a, o: cap.__setitem__("img", [t.clone() for t in o])),
-            model.text_encoder.register_forward_hook(lambda m, a, o: cap.__setitem__("txt", o.detach().clone())),
+            model.image_encoder.register_forward_hook(
+                lambda m, a, o, cap=cap: cap.__setitem__("img", [t.clone() for t in o])
+            ),
+            model.text_encoder.register_forward_hook(
+                lambda m, a, o, cap=cap: cap.__setitem__("txt", o.detach().clone())
+            ),
         ]
         model.eval()
         with torch.no_grad():
