@@ -250,3 +250,34 @@ def test_mmrl_adapters_serve_the_pipeline_and_share_a_base(tmp_path):
     expected = model.predict([picture], NAMES)[0]
     assert [s["label"] for s in scores] == [NAMES[i] for i in expected.argsort(descending=True)]
     assert scores[0]["score"] == pytest.approx(expected.max().item(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, protocol, epochs, batch, reg_weight, warmup, template",
+    [
+        ("mmrl_b2n_vitb16", "base2new", 10, 4, 1.0, 1, None),
+        ("mmrl_b2n_imagenet_vitb16", "base2new", 5, 32, 0.5, 1, "a photo of a {}."),
+        ("mmrl_xd_vitb16", "cross_dataset", 1, 32, 0.2, 0, "a photo of a {}."),
+    ],
+)
+def test_the_named_configs_hold_the_official_hyperparameters(
+    name, protocol, epochs, batch, reg_weight, warmup, template
+):
+    from metaprompt_hf.training import parse_args
+
+    args = parse_args(["--config", os.path.join(ROOT, "examples", "configs", f"{name}.yaml")])
+    method = args.build_method()
+    assert (args.method, args.protocol, args.shots, args.template) == ("mmrl", protocol, 16, template)
+    assert method.config == type(method.config)(0.7, reg_weight, 5, 512, [6, 7, 8, 9, 10, 11, 12])
+    assert (args.num_train_epochs, args.per_device_train_batch_size, args.per_device_eval_batch_size) == (
+        epochs,
+        batch,
+        250,
+    )
+    assert (method.optimizer, args.learning_rate, args.weight_decay) == ("adamw", 0.001, 5e-4)
+    assert (args.warmup_epochs, args.warmup_lr, args.lr_scheduler_type, args.crop_scale_min) == (
+        warmup,
+        1e-5,
+        "cosine",
+        0.5,
+    )
