@@ -281,3 +281,20 @@ def test_the_named_configs_hold_the_official_hyperparameters(
         "cosine",
         0.5,
     )
+
+
+def test_eager_and_sdpa_attention_agree_with_the_rebuilt_causal_mask():
+    """Eager attention gets an explicit mask, rebuilt for the longer text sequence; SDPA's may be implicit."""
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    outs = []
+    for attn in ("eager", "sdpa"):
+        clip, processor = tiny_clip(seed=0, attn_implementation=attn)
+        config = get_method("mmrl", KNOBS).adapter_config(["a photo of a {}."], n_ctx=0, n_pro=0)
+        torch.manual_seed(0)
+        model = MetaPromptModel(clip, config, processor).eval()
+        with torch.no_grad():
+            for p in model.adapters["default"].head.parameters():
+                p.normal_(0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
+            outs.append(model(images, NAMES))
+    torch.testing.assert_close(outs[0].text_embeds, outs[1].text_embeds, rtol=0, atol=1e-5)
+    torch.testing.assert_close(outs[0].logits_rep, outs[1].logits_rep, rtol=0, atol=1e-4)
