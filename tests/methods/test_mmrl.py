@@ -161,6 +161,12 @@ def test_the_protocols_say_which_sets_are_seen(domain_folder):
     assert b2n.eval_sets["base"].seen_classes and not b2n.eval_sets["new"].seen_classes
     dg = get_protocol("dg").prepare(data, shots=1, seed=1, target_domain="sketch")
     assert not dg.eval_sets["target"].seen_classes
+    # cross-dataset: only the source (ImageNet) is scored as seen, as the official test() tells it by name; a target,
+    # even one with a train split, is not
+    xd = get_protocol("cross_dataset").prepare(data, shots=1, seed=1)
+    assert not xd.eval_sets["all"].seen_classes
+    data.name = "/data/imagenet"
+    assert get_protocol("cross_dataset").prepare(data, shots=1, seed=1).eval_sets["all"].seen_classes
 
 
 def test_evaluation_scores_the_fusion_on_seen_sets_only(monkeypatch):

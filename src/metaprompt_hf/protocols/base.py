@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class EvalSet:
     """Rows of one split to evaluate, classified among `class_names` (labels remapped to 0..len-1). `seen_classes`:
-    the classes the adapter trains on, in its training domain (base-to-new's base set; the training dataset of a
-    transfer run), scored inside `heads.seen_classes()` (MMRL's fused logits, docs/methods/mmrl.md)."""
+    the classes the adapter trains on, in its training domain (base-to-new's base set; a transfer protocol's source
+    dataset, ImageNet), scored inside `heads.seen_classes()` (MMRL's fused logits, docs/methods/mmrl.md)."""
 
     rows: Any
     class_names: list[str]
