@@ -21,8 +21,9 @@ REFERENCE = "ivlp"
 
 
 def trainable_methods() -> list[str]:
-    """Every registered method with prompts to train (zero-shot CLIP has none: no training step to time)."""
-    return [name for name, cls in METHODS.items() if cls.text_prompts or cls.vision_prompts]
+    """Every registered method with tensors to train (zero-shot CLIP has none: no training step to time; MMRL trains
+    its head only)."""
+    return [name for name, cls in METHODS.items() if cls(name).trains]
 
 
 def parse_methods(value: str | None) -> list[str]:

@@ -142,7 +142,10 @@ class TrainStep:
         self.args = training_args(method, protocol, pixel_values.shape[0], **arg_overrides)
         self.accelerator = make_accelerator(mixed_precision, cpu=pixel_values.device.type == "cpu")
         model = new_model(clip, processor, self.args)
-        optimizer = T.build_optimizer(model, self.args.learning_rate, self.args.momentum, self.args.weight_decay)
+        method = self.args.build_method()  # its optimizer: SGD, or AdamW for MMRL
+        optimizer = T.build_optimizer(
+            model, self.args.learning_rate, self.args.momentum, self.args.weight_decay, kind=method.optimizer
+        )
         self.ddp_model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.model = self.accelerator.unwrap_model(self.ddp_model)
         self.class_names = list(class_names)
@@ -152,7 +155,7 @@ class TrainStep:
             self.optimizer,
             self.class_names,
             meta=self.args.meta_settings(),
-            method=self.args.build_method(),
+            method=method,
             source_domains=sorted(set(domains.tolist())) if domains is not None else None,
             seed=self.args.seed,
             accelerator=self.accelerator,

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .data.batches import ImageDataset, collate
 from .data.loading import DataError
+from .modeling.heads import seen_classes
 
 if TYPE_CHECKING:
     from .protocols import EvalSet
@@ -69,7 +70,8 @@ def evaluate_set(
     num_workers: int = 0,
     templates: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Top-1 accuracy (percent) of `model` on `eval_set` among its classes.
+    """Top-1 accuracy (percent) of `model` on `eval_set` among its classes (inside `heads.seen_classes()` when the
+    set's classes are the ones trained on).
 
     Args:
         model: a `MetaPromptModel` (unwrapped).
@@ -99,7 +101,7 @@ def evaluate_set(
             if batch["labels"].numel() == 0:
                 pred = batch["labels"]
             else:
-                with autocast():
+                with autocast(), seen_classes(eval_set.seen_classes):
                     out = model(
                         batch["pixel_values"],
                         eval_set.class_names,

@@ -206,7 +206,7 @@ def test_dg_meta_gradient_from_shared_domain_parts_equals_one_pass_per_side():
 
 def test_methods_section_has_every_trainable_method_against_ivlp(perf, monkeypatch):
     """The methods section, its memory children run in-process (their peaks are then meaningless; the keys are not):
-    every registered method that trains prompts has a step time, a peak and both ratios to IVLP's."""
+    every registered method that trains (prompts or a head) has a step time, a peak and both ratios to IVLP's."""
     from metaprompt_hf.methods import METHODS
 
     real_run = subprocess.run
@@ -220,8 +220,8 @@ def test_methods_section_has_every_trainable_method_against_ivlp(perf, monkeypat
     monkeypatch.setattr(perf_memory.subprocess, "run", fake_run)
     result = perf.run(perf.parse_args(["--quick", "--sections", "methods", "--classes", "6", "--warmup", "0"]))
     section = result["methods"]
-    trainable = {m for m, cls in METHODS.items() if cls.text_prompts or cls.vision_prompts}
-    assert "zeroshot" not in trainable and {"ivlp", "coop", "kgcoop", "promptsrc", "metaprompt"} <= trainable
+    trainable = {m for m, cls in METHODS.items() if cls(m).trains}
+    assert "zeroshot" not in trainable and {"ivlp", "coop", "kgcoop", "promptsrc", "metaprompt", "mmrl"} <= trainable
     entry = section["classes"]["6"]
     assert section["batch_size"] == 4 and section["reference"] == "ivlp"
     assert set(entry["step"]) == set(entry["memory"]) == trainable

@@ -23,6 +23,7 @@ from ..backbones import DualEncoderBackbone, get_backbone, load_base_model, load
 from ..constants import CONFIG_NAME, DEFAULT_ADAPTER_NAME, MODEL_CARD_NAME, PROMPT_KEYS, WEIGHTS_NAME
 from ..modeling.configuration_metaprompt import MetaPromptConfig
 from ..modeling.heads import HEAD_PREFIX, build_adapter_head
+from ..modeling.mmrl_head import MMRLHead  # noqa: F401 (importing it registers the "mmrl" adapter head)
 from ..validation import check_finite_tensors
 from .files import AdapterFiles, check_shapes, read_adapter, save_adapter
 

@@ -25,7 +25,9 @@ from .safe_unpickle import CheckpointError, TensorRef
 __all__ = ["OFFICIAL_LAYOUTS", "CheckpointLayout", "Extraction", "PromptKeys", "extract_prompts", "find_state_dict"]
 
 _TOKEN_BUFFERS = (r"(^|\.)token_(prefix|suffix|midfix)$", "fixed token buffers (recomputed from the class names)")
-_LOOKS_LEARNED = re.compile(r"(^|\.)(ctx\w*|VPT\w*|compound_prompts\w*)(\.|$)|(^|\.)prompt_learner\.")
+_LOOKS_LEARNED = re.compile(
+    r"(^|\.)(ctx\w*|VPT\w*|compound_prompts\w*|proj_rep)(\.|$)|(^|\.)(prompt_learner|representation_learner)\."
+)
 FROZEN_BASE = "the frozen base model"
 
 
@@ -72,6 +74,7 @@ _MAPLE_CODE_URL = (
     "https://github.com/muzairkhattak/multimodal-prompt-learning/blob/0d62419f24cb8e65b43adfb0611f1a53620e7214"
 )
 _PROMPTSRC_URL = "https://github.com/muzairkhattak/PromptSRC/blob/bb95c77b634d63488f2cad81ff4a72d53bdd06d5"
+_MMRL_URL = "https://github.com/yunncheng/MMRL/blob/27d8821f6ac135a1d0c8e4c5ed78af14df0cd82e"
 _CODE_READ = "key names and shapes read from the official code at the commit of `source`"
 
 METAPROMPT = CheckpointLayout(
@@ -155,6 +158,29 @@ PROMPTSRC = CheckpointLayout(
     "the official code on a tiny CLIP (tests/fixtures/official_checkpoints)",
     fp16_in_forward=r"(^|\.)VPT(_shallow)?$",  # `.half()` in clip/model.py#L238, #L249, #L407
 )
+MMRL = CheckpointLayout(
+    source=f"{_MMRL_URL}/trainers/mmrl.py#L141-L192",
+    saved_model="MultiModalRepresentationLearner/: the whole CustomCLIP (trainers/mmrl.py#L324)",
+    text=None,  # no prompts: the representation learner and proj_rep are the head's (modeling/mmrl_head.py)
+    vision=None,
+    head=(
+        ("representation_learner.compound_rep_tokens", "head.compound_rep_tokens"),  # (N_REP_TOKENS, REP_DIM)
+        *(
+            (
+                f"representation_learner.compound_rep_tokens_{t}proj.{{i}}.{w}",
+                f"head.compound_rep_tokens_{t}proj.{{i}}.{w}",
+            )
+            for t in ("r2v", "r2t")
+            for w in ("weight", "bias")
+        ),
+        ("image_encoder.proj_rep", "head.proj_rep"),  # (d_vision, P), clip/model_mmrl.py#L338
+    ),
+    # the class texts' token embeddings, a buffer of CustomCLIP; the official `load_model` drops them as well
+    dropped=((r"^prompt_embeddings$", "the class texts' token embeddings (recomputed from the class names)"),),
+    verified=f"{_CODE_READ}; the learned tensors of the MMRL fidelity recording, saved under the official keys with "
+    "the buffer and frozen keys the official state dict has, convert to the official eval logits on base and new "
+    "classes (tests/fixtures/fidelity_mmrl). REP_LAYERS is not in the checkpoint: pass it with --method_args",
+)
 
 OFFICIAL_LAYOUTS: dict[str, CheckpointLayout] = {
     "metaprompt": METAPROMPT,
@@ -169,6 +195,7 @@ OFFICIAL_LAYOUTS: dict[str, CheckpointLayout] = {
     "ivlp": IVLP,
     "promptsrc": PROMPTSRC,
     "maple": MAPLE,
+    "mmrl": MMRL,
 }
 
 

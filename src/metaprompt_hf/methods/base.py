@@ -125,6 +125,8 @@ class Method:
         meta: None = no meta step; otherwise the `MetaSettings` fields this method fixes (empty: all from the run's
             `--meta_*` arguments).
         eval_logits: the output field scored at evaluation ("logits", or "logits_zero_shot" for frozen CLIP).
+        optimizer: the default optimizer of its runs: "sgd" (the run's momentum and weight decay) or "adamw"
+            (Dassl's AdamW: betas (0.9, 0.999), the run's weight decay).
 
     Args:
         name: the registered name (`--method`).
@@ -139,6 +141,7 @@ class Method:
     coupled_branches: ClassVar[bool] = True
     meta: ClassVar[Mapping[str, Any] | None] = None
     eval_logits: ClassVar[str] = "logits"
+    optimizer: ClassVar[str] = "sgd"
 
     def __init__(self, name: str, config: MethodConfig | Mapping[str, Any] | None = None) -> None:
         self.name = name

@@ -23,6 +23,7 @@ from .metaprompt import (
     MetaPromptNoMeta,
     MetaPromptSecondOrder,
 )
+from .mmrl import MMRL
 from .promptsrc import PromptSRC
 
 METHODS: dict[str, type[Method]] = {}
@@ -58,6 +59,7 @@ for _name, _cls in (
     ("kgcoop", KgCoOp),
     ("promptsrc", PromptSRC),
     ("maple", MaPLe),
+    ("mmrl", MMRL),
     ("metaprompt_no_meta", MetaPromptNoMeta),
     ("metaprompt", MetaPrompt),
     ("metaprompt_second_order", MetaPromptSecondOrder),

@@ -12,9 +12,11 @@ with `register_adapter_head(name, cls)`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +33,9 @@ __all__ = [
     "MaPLeHead",
     "adapter_vision_prompts",
     "build_adapter_head",
+    "classes_seen",
     "register_adapter_head",
+    "seen_classes",
 ]
 
 #: Prefix of a head's tensors in the adapter's safetensors file and `prompt_state_dict`.
@@ -55,6 +59,9 @@ class AdapterHead(nn.Module):
 
     #: Whether `logits` forms the adapter's logits; False keeps the model's s<x̃, t> (z^o when coupled).
     forms_logits: bool = True
+    #: Whether the head runs the adapter's whole forward (`output`: its own encoder passes, as MMRL's inserted
+    #: tokens need); `MetaPromptModel.forward` then returns what `output` returns.
+    forms_output: bool = False
 
     @classmethod
     def expected_shapes(cls, config: MetaPromptConfig) -> dict[str, tuple[int | None, ...]]:
@@ -75,6 +82,13 @@ class AdapterHead(nn.Module):
         """
         raise NotImplementedError
 
+    def output(
+        self, model: Any, pixel_values: torch.Tensor, class_names: Sequence[str], labels: Any, **kwargs: Any
+    ) -> Any:
+        """The `MetaPromptOutput` of `model.forward` for a head with `forms_output = True`; `kwargs` are forward's
+        keyword arguments (`adapter_name` resolved to the call's adapter)."""
+        raise NotImplementedError
+
     def vision_prompts(self, model: Any, adapter: Any) -> torch.Tensor | None:
         """The vision prompts (depth, n, d_vision) of the adapter's image pass, or None to use its θ_v (the
         default). Called once per image pass, so prompts computed from trained tensors carry their gradients.
@@ -84,6 +98,27 @@ class AdapterHead(nn.Module):
             adapter: the adapter of the call (`adapters/multi.py`, `PromptAdapter`: its `text_prompts`).
         """
         return None
+
+
+_SEEN: contextvars.ContextVar[bool] = contextvars.ContextVar("metaprompt_seen_classes", default=False)
+
+
+@contextlib.contextmanager
+def seen_classes(seen: bool = True) -> Iterator[None]:
+    """Inside the block (this thread only), the class names of forward calls are the classes the adapter was trained
+    on, in its training domain (base-to-new's base classes; the source dataset of a transfer run), so a head may use
+    logits it keeps for those classes (MMRL's fused logits, docs/methods/mmrl.md). Outside it every call is treated
+    as new classes: the safe default for arbitrary class names. Other adapters ignore it."""
+    token = _SEEN.set(bool(seen))
+    try:
+        yield
+    finally:
+        _SEEN.reset(token)
+
+
+def classes_seen() -> bool:
+    """Whether the current call is inside `seen_classes()`."""
+    return _SEEN.get()
 
 
 def adapter_vision_prompts(model: Any, adapter: Any) -> torch.Tensor | None:

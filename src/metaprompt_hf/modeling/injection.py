@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -176,3 +176,99 @@ def _frozen_mask(call: _VisionCall, hidden: torch.Tensor) -> torch.Tensor:
         mask[: call.frozen_rows, :, :, -call.prompts.shape[1] :] = torch.finfo(hidden.dtype).min
         call.masks[key] = mask
     return mask
+
+
+# ------------------------------------------------------------------------------------------------ inserting mode
+@dataclass(frozen=True)
+class _InsertCall:
+    text: torch.Tensor | None  # (n_layers, n, d_text): block k enters before layer layers[k]
+    vision: torch.Tensor | None  # (n_layers, n, d_vision)
+    layers: tuple[int, ...]  # 0-based indices of the layers that receive a block, increasing
+
+
+_INSERT: contextvars.ContextVar[_InsertCall | None] = contextvars.ContextVar("metaprompt_inserted", default=None)
+_INSERT_MARK = "_metaprompt_insert_hooks"
+
+
+@contextlib.contextmanager
+def inserted_tokens_in_context(
+    text: torch.Tensor | None, vision: torch.Tensor | None, layers: Sequence[int]
+) -> Iterator[None]:
+    """Tokens INSERTED after the first token (CLS / start-of-text) of every tower call made inside the block, in
+    this thread only: the sequence grows by n (MMRL's representation tokens, docs/methods/mmrl.md).
+
+    Before layer `layers[0]` (0-based) block 0 of `text` / `vision` (len(layers), n, d) is inserted at position 1;
+    before layer `layers[k]` (k >= 1) rows 1..n are replaced by block k; other layers carry them on. From
+    `layers[0]` on, the text layers' causal mask is rebuilt for the longer sequence, and the text tower's
+    output drops rows 1..n again, so transformers' end-of-text pooling reads its own index (the official code pools
+    at `eot + n` of the longer sequence: the same row). The vision output keeps the rows (CLS pooling at 0 is
+    unchanged); the caller reads rows 1..n of `last_hidden_state`. Needs `install_insert_hooks` on the base model.
+    """
+    call = _InsertCall(text, vision, tuple(layers)) if text is not None or vision is not None else None
+    token = _INSERT.set(call)
+    try:
+        yield
+    finally:
+        _INSERT.reset(token)
+
+
+def install_insert_hooks(backbone: DualEncoderBackbone) -> None:
+    """Install the inserting mode's context-reading hooks once (idempotent, thread-safe); outside
+    `inserted_tokens_in_context` they return at once."""
+    model = backbone.model
+    if getattr(model, _INSERT_MARK, False):
+        return
+    with _INSTALL_LOCK:
+        if getattr(model, _INSERT_MARK, False):
+            return
+        for i, layer in enumerate(backbone.text_layers):
+            layer.register_forward_pre_hook(_insert_hook(i, backbone, text=True), with_kwargs=True)
+        for i, layer in enumerate(backbone.vision_layers):
+            layer.register_forward_pre_hook(_insert_hook(i, backbone, text=False), with_kwargs=True)
+        backbone.text_tower.encoder.register_forward_hook(_insert_text_sink_hook)
+        setattr(model, _INSERT_MARK, True)
+
+
+def _insert_rows(hidden: torch.Tensor, rows: torch.Tensor, replace: bool) -> torch.Tensor:
+    rows = rows.to(dtype=hidden.dtype).unsqueeze(0).expand(hidden.shape[0], -1, -1)
+    return torch.cat([hidden[:, :1], rows, hidden[:, 1 + (rows.shape[1] if replace else 0) :]], dim=1)
+
+
+def _causal_mask_like(mask: torch.Tensor, length: int) -> torch.Tensor:
+    """A causal mask (…, length, length) in the format of `mask` (bool: True attends; float: 0 or the minimum)."""
+    if mask.dtype == torch.bool:
+        square = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+    else:
+        square = torch.full((length, length), torch.finfo(mask.dtype).min, dtype=mask.dtype, device=mask.device)
+        square = square.triu(1)
+    return square.expand(*mask.shape[:-2], length, length)
+
+
+def _insert_hook(index: int, backbone: DualEncoderBackbone, text: bool) -> Callable:
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        call = _INSERT.get()
+        tokens = None if call is None else (call.text if text else call.vision)
+        if tokens is None or index < call.layers[0]:
+            return None
+        if index in call.layers:
+            k = call.layers.index(index)
+            args, kwargs = backbone.with_layer_hidden(args, kwargs, lambda h: _insert_rows(h, tokens[k], k > 0))
+        if text:  # the causal mask of the longer sequence (None: the attention backend's own causal flag)
+            length = args[0].shape[1]
+            if len(args) > 1 and args[1] is not None:
+                args = (args[0], _causal_mask_like(args[1], length), *args[2:])
+            elif kwargs.get("attention_mask") is not None:
+                kwargs = {**kwargs, "attention_mask": _causal_mask_like(kwargs["attention_mask"], length)}
+        return args, kwargs
+
+    return hook
+
+
+def _insert_text_sink_hook(_module: nn.Module, _args: tuple, output: object) -> object:
+    call = _INSERT.get()
+    if call is None or call.text is None:
+        return None
+    n = call.text.shape[1]
+    hidden = output.last_hidden_state
+    output.last_hidden_state = torch.cat([hidden[:, :1], hidden[:, 1 + n :]], dim=1)
+    return output

@@ -1,5 +1,4 @@
-"""`MetaPromptModel`: deep text and vision prompts around a frozen dual encoder (CLIP, SigLIP, ...; docs/method.md
-§1, §5).
+"""`MetaPromptModel`: deep text and vision prompts around a frozen dual encoder (CLIP, SigLIP; docs/method.md §1, §5).
 
 Four encoder paths share one frozen base model (docs/method.md §1.1):
 
@@ -11,9 +10,8 @@ Four encoder paths share one frozen base model (docs/method.md §1.1):
 and give z^i = s<x̃, h>, z^t = s<x, t>, z^o = ½(z^i + z^t); evaluation uses z^o (docs/method.md §5). With
 `config.coupled_branches=False` the logits are IVLP/CoOp's s<x̃, t>.
 
-The base model is reached only through its backbone (`backbones/`), and the prompts of a call travel with the call
-(`injection.py`), so one base model serves any number of adapters and threads at once. Several adapters may live on
-one model, PEFT style (`adapters.py`).
+The base model is reached only through its backbone (`backbones/`) and a call's prompts travel with the call
+(`injection.py`): one base model serves any number of adapters (PEFT style, `adapters/`) and threads at once.
 """
 
 from __future__ import annotations
@@ -57,12 +55,11 @@ class MetaPromptModel(
     tags=["metaprompt", "prompt-learning", "clip"],
 ):
     """MetaPrompt adapter(s) on a frozen dual encoder: deep prompts θ_t (depth, n_ctx, d_text) and θ_v
-    (depth, n_pro, d_vision) per adapter. Only the prompts require grad.
+    (depth, n_pro, d_vision) per adapter (and a method's head, heads.py). Only the adapters require grad.
 
-    A `huggingface_hub.ModelHubMixin`: `save_pretrained(..., push_to_hub=True, repo_id=...,
-    model_card_kwargs=...)`, `push_to_hub(...)` and `from_pretrained(...)` take the mixin's arguments (`AdapterMixin`
-    implements them for adapter folders: namespaced file names, one adapter per folder, nothing overwritten unless
-    asked).
+    A `huggingface_hub.ModelHubMixin`: `save_pretrained(..., push_to_hub=True, repo_id=..., model_card_kwargs=...)`,
+    `push_to_hub(...)` and `from_pretrained(...)` take the mixin's arguments (`AdapterMixin` implements them for
+    adapter folders: namespaced file names, one adapter per folder, nothing overwritten unless asked).
 
     Args:
         clip_model: the frozen base model, any transformers dual encoder with a registered backbone
@@ -218,8 +215,7 @@ class MetaPromptModel(
         return self.backbone.pad(rows, self.backbone.pad_token_id(self.tokenizer))
 
     def _text_features(self, ids: torch.Tensor, prompts: torch.Tensor | None, normalize: bool = True) -> torch.Tensor:
-        """One text-encoder call on `ids` (N, L) with prompts θ_t (or none) → (N, P) fp32, L2-normalised unless
-        `normalize=False`."""
+        """One text-encoder call: `ids` (N, L) with prompts θ_t (or none) → (N, P) fp32, L2-normalised if asked."""
         with text_prompts_in_context(prompts, self.backbone.text_prompt_start):
             feats = _at_least_fp32(self.backbone.text_features(ids))
         return F.normalize(feats, dim=-1) if normalize else feats
@@ -382,6 +378,10 @@ class MetaPromptModel(
             raise ValueError(f"pixel_values: expected shape (B, 3, H, W), got {tuple(pixel_values.shape)}")
         adapter = self._adapter(adapter_name)
         name = adapter_name if adapter_name is not None else self._active_adapter
+        if adapter.head is not None and adapter.head.forms_output:  # the head's own encoder passes (heads.py)
+            kw = dict(frozen_image_embeds=frozen_image_embeds, return_zero_shot=return_zero_shot, templates=templates)
+            kw.update(adapter_name=name, output_features=output_features)
+            return adapter.head.output(self, pixel_values, class_names, labels, **kw)
         cfg, vision = adapter.config, adapter_vision_prompts(self, adapter)  # θ_v, or the head's (heads.py)
         s = self.logit_scale
         out = MetaPromptOutput(logit_scale=s)

@@ -23,6 +23,8 @@ class MetaPromptOutput(ModelOutput):
         text_embeds: (C, P) t, prompted class features, L2-normalised.
         template_embeds: (C, P) h, frozen template class features, L2-normalised.
         logit_scale: s = exp(the base model's frozen logit_scale).
+        logits_class, logits_rep: (B, C) MMRL's class-token logits s<x̃, t> and representation logits
+            s<x̃_rep, t> (docs/methods/mmrl.md); `logits` is their fusion on seen classes, `logits_class` otherwise.
         image_features, frozen_image_features, text_features: x̃ (B, P), x (B, P) and t (C, P) projected but NOT
             L2-normalised, with `output_features=True` (the form the reference records, for fidelity checks).
     """
@@ -40,3 +42,5 @@ class MetaPromptOutput(ModelOutput):
     image_features: torch.Tensor | None = None
     frozen_image_features: torch.Tensor | None = None
     text_features: torch.Tensor | None = None
+    logits_class: torch.Tensor | None = None
+    logits_rep: torch.Tensor | None = None

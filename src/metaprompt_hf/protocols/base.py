@@ -34,12 +34,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EvalSet:
-    """Rows of one split to evaluate, classified among `class_names` (labels remapped to 0..len-1)."""
+    """Rows of one split to evaluate, classified among `class_names` (labels remapped to 0..len-1). `seen_classes`:
+    the classes the adapter trains on, in its training domain (base-to-new's base set; a transfer protocol's source
+    dataset, ImageNet), scored inside `heads.seen_classes()` (MMRL's fused logits, docs/methods/mmrl.md)."""
 
     rows: Any
     class_names: list[str]
     labels: list[int]
     domains: list[int] | None = None
+    seen_classes: bool = False
 
 
 @dataclass

@@ -97,7 +97,8 @@ class Base2NewProtocol(Protocol):
             idx = cap([int(i) for i in np.nonzero(np.isin(eval_labels, ids))[0]], max_eval_samples, seed)
             rows = rows_all.select(idx)
             remap = {c: i for i, c in enumerate(ids)}
-            eval_sets[part] = EvalSet(rows, [names[c] for c in ids], [remap[int(x)] for x in rows["label"]])
+            labels_part = [remap[int(x)] for x in rows["label"]]
+            eval_sets[part] = EvalSet(rows, [names[c] for c in ids], labels_part, seen_classes=part == "base")
         return ProtocolData(
             train_rows=train.select(chosen),
             train_labels=[int(labels[i]) for i in chosen],

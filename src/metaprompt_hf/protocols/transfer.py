@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data.loading import DataError, ImageClassificationData
 from ..hub.results import Metric, Report
+from ..inputs.templates import dataset_key
 from ..scoring import evaluate_set
 from .base import EvalSet, Protocol, ProtocolData, cap, check_common, class_groups, eval_rows, sample_shots
 
@@ -85,6 +86,9 @@ class CrossDatasetProtocol(Protocol):
             raise DataError(
                 f"eval_split: {data.name} has neither {train_split!r} nor {eval_split!r}; it has {sorted(data.splits)}"
             )
+        # The source's own classes (trained on): a dataset with a train split that is the protocol's source, as the
+        # official MMRL test() tells its source (ImageNet) from the targets by name (docs/methods/mmrl.md).
+        seen = train_rows is not None and dataset_key(data.name) == dataset_key(self.source_dataset)
         idx = cap(list(range(len(rows_all))), max_eval_samples, seed)
         rows = rows_all.select(idx) if len(idx) != len(rows_all) else rows_all
         return ProtocolData(
@@ -92,7 +96,7 @@ class CrossDatasetProtocol(Protocol):
             train_labels=train_labels,
             train_domains=None,
             train_class_names=list(names),
-            eval_sets={"all": EvalSet(rows, list(names), [int(x) for x in rows["label"]])},
+            eval_sets={"all": EvalSet(rows, list(names), [int(x) for x in rows["label"]], seen_classes=seen)},
             fewshot={
                 "split": train_split,
                 "protocol": self.name,

@@ -78,10 +78,15 @@ def build_optimizer(
     momentum: float,
     weight_decay: float,
     params: Sequence[torch.nn.Parameter] | None = None,
-) -> torch.optim.SGD:
+    kind: str = "sgd",
+) -> torch.optim.Optimizer:
     """Plain SGD over `params` (default: the prompts; docs/method.md §4: momentum 0.9, wd 5e-4, no dampening, no
-    Nesterov)."""
+    Nesterov), or with `kind="adamw"` Dassl's AdamW (betas (0.9, 0.999), `weight_decay`; MMRL's, docs/methods/mmrl.md)."""
     params = list(model.prompt_parameters() if params is None else params)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, betas=(0.9, 0.999))
+    if kind != "sgd":
+        raise ValueError(f"optimizer: expected 'sgd' or 'adamw', got {kind!r}")
     return torch.optim.SGD(params, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
 
 
@@ -160,7 +165,9 @@ def train_loop(
     loader, sampler = build_train_loader(args, proto, model)
     if optimizer is None:
         params = method.trainable_parameters(model)
-        optimizer = build_optimizer(model, args.learning_rate, args.momentum, args.weight_decay, params)
+        optimizer = build_optimizer(
+            model, args.learning_rate, args.momentum, args.weight_decay, params, kind=method.optimizer
+        )
     ddp_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     unwrapped = accelerator.unwrap_model(ddp_model)
     raw_optimizer = getattr(optimizer, "optimizer", optimizer)
