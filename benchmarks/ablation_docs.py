@@ -160,14 +160,19 @@ def selection_block(hparams: dict[str, Any]) -> str:
     lines = [
         f"`{hparams['command']}` — seeds {hparams['seeds']}, {hparams['selection']}.",
         "",
-        f"Learning rate of `{REFERENCE}` from {hparams['grids']['learning_rate']} (validation score per rate; "
-        f"chosen: {hparams['learning_rate']}):",
-        "",
-        "| protocol | " + " | ".join(f"{lr:g}" for lr in hparams["grids"]["learning_rate"]) + " |",
-        "|---|" + "---|" * len(hparams["grids"]["learning_rate"]),
     ]
-    for protocol, by_lr in scores["learning_rate"].items():
-        lines.append(f"| {protocol} | " + " | ".join(f"{v:.2f}" for v in by_lr.values()) + " |")
+    if "learning_rate" in hparams["grids"]:  # a record that selected its own learning rate
+        lines += [
+            f"Learning rate of `{REFERENCE}` from {hparams['grids']['learning_rate']} (validation score per rate; "
+            f"chosen: {hparams['learning_rate']}):",
+            "",
+            "| protocol | " + " | ".join(f"{lr:g}" for lr in hparams["grids"]["learning_rate"]) + " |",
+            "|---|" + "---|" * len(hparams["grids"]["learning_rate"]),
+        ]
+        for protocol, by_lr in scores["learning_rate"].items():
+            lines.append(f"| {protocol} | " + " | ".join(f"{v:.2f}" for v in by_lr.values()) + " |")
+    else:
+        lines.append(f"Learning rate: {hparams['learning_rate']}, from {scores['learning_rate']['source']}.")
     lines += [
         "",
         f"Then β per variant from {hparams['grids']['meta_step']} (validation base-to-new HM / DG accuracy / their "

@@ -27,16 +27,13 @@ import compare_readme  # noqa: E402
 from ablation_docs import ABLATION, HPARAMS, card_block, method_block, readme_block, selection_block  # noqa: E402
 from ablation_report import markdown as ablation_markdown  # noqa: E402
 from docs_blocks import Block, sync  # noqa: E402
-from leaderboard_tables import LEADERBOARD, leaderboard_markdown  # noqa: E402
-from mini_suite import markdown as mini_markdown  # noqa: E402
+from leaderboard_tables import LEADERBOARD, leaderboard_markdown, tuning_markdown  # noqa: E402
 from perf_report import markdown as perf_markdown  # noqa: E402
 
-from metaprompt_hf.evaluation import harmonic_mean  # noqa: E402
 from metaprompt_hf.hub.card import load_results  # noqa: E402
 from metaprompt_hf.utils import read_json_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = "benchmarks/results/results.json"
 PERF = "benchmarks/results/perf.json"
 THROUGHPUT = "benchmarks/results/multi_adapter_throughput.json"
 MINI_CLIP = "src/metaprompt_hf/assets/mini-clip/pretraining_results.json"
@@ -49,52 +46,6 @@ THROUGHPUT_COMMAND = "python benchmarks/multi_adapter_throughput.py --output " +
 
 def _read(root: Path, name: str) -> dict[str, Any]:
     return read_json_file(root / name)
-
-
-def mini_results(root: Path, link: str = RESULTS) -> str:
-    """The mini-benchmark tables from `results.json` (the tables `mini_suite.py` writes to results.md); `link` is
-    the file's path relative to the document."""
-    summary = _read(root, RESULTS)
-    s = summary["settings"]
-    rates = ", ".join(f"{m} {lr['base2new']:g} / {lr['dg']:g}" for m, lr in s["learning_rates"].items())
-    reused = f"; the other methods' runs reused from `{s['reused_runs']}`" if s.get("reused_runs") else ""
-    return (
-        f"```bash\n{s['command']}\n```\n\nSeeds {s['seeds']}; learning rates (base-to-new / DG): {rates}; methods run by "
-        f"this command {', '.join(f'`{m}`' for m in s['methods_run'])}{reused}; {s['wall_seconds']:,.1f} s wall; every number below is read "
-        f"from [`{RESULTS}`]({link}).\n\n" + mini_markdown(summary)
-    )
-
-
-def _hm_average(b2n: dict[str, Any]) -> float:
-    base = sum(c["base"] for c in b2n.values()) / len(b2n)
-    new = sum(c["new"] for c in b2n.values()) / len(b2n)
-    return harmonic_mean(base, new)
-
-
-def mini_summary(root: Path) -> str:
-    """The sentences that read the mini benchmark: averages per method, best first (from `results.json`)."""
-    summary = _read(root, RESULTS)
-    b2n = sorted(((_hm_average(d), m) for m, d in summary["base2new"].items()), reverse=True)
-    lines = [
-        "Average base-to-new HM (HM of the mean base and new accuracy), best first: "
-        + ", ".join(f"`{m}` {v:.1f}" for v, m in b2n)
-        + "."
-    ]
-    dg = summary["dg"]
-    for key in sorted({k for m in dg.values() for t in m.values() for k in t if k.endswith("shot")}):
-        ranked = sorted(
-            (
-                (sum(t[key]["acc"] for t in d.values()) / len(d), m)
-                for m, d in dg.items()
-                if all(key in t for t in d.values())
-            ),
-            reverse=True,
-        )
-        lines.append(
-            f"Average DG accuracy, {key[:-4]} shot(s): " + ", ".join(f"`{m}` {v:.1f}" for v, m in ranked) + "."
-        )
-    command = summary["settings"]["command"]
-    return f"{' '.join(lines)} (From [`{RESULTS}`]({RESULTS}), `{command}`; spreads per cell in the tables above.)\n"
 
 
 def _mib(n: float) -> str:
@@ -175,7 +126,7 @@ def embedded_default(root: Path) -> str:
     clip = _read(root, MINI_CLIP)
     run = load_results(root / MAIN_RUN)[0]
     hparams = _read(root, MINI_HPARAMS)
-    rates = hparams["selected_learning_rate"][run["method"]]
+    rates = hparams["methods"][run["method"]]["learning_rate"]
     adapter_bytes = (root / ADAPTER_WEIGHTS).stat().st_size
     zero = clip["eval"]["zero_shot"]
     b2n = [d for d in zero if "hm" in zero[d]["test"]]
@@ -240,8 +191,6 @@ def _json_block(source: str, render: Any) -> Any:
 
 BLOCKS: tuple[Block, ...] = (
     Block("leaderboard", "README.md", (LEADERBOARD,), _json_block(LEADERBOARD, leaderboard_markdown)),
-    Block("mini-benchmark", "README.md", (RESULTS,), mini_results),
-    Block("mini-benchmark-summary", "README.md", (RESULTS,), mini_summary),
     Block(
         "meta-step-ablation",
         "README.md",
@@ -263,9 +212,8 @@ BLOCKS: tuple[Block, ...] = (
     Block("ablation-selection", "benchmarks/results/ablation.md", (HPARAMS,), _json_block(HPARAMS, selection_block)),
     Block("ablation-table", "benchmarks/results/ablation.md", (ABLATION,), _json_block(ABLATION, ablation_markdown)),
     Block("performance-full", "benchmarks/README.md", (PERF,), perf_full),
-    Block(
-        "mini-benchmark", "benchmarks/README.md", (RESULTS,), lambda root: mini_results(root, "results/results.json")
-    ),
+    Block("leaderboard", "benchmarks/README.md", (LEADERBOARD,), _json_block(LEADERBOARD, leaderboard_markdown)),
+    Block("tuning", "benchmarks/README.md", (MINI_HPARAMS,), _json_block(MINI_HPARAMS, tuning_markdown)),
     Block("multi-adapter-throughput", "benchmarks/README.md", (THROUGHPUT,), throughput_table),
 )
 

@@ -135,3 +135,34 @@ def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> st
     if sentence:
         lines.append(sentence[0].upper() + sentence[1:])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _weights_text(weights: dict[str, Any] | None) -> str:
+    if not weights:
+        return DASH
+    return "; ".join(f"{p}: " + (", ".join(f"{k}={v}" for k, v in w.items()) or "default") for p, w in weights.items())
+
+
+def tuning_markdown(record: dict[str, Any], source: str = "benchmarks/mini_hparams.json") -> str:
+    """The validation selection of `mini_hparams.json`: per method the chosen learning rates, the validation score
+    at each grid point, whether the choice sits at the grid's edge, and the chosen weights."""
+    lines = [
+        f"Selection ({record.get('selection', '')}), `{record.get('command', '')}` → [`{source}`]({source}):",
+        "",
+        "| method | grid | base-to-new: chosen (validation HM per rate) | DG: chosen (validation accuracy per rate) "
+        "| at grid edge (b2n / DG) | weights chosen |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in record.get("methods", {}).items():
+        cells = []
+        for protocol in ("base2new", "dg"):
+            scores = row["validation_scores"][protocol]
+            cells.append(
+                f"**{row['learning_rate'][protocol]:g}** ("
+                + ", ".join(f"{float(lr):g}: {v:.2f}" for lr, v in scores.items())
+                + ")"
+            )
+        edge = " / ".join("yes" if row["at_grid_edge"][p] else "no" for p in ("base2new", "dg"))
+        grid = ", ".join(f"{lr:g}" for lr in row["grid"])
+        lines.append(f"| {name} | {grid} | {cells[0]} | {cells[1]} | {edge} | {_weights_text(row.get('weights'))} |")
+    return "\n".join(lines) + "\n"

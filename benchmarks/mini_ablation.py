@@ -11,11 +11,12 @@ Protocols (docs/method.md §6), sized so that the meta step has something to do 
   least `MIN_DG_STEPS` optimizer steps (more epochs when needed): at batch 32 the paper's schedule gives 24 steps
   and the prompts barely leave their initialisation.
 
-Selection on the VALIDATION split only (`--tune`): (1) the learning rate of `metaprompt_no_meta` per protocol
-from `LR_GRID` (two sides of the former 0.002 / 0.008 / 0.032 grid), shared by every variant, so that a variant
-differs from the reference by its meta phase alone; (2) β of every variant with a β knob from `BETA_GRID` at that
-learning rate; (3) the default variant: best mean of the validation base-to-new HM average and DG accuracy
-average. The final runs (`--ablation` without `--tune`) read those choices and touch the test split once.
+Selection on the VALIDATION split only (`--tune`): (1) the learning rate is `metaprompt_no_meta`'s as the mini
+suite's own validation tuning chose it (`benchmarks/mini_hparams.json`), shared by every variant, so that a variant
+differs from the reference by its meta phase alone (and the reference's runs are the suite's); (2) β of every variant
+with a β knob from `BETA_GRID` at that learning rate; (3) the default variant: best mean of the validation
+base-to-new HM average and DG accuracy average. The final runs (`--ablation` without `--tune`) read those choices
+and touch the test split once.
 
 Every run is written to `<output_dir>/runs/<tag>.json` as soon as it ends (the tag holds a hash of its full
 configuration), and a restarted command skips the runs already there, so the ablation is resumable.
@@ -62,11 +63,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 TUNED_BETA = ("clean", "clean_second_order", "mldg", "mldg_second_order", "mldg_instead")
 #: What `--tune` and the ablation run unless `--variants` says otherwise (second order costs twice the first).
 DEFAULT_VARIANTS = (REFERENCE, "clean", "faithful", "mldg")
-LR_GRID = (0.0005, 0.002, 0.008, 0.032, 0.128)
 BETA_GRID = (0.2, 1.0, 5.0)  # β of clean's outer update / weight of MLDG's held-out term
 TUNE_SEEDS = (1,)
 SEEDS = tuple(range(1, 11))
-MIN_DG_STEPS = 48
+MIN_DG_STEPS = 96  # the DG design of docs/miniworld.md: enough steps for the sources to teach the dataset's look
 B2N_SMALL = ("digits", "glyphs", "shapes", "objects")
 UNION = "union"
 DG_TARGETS = ("photo", "cartoon", "painting", "sketch")
@@ -266,25 +266,29 @@ def _validation_score(entries: list[dict[str, Any]], protocol: str) -> float:
     return statistics.fmean(_metric(e) for e in entries if e["protocol"] == protocol)
 
 
+def suite_learning_rate() -> dict[str, float]:
+    """`metaprompt_no_meta`'s learning rates as the mini suite's validation tuning chose them (mini_hparams.json):
+    the ablation pairs every variant with the reference at the reference's own selected rate."""
+    path = HERE / "mini_hparams.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    row = record.get("methods", {}).get(REFERENCE)
+    if row is None:
+        raise SystemExit(
+            f"error: {path}: no tuning of {REFERENCE!r}; run python benchmarks/mini_suite.py --tune --methods "
+            f"{REFERENCE} --output_dir D first"
+        )
+    return {p: float(v) for p, v in row["learning_rate"].items()}
+
+
 def tune(opts: argparse.Namespace) -> dict[str, Any]:
-    """Learning rate (reference, per protocol), then β per variant, then the default variant: validation only."""
+    """β per variant, then the default variant, on the validation split, at the reference's learning rate selected
+    by the mini suite (`suite_learning_rate`)."""
     runs = protocol_runs(opts.quick, opts.cells)
     seeds = opts.seeds or list(TUNE_SEEDS)
     split = "validation"
-    lr_grid = LR_GRID[1:3] if opts.quick else LR_GRID
     beta_grid = BETA_GRID[:2] if opts.quick else BETA_GRID
-    specs = [
-        run_spec(run, REFERENCE, {"method": REFERENCE, "learning_rate": lr}, s, split, opts)
-        for lr in lr_grid
-        for s in seeds
-        for run in runs
-    ]
-    entries = run_specs(specs, opts)
-    lr_scores = {
-        p: {lr: _validation_score([e for e in entries if e["learning_rate"] == lr], p) for lr in lr_grid}
-        for p in ("base2new", "dg")
-    }
-    chosen_lr = {p: max(lr_grid, key=lambda lr: (s[lr], -lr)) for p, s in lr_scores.items()}
+    chosen_lr = {"base2new": 0.008, "dg": 0.008} if opts.quick else suite_learning_rate()
+    lr_scores = {"source": "benchmarks/mini_hparams.json (metaprompt_no_meta)"}
     variant_scores: dict[str, dict[str, Any]] = {}
     chosen: dict[str, dict[str, Any]] = {}
     for variant in _selected_variants(opts):
@@ -313,10 +317,11 @@ def tune(opts: argparse.Namespace) -> dict[str, Any]:
         "variants": chosen,
         "default_variant": default,
         "validation_scores": {"learning_rate": lr_scores, "variants": variant_scores},
-        "grids": {"learning_rate": list(lr_grid), "meta_step": list(beta_grid)},
+        "grids": {"meta_step": list(beta_grid)},
         "seeds": seeds,
-        "selection": "validation split: learning rate of metaprompt_no_meta per protocol (mean HM over base-to-new "
-        "datasets, mean DG target accuracy); then β per variant and the default variant by the mean of both",
+        "selection": "validation split: the learning rate is metaprompt_no_meta's as the mini suite selected it "
+        "(benchmarks/mini_hparams.json); β per variant and the default variant by the mean of the mean HM over "
+        "base-to-new datasets and the mean DG target accuracy",
         "command": "python benchmarks/mini_suite.py --ablation --tune"
         + (" --quick" if opts.quick else "")
         + f" --output_dir {opts.output_dir}",

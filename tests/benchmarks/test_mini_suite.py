@@ -1,6 +1,6 @@
 """Smoke test of the mini benchmark suite: `--quick` end to end, offline, on the embedded CLIP.
 
-Structure only: CI asserts no accuracy numbers (the full suite's table is in the README, with its command).
+Structure only: CI asserts no accuracy numbers (the leaderboard is generated into the README from its file).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import pytest
 from metaprompt_hf import miniworld
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = {"zeroshot", "coop", "ivlp", "metaprompt_no_meta", "metaprompt"}
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import mini_leaderboard  # noqa: E402
+import mini_suite  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,67 +32,126 @@ def mini_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, mini_cache) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("mini-quick")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "mini_suite.py"), "--quick", "--output_dir", str(out)]
-    cmd += ["--cache_dir", str(mini_cache)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = _suite(out, "--quick", cache=mini_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
 
-@pytest.mark.slow
-def test_quick_suite_writes_every_method_dataset_and_domain(quick_run):
-    out, proc = quick_run
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["base2new"]) == METHODS and set(results["dg"]) == METHODS
-    for method in METHODS:
-        assert set(results["base2new"][method]) == set(miniworld.B2N_DATASETS)
-        for dataset, cell in results["base2new"][method].items():
-            assert {"base", "new", "hm", "n_classes", "std"} <= set(cell)
-            assert set(cell["std"]) == {"base", "new", "hm"}
-            assert cell["n_classes"] == len(miniworld.CLASS_NAMES[dataset])
-        assert set(results["dg"][method]) == set(miniworld.DG_DOMAINS)
-        for cell in results["dg"][method].values():
-            assert {"acc", "std"} <= set(cell)
-    assert results["settings"]["quick"] is True and results["settings"]["seeds"] == [1]
-    runs = json.loads((out / "runs.json").read_text())
-    assert len(runs) == len(METHODS) * (len(miniworld.B2N_DATASETS) + len(miniworld.DG_DOMAINS))
-    table = (out / "results.md").read_text()
-    assert "**Base-to-new**" in table and "**Domain generalisation**" in table
-    assert all(f"| {m} |" in table for m in METHODS)
-    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "wall time" in proc.stdout
-
-
-@pytest.mark.slow
-def test_existing_results_are_not_overwritten(quick_run):
-    out, _ = quick_run
-    before = (out / "results.json").read_bytes()
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "mini_suite.py"), "--quick", "--output_dir", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "results.json exists; pass --overwrite" in proc.stderr
-    assert (out / "results.json").read_bytes() == before
-
-
-@pytest.mark.slow
-def test_one_method_is_rerun_and_the_others_reused(quick_run, mini_cache, tmp_path):
-    """`--methods M --reuse_runs runs.json`: M's runs are made again, every other method's entry is taken as is."""
-    out, _ = quick_run
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "mini_suite.py"), "--quick", "--protocol", "dg"]
-    cmd += ["--methods", "zeroshot", "--reuse_runs", str(out / "runs.json"), "--output_dir", str(tmp_path)]
-    cmd += ["--cache_dir", str(mini_cache)]
+def _suite(out: Path, *extra: str, cache: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    old = json.loads((out / "runs.json").read_text())
-    new = json.loads((tmp_path / "runs.json").read_text())
-    assert [e for e in new if e["method"] != "zeroshot"] == [e for e in old if e["method"] != "zeroshot"]
-    assert sorted(e["target_domain"] for e in new if e["method"] == "zeroshot") == sorted(miniworld.DG_DOMAINS)
-    settings = json.loads((tmp_path / "results.json").read_text())["settings"]
-    assert settings["methods_run"] == ["zeroshot"] and settings["reused_runs"] == str(out / "runs.json")
-    missing = [sys.executable, str(ROOT / "benchmarks" / "mini_suite.py"), "--reuse_runs", str(tmp_path / "no.json")]
-    proc = subprocess.run(missing + ["--output_dir", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--reuse_runs: no file" in proc.stderr
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "mini_suite.py"), *extra, "--output_dir", str(out)]
+    cmd += ["--cache_dir", str(cache)] if cache else []
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+STAT = {"mean", "se", "ci95", "n"}
+
+
+@pytest.mark.slow
+def test_quick_leaderboard_has_every_method_cell_statistic_and_paired_delta(quick_run):
+    """Structure of leaderboard.json (the schema scripts rely on), never accuracy."""
+    out, proc = quick_run
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["seeds"] == [1] and board["split"] == "test" and board["settings"]["quick"] is True
+    assert set(board["methods"]) == set(mini_suite.METHODS)
+    hparams = json.loads(mini_suite.HPARAMS.read_text())
+    for name, row in board["methods"].items():
+        assert len(row["config_digest"]) == 16
+        if name != "zeroshot":
+            assert row["config_digest"] == hparams["methods"][name]["config_digest"]
+            assert row["learning_rate"] == hparams["methods"][name]["learning_rate"]
+        for protocol, key, cells in (("base2new", "hm", {"digits"}), ("dg", "acc", {"sketch"})):
+            assert set(row[protocol]) == cells | {"average"}
+            for cell in row[protocol].values():
+                assert set(cell[key]) == STAT and cell[key]["n"] == 1
+                refs = {"no_meta": "metaprompt_no_meta", "zeroshot": "zeroshot"}
+                expected = {f"delta_{key}_vs_{r}" for r, m in refs.items() if m != name}
+                assert expected <= set(cell) and all(set(cell[k]) == STAT for k in expected)
+        if name != "zeroshot":
+            assert set(row["cost"]) == {"base2new", "dg"} and row["cost"]["dg"]["seconds_per_step"] > 0
+    runs = json.loads((out / "runs.json").read_text())
+    assert len(runs) == len(mini_suite.METHODS) * 2 and {e["seed"] for e in runs} == {1}
+    assert "Base-to-new" in (out / "leaderboard.md").read_text() and "wall time" in proc.stdout
+
+
+@pytest.mark.slow
+def test_an_existing_leaderboard_is_not_overwritten(quick_run):
+    out, _ = quick_run
+    before = (out / "leaderboard.json").read_bytes()
+    proc = _suite(out, "--quick", timeout=120)
+    assert proc.returncode == 2 and "leaderboard.json exists; pass --overwrite" in proc.stderr
+    assert (out / "leaderboard.json").read_bytes() == before
+
+
+def test_tuning_records_match_the_current_configurations():
+    """Every method's learning rate in mini_hparams.json was tuned for its configuration as it is now."""
+    record = json.loads(mini_suite.HPARAMS.read_text())
+    methods = list(mini_suite.METHODS)
+    assert mini_leaderboard.check_tuning(record, methods, mini_suite.digests(methods)) == []
+
+
+def test_a_changed_default_makes_the_suite_refuse_and_name_the_retune_command(monkeypatch, tmp_path):
+    from metaprompt_hf.training import arguments
+
+    before = mini_suite.digests(["metaprompt"])["metaprompt"]
+    monkeypatch.setitem(arguments.DEFAULT_META_STEP, "clean", 7.0)  # a new default β
+    after = mini_suite.digests(["metaprompt"])["metaprompt"]
+    assert before != after
+    record = {"methods": {"metaprompt": {"config_digest": before, "learning_rate": {"base2new": 0.1, "dg": 0.1}}}}
+    (problem,) = mini_leaderboard.check_tuning(record, ["metaprompt"], {"metaprompt": after})
+    assert "'metaprompt' was tuned for configuration" in problem
+    assert "python benchmarks/mini_suite.py --tune --methods metaprompt" in problem
+    (missing,) = mini_leaderboard.check_tuning({}, ["coop", "zeroshot"], {"coop": "x"})
+    assert "no tuning recorded for 'coop'" in missing
+
+
+def test_leaderboard_pairs_by_seed_and_averages_over_cells():
+    def b2n(method, seed, hm):
+        return {
+            "protocol": "base2new",
+            "method": method,
+            "dataset": "miniworld:digits",
+            "seed": seed,
+            "base": hm,
+            "new": hm,
+            "hm": hm,
+            "train_seconds": 2.0,
+            "optimizer_steps": 4,
+        }
+
+    def dg(method, seed, target, acc):
+        return {
+            "protocol": "dg",
+            "method": method,
+            "dataset": "miniworld:styles",
+            "target_domain": target,
+            "seed": seed,
+            "accuracy": acc,
+            "train_seconds": 1.0,
+            "optimizer_steps": 4,
+        }
+
+    entries = [b2n("zeroshot", s, 50.0) for s in (1, 2, 3)] + [
+        b2n("coop", s, v) for s, v in ((1, 52), (2, 53), (3, 54))
+    ]
+    entries += [b2n("metaprompt_no_meta", s, 55.0) for s in (1, 2, 3)]
+    entries += [dg("zeroshot", s, t, 40.0) for s in (1, 2) for t in ("photo", "sketch")]
+    entries += [dg("coop", s, t, 40.0 + s + (t == "sketch")) for s in (1, 2) for t in ("photo", "sketch")]
+    board = mini_leaderboard.leaderboard(entries, {"coop": "d"}, {"coop": {"learning_rate": {"dg": 0.1}}})
+    coop = board["coop"]
+    assert coop["base2new"]["digits"]["hm"]["mean"] == 53.0 and coop["base2new"]["digits"]["hm"]["n"] == 3
+    assert coop["base2new"]["digits"]["delta_hm_vs_zeroshot"]["mean"] == 3.0
+    assert coop["base2new"]["digits"]["delta_hm_vs_zeroshot"]["se"] == pytest.approx(1 / math.sqrt(3), abs=1e-4)
+    assert coop["base2new"]["digits"]["delta_hm_vs_no_meta"]["mean"] == -2.0
+    # DG average per seed: (41 + 42) / 2 = 41.5 and (42 + 43) / 2 = 42.5 → mean 42.0, paired Δ vs zero-shot 2.0
+    assert coop["dg"]["average"]["acc"]["mean"] == 42.0
+    assert (
+        coop["dg"]["average"]["delta_acc_vs_zeroshot"]["mean"] == 2.0
+        and coop["dg"]["average"]["delta_acc_vs_zeroshot"]["n"] == 2
+    )
+    assert "delta_acc_vs_no_meta" not in coop["dg"]["sketch"] or coop["dg"]["sketch"]["delta_acc_vs_no_meta"]["n"] == 0
+    assert coop["cost"]["base2new"] == {"seconds_per_step": 0.5, "ratio_vs_coop": 1.0}
+    assert "delta_hm_vs_zeroshot" not in board["zeroshot"]["base2new"]["digits"]
 
 
 # ---------------------------------------------------------------------------------------------------- ablation
@@ -140,7 +201,7 @@ def test_summarise_pairs_by_seed_and_averages_complete_seeds_only():
     assert "| clean | +2.00 ± 1.00" in table and "Domain generalisation" in table
 
 
-def test_tune_uses_validation_only_and_picks_the_best(monkeypatch, tmp_path):
+def test_ablation_tune_uses_validation_and_the_suites_rate_and_picks_the_best_beta(monkeypatch, tmp_path):
     seen = []
 
     def fake_run_specs(specs, opts):
@@ -156,12 +217,14 @@ def test_tune_uses_validation_only_and_picks_the_best(monkeypatch, tmp_path):
         return out
 
     monkeypatch.setattr(mini_ablation, "run_specs", fake_run_specs)
+    monkeypatch.setattr(mini_ablation, "suite_learning_rate", lambda: {"base2new": 0.008, "dg": 0.002})
     opts = argparse.Namespace(
         quick=False, seeds=None, output_dir=tmp_path, max_steps=-1, max_eval_samples=None, variants=None, cells=None
     )
     record = mini_ablation.tune(opts)
     assert {s["eval_split"] for s in seen} == {"validation"}
-    assert record["learning_rate"] == {"base2new": 0.008, "dg": 0.002}
+    assert record["learning_rate"] == {"base2new": 0.008, "dg": 0.002}  # the suite's, for every variant
+    assert {s["args"]["learning_rate"] for s in seen if s["protocol"] == "dg"} == {0.002}
     assert record["variants"]["clean"]["meta_step"] == max(mini_ablation.BETA_GRID)
     assert record["variants"]["faithful"]["meta_step"] == 0.2  # the reference's β, not tuned
     assert record["default_variant"] == "clean"

@@ -221,3 +221,22 @@ def test_assets_load_and_zero_shot_above_chance() -> None:
         chance = 1.0 / len(names)
         # a clear margin over chance: more than 4 binomial standard deviations for these sample sizes
         assert acc > chance + 4 * math.sqrt(chance * (1 - chance) / len(ds)), (name, acc)
+
+
+def test_styles_images_are_negatives_in_every_domain(monkeypatch):
+    """DG v2 (docs/miniworld.md): every `styles` benchmark image, whatever its domain, is a photographic negative of
+    the image the same streams give without that shift; pretraining images (no shift stream) never are."""
+    from metaprompt_hf.miniworld import catalog
+
+    for domain in mw.DG_DOMAINS:
+        shifted = mw.render_image(
+            "styles", 3, rng=np.random.default_rng(5), domain=domain, shift_rng=np.random.default_rng(6)
+        )
+        monkeypatch.setitem(catalog.BENCH_SHIFT, "styles", {**catalog.BENCH_SHIFT["styles"], "invert": 0.0})
+        plain = mw.render_image(
+            "styles", 3, rng=np.random.default_rng(5), domain=domain, shift_rng=np.random.default_rng(6)
+        )
+        monkeypatch.undo()
+        # the negative is taken before the final box downsampling, so equal up to rounding
+        assert np.abs(shifted.astype(int) - (255 - plain.astype(int))).max() <= 1, domain
+    assert catalog.BENCH_SHIFT["styles"]["invert"] == 1.0 and catalog.MINIWORLD_VERSION == "2"

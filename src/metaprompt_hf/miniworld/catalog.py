@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 #: Bump when the generated data change; it is part of the on-disk cache key.
-MINIWORLD_VERSION = "1"
+MINIWORLD_VERSION = "2"
 
 B2N_DATASETS: tuple[str, ...] = ("digits", "glyphs", "shapes", "objects")
 DG_DATASET: str = "styles"
@@ -96,7 +96,7 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
     "glyphs": {"train": 32, "validation": 16, "test": 40},
     "shapes": {"train": 32, "validation": 16, "test": 40},
     "objects": {"train": 32, "validation": 16, "test": 40},
-    "styles": {"train": 16, "validation": 8, "test": 30},
+    "styles": {"train": 16, "validation": 16, "test": 30},
 }
 
 _SPLITS = ("train", "validation", "test")
@@ -143,15 +143,16 @@ _P_GENERIC_CAPTION = 0.05
 _P_WRONG_CAPTION = 0.07
 #: Benchmark-only departures from the pretraining distribution, per dataset (like real downstream datasets, which
 #: never look exactly like CLIP's web data), with the probability that an image gets them: MNIST-M-like texture
-#: blending of the real digits, outlined (hollow) glyphs, striped shape fills, duotone recolouring of the objects,
-#: occluding bars across the ``styles`` images. The pretraining corpus never contains them, so they leave room
+#: blending of the real digits, outlined (hollow) glyphs, striped shape fills, duotone recolouring of the objects;
+#: for ``styles`` occluding bars and, in every domain, a photographic negative (version 2: a dataset-wide look the
+#: source domains teach and the held-out domain shares, docs/miniworld.md). The pretraining corpus never contains them, so they leave room
 #: for few-shot adaptation; unused keys of ``_Shift`` (``scale``, ``thicken``) are available for variants.
 BENCH_SHIFT: dict[str, dict[str, Any]] = {
     "digits": {"blend": 0.75},
     "glyphs": {"hollow": 0.75},
     "shapes": {"pattern": 0.75},
     "objects": {"duotone": 0.75},
-    "styles": {"occlude": 0.5},
+    "styles": {"occlude": 0.5, "invert": 1.0},
 }
 _SHIFT_KEY = 99
 # Probability of distractor clutter behind the object (benchmark, pretraining).

@@ -130,6 +130,7 @@ class _Shift:
     occlude: float = 0.0  # probability of 1-2 occluding bars
     thicken: float = 0.0  # probability of thicker pen strokes (real digits)
     blend: float = 0.0  # probability of an MNIST-M-like blend |texture - ink| over a colourful texture
+    invert: float = 0.0  # probability of a photographic negative (255 - RGB) of the whole image
 
 
 def _duotone(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -160,6 +161,8 @@ def _finish(img: np.ndarray, image_size: int, shift: _Shift | None = None, blur:
             _occlude(img, shift.rng)
         if shift.duotone and shift.rng.random() < shift.duotone:
             img = _duotone(img, shift.rng)
+        if shift.invert and shift.rng.random() < shift.invert:
+            img = 255.0 - np.clip(img, 0, 255)
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     if blur > 0:
         im = im.filter(ImageFilter.GaussianBlur(blur))
