@@ -62,6 +62,30 @@ def _cost(method: dict[str, Any], protocol: str) -> str:
     return DASH if ratio is None else f"{ratio:.2f}×"
 
 
+def _moved(method: dict[str, Any], protocol: str) -> str:
+    moved = method.get("prompt_movement", {}).get(protocol, {})
+    if not moved:
+        return DASH
+    return " / ".join(f"{moved[k]:.2f}" if k in moved else DASH for k in ("text", "vision"))
+
+
+def _schedule(board: dict[str, Any], protocol: str) -> str:
+    """The protocol's schedule from the run's own record: per group of cells when they differ."""
+    cells = [c for c in board["settings"].get("cells", []) if c["protocol"] == protocol]
+    if not cells:
+        s = board["settings"]["schedule"][protocol]
+        return f"{s['shots']} shots, batch {s['batch']}, {s['epochs']} epochs"
+    groups: dict[tuple, list[str]] = {}
+    for c in cells:
+        groups.setdefault((c["shots"], c["batch"], c["epochs"]), []).append(c.get("target_domain") or c["dataset"])
+    steps = board["settings"].get("optimizer_steps", {}).get(protocol)
+    text = "; ".join(
+        f"{', '.join(names)}: {shots} shots, batch {batch}, {epochs} epochs"
+        for (shots, batch, epochs), names in groups.items()
+    )
+    return text + (f" ({min(steps)}–{max(steps)} optimizer steps)" if steps else "")
+
+
 def protocol_table(board: dict[str, Any], protocol: str) -> list[str]:
     """One protocol's table: per cell mean ± se, the average with its interval, the paired differences to
     `metaprompt_no_meta` and to zero-shot with theirs, and the step-time ratio to CoOp."""
@@ -70,14 +94,13 @@ def protocol_table(board: dict[str, Any], protocol: str) -> list[str]:
     cells = _cells(methods, protocol)
     if not methods:
         return []
-    schedule = board["settings"]["schedule"][protocol]
     lines = [
-        f"{title} (mean ± s.e. over seeds {board['seeds']}, {board['split']} split; {schedule['shots']} shots, "
-        f"batch {schedule['batch']}, {schedule['epochs']} epochs; Δ are paired by seed, [95 % interval]):",
+        f"{title} (mean ± s.e. over seeds {board['seeds']}, {board['split']} split; {_schedule(board, protocol)}; "
+        "Δ are paired by seed, [95 % interval]; prompts moved: median ‖θ − θ0‖ / ‖θ0‖ of the text / vision prompts):",
         "",
         "| method | " + " | ".join(cells) + " | average [95 %] | Δ vs metaprompt_no_meta | Δ vs zeroshot "
-        "| step time × CoOp |",
-        "|---|" + "---|" * (len(cells) + 4),
+        "| step time × CoOp | prompts moved |",
+        "|---|" + "---|" * (len(cells) + 5),
     ]
     for name, method in methods.items():
         rows = method[protocol]
@@ -86,7 +109,8 @@ def protocol_table(board: dict[str, Any], protocol: str) -> list[str]:
             f"| {name} | "
             + " | ".join(mean_se(rows.get(c, {}).get(metric)) for c in cells)
             + f" | {with_interval(average.get(metric))} | {with_interval(average.get(vs_no_meta), signed=True)}"
-            f" | {with_interval(average.get(vs_zeroshot), signed=True)} | {_cost(method, protocol)} |"
+            f" | {with_interval(average.get(vs_zeroshot), signed=True)} | {_cost(method, protocol)}"
+            f" | {_moved(method, protocol)} |"
         )
     return lines
 
@@ -113,6 +137,19 @@ def summary_sentence(board: dict[str, Any]) -> str:
         delta = average.get(vs_zeroshot)
         versus = "" if not delta else f", Δ vs zero-shot {with_interval(delta, signed=True)}"
         parts.append(f"best average {label}: {with_interval(average[metric])} (`{name}`{versus})")
+    for protocol, label in (("base2new", "base-to-new HM"), ("dg", "DG accuracy")):
+        _, _, vs_zeroshot, _ = _PROTOCOLS[protocol]
+        above = [
+            f"`{name}` {with_interval(delta, signed=True)}"
+            for name, method in board["methods"].items()
+            if (delta := method.get(protocol, {}).get("average", {}).get(vs_zeroshot))
+            and delta.get("ci95", [None])[0] is not None
+            and delta["ci95"][0] > 0
+        ]
+        parts.append(
+            f"average {label} above zero-shot with a 95 % interval that excludes 0: "
+            + (", ".join(above) if above else "none")
+        )
     return ("; ".join(parts) + ".") if parts else ""
 
 

@@ -25,8 +25,11 @@ NO_META = "metaprompt_no_meta"
 ZEROSHOT = "zeroshot"
 #: The learning-rate grid of every trained method, by its optimizer: SGD methods share one grid; AdamW methods
 #: (MMRL) the same grid divided by 4, as their official learning rates are lower (MMRL 0.001 against CoOp's 0.002
-#: with SGD). Every method gets four points, factors of 4 apart.
-LR_GRIDS: dict[str, tuple[float, ...]] = {"sgd": (0.002, 0.008, 0.032, 0.128), "adamw": (0.0005, 0.002, 0.008, 0.032)}
+#: with SGD). Five points, factors of 4 apart: wide enough that a method's choice is inside the grid.
+LR_GRIDS: dict[str, tuple[float, ...]] = {
+    "sgd": (0.002, 0.008, 0.032, 0.128, 0.512),
+    "adamw": (0.0005, 0.002, 0.008, 0.032, 0.128),
+}
 #: Each method's own weights, tuned after its learning rate with the same rule for all: the default and the default
 #: divided and multiplied by 4 (several weights of one method move together).
 WEIGHT_FACTORS = (0.25, 1.0, 4.0)
@@ -166,6 +169,7 @@ def leaderboard(entries: list[dict[str, Any]], digests: dict[str, str], tuned: d
     """Per-run entries of the test split → the `methods` part of leaderboard.json (percent points)."""
     table = _per_seed(entries)
     cost = _costs(entries)
+    movement = _movement(entries)
     for cells in table.values():  # the average over each protocol's cells, as one more cell
         for protocol in ("base2new", "dg"):
             avg = _averages(cells, protocol)
@@ -178,6 +182,7 @@ def leaderboard(entries: list[dict[str, Any]], digests: dict[str, str], tuned: d
             "learning_rate": tuned.get(method, {}).get("learning_rate"),
             "weights": tuned.get(method, {}).get("weights"),
             "cost": cost.get(method, {}),
+            "prompt_movement": movement.get(method, {}),
             "base2new": {},
             "dg": {},
         }
@@ -207,3 +212,18 @@ def _costs(entries: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
             {"ratio_vs_coop": round(seconds / coop, 2)} if coop else {}
         )
     return dict(out)
+
+
+def _movement(entries: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Median over runs of ‖θ − θ0‖ / ‖θ0‖ of the text and the vision prompts, per method and protocol: how far
+    training moved the prompts from their initialisation (methods whose adapter has no such prompts: absent)."""
+    per: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for e in entries:
+        for kind in ("text", "vision"):
+            moved, init = e.get(f"{kind}_prompts_moved"), e.get(f"{kind}_prompts_init_norm")
+            if moved is not None and init:
+                per[(e["method"], e["protocol"], kind)].append(moved / init)
+    out: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for (method, protocol, kind), ratios in per.items():
+        out[method][protocol][kind] = round(statistics.median(ratios), 3)
+    return {m: dict(v) for m, v in out.items()}

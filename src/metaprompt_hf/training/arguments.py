@@ -32,7 +32,7 @@ PAPER_CROP_SCALE_MIN = 0.08  # torchvision's RandomResizedCrop default, used by 
 # The embedded default departs from the paper's two data-dependent settings, as any new dataset would
 # (departure D16 of docs/method.md §3.3):
 # - MetaPrompt's learning rate selected on the mini world's VALIDATION split by `benchmarks/mini_suite.py --tune`
-#   (benchmarks/mini_hparams.json; grid 0.002 / 0.008 / 0.032), per protocol (`Protocol.embedded_learning_rate`);
+#   (benchmarks/mini_hparams.json `methods.metaprompt`), per protocol (`Protocol.embedded_learning_rate`);
 # - its images are 32 px, where a crop down to 8% of the area leaves about 9×9 pixels, so crops keep half the image.
 EMBEDDED_CROP_SCALE_MIN = 0.5
 LEARNING_RATE_MAX = 10.0
