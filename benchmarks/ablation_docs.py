@@ -42,7 +42,7 @@ def variant_label(name: str, config: dict[str, Any], default: str | None) -> str
     if config.get("meta_zero_grad_drift"):
         notes.append("the reference's zero-grad drift on")
     if name == default:
-        notes.append("**the default**, chosen on validation")
+        notes.append("**the selected variant and β**, chosen on validation")
     return label + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -95,7 +95,7 @@ def readme_block(summary: dict[str, Any], hparams: dict[str, Any] | None) -> str
             f"| {stat_text(dg) if dg else '–'} | {ratios} |"
         )
     if default in summary["variants"]:
-        lines += ["", f"Read from the intervals: for the default variant `{default}`, {verdict(summary, default)}."]
+        lines += ["", f"Read from the intervals: for the selected variant `{default}`, {verdict(summary, default)}."]
     ref = summary.get("reference_diagnostics", {}).get("dg")
     if ref and ref.get("text_prompts_moved") is not None:
         lines.append(
@@ -130,7 +130,7 @@ def card_block(summary: dict[str, Any]) -> str:
     return (
         f"Measured on the package's mini-world benchmark over {len(summary['seeds'])} paired seeds "
         f"({settings['eval_split']} split; the same prompts trained without the step as reference; "
-        f"`{settings['command']}`, recorded in `{ABLATION}`), the default step "
+        f"`{settings['command']}`, recorded in `{ABLATION}`), the meta step as that ablation selected it on validation "
         f"({variant_label(default, record['config'], None)}) changed {effects_text(summary, default)}: on that "
         f"benchmark {verdict(summary, default)}.\n"
     )
