@@ -238,10 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         tune(opts, methods, digest)
         return 0
     if opts.quick:  # quick settings fill what the command line left open, and say so before any work
+        given = [f for f, v in (("--seeds", opts.seeds), ("--max_eval_samples", opts.max_eval_samples)) if v]
+        given += ["--max_steps"] if opts.max_steps > 0 else []
         opts.seeds = opts.seeds or [1]
         opts.max_steps = opts.max_steps if opts.max_steps > 0 else 2
         opts.max_eval_samples = opts.max_eval_samples or 32
-        print(f"--quick: seeds {opts.seeds}, max_steps {opts.max_steps}, max_eval_samples {opts.max_eval_samples}")
+        print(
+            f"--quick: seeds {opts.seeds}, max_steps {opts.max_steps}, max_eval_samples {opts.max_eval_samples}, "
+            f"cells {[c.get('target_domain') or c['dataset'] for c in cells(True)]}"
+            + (f" ({', '.join(given)} as given)" if given else "")
+        )
     seeds = list(opts.seeds or SEEDS)
     board_path = opts.output_dir / "leaderboard.json"
     if board_path.exists() and not (opts.overwrite or opts.summarise_only):

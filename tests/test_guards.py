@@ -362,8 +362,8 @@ class _Stop(Exception):
 
 # (case, argv of benchmarks/mini_suite.py after --output_dir, expected: the one line printed before work, or refusal)
 MINI_SUITE: list[tuple[str, list[str], Works | Refused]] = [
-    ("--quick alone", ["--quick"], Works(r"^--quick: seeds \[1\], max_steps 2, max_eval_samples 32, DG shots \[5\]$")),
-    ("--quick keeps --seeds", ["--quick", "--seeds", "2", "3"], Works(r"^--quick: seeds \[2, 3\], max_steps 2, max_eval_samples 32, DG shots \[5\] \(--seeds as given\)$")),
+    ("--quick alone", ["--quick"], Works(r"^--quick: seeds \[1\], max_steps 2, max_eval_samples 32, cells \['digits', 'sketch'\]$")),
+    ("--quick keeps --seeds", ["--quick", "--seeds", "2", "3"], Works(r"^--quick: seeds \[2, 3\], max_steps 2, max_eval_samples 32, cells .* \(--seeds as given\)$")),
     ("--quick keeps --max_steps", ["--quick", "--max_steps", "5"], Works(r"^--quick: seeds \[1\], max_steps 5, .* \(--max_steps as given\)$")),
     ("repeated seeds", ["--seeds", "1", "1", "1", "1"], Refused(r"--seeds: seeds must be distinct, got \[1, 1, 1, 1\] \(repeated: \[1\]\)")),
     ("repeated seeds under --quick", ["--quick", "--seeds", "3", "3"], Refused(r"--seeds: seeds must be distinct")),
@@ -376,11 +376,11 @@ def test_mini_suite_flags_are_honoured_or_refused(tmp_path, capsys, monkeypatch,
     suite = _script(ROOT / "benchmarks" / "mini_suite.py", "mini_suite_guards")
     seen = {}
 
-    def run_all(opts, lrs, runs, seeds, methods):
-        seen.update(seeds=seeds, max_steps=opts.max_steps)
+    def run_specs(specs, opts):
+        seen.update(seeds=sorted({s["seed"] for s in specs}), max_steps=opts.max_steps)
         raise _Stop  # the settings are decided; no run is needed to check them
 
-    monkeypatch.setattr(suite, "run_all", run_all)
+    monkeypatch.setattr(suite, "run_specs", run_specs)
     if isinstance(expected, Refused):
         with pytest.raises(SystemExit) as exit_info:
             suite.main(["--output_dir", str(tmp_path), *argv])
