@@ -17,6 +17,7 @@ its result file fails CI.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ import compare_readme  # noqa: E402
 from ablation_docs import ABLATION, HPARAMS, card_block, method_block, readme_block, selection_block  # noqa: E402
 from ablation_report import markdown as ablation_markdown  # noqa: E402
 from docs_blocks import Block, sync  # noqa: E402
-from leaderboard_tables import LEADERBOARD, leaderboard_markdown, tuning_markdown  # noqa: E402
+from leaderboard_tables import LEADERBOARD, leaderboard_markdown, tuning_cost, tuning_markdown  # noqa: E402
+from perf_methods import methods_markdown  # noqa: E402
 from perf_report import markdown as perf_markdown  # noqa: E402
 
 from metaprompt_hf.hub.card import load_results  # noqa: E402
@@ -35,11 +37,13 @@ from metaprompt_hf.utils import read_json_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PERF = "benchmarks/results/perf.json"
+PERF_METHODS = "benchmarks/results/perf_methods.json"
 THROUGHPUT = "benchmarks/results/multi_adapter_throughput.json"
 MINI_CLIP = "src/metaprompt_hf/assets/mini-clip/pretraining_results.json"
 MAIN_RUN = "src/metaprompt_hf/assets/metaprompt-mini/results.json"
 ADAPTER_WEIGHTS = "src/metaprompt_hf/assets/metaprompt-mini/metaprompt_model.safetensors"
 MINI_HPARAMS = "benchmarks/mini_hparams.json"
+TUNING_RUNS = "benchmarks/results/tuning_runs.json"
 # multi_adapter_throughput.json records no command of its own; this is the one its module documents.
 THROUGHPUT_COMMAND = "python benchmarks/multi_adapter_throughput.py --output " + THROUGHPUT
 
@@ -103,6 +107,21 @@ def perf_full(root: Path) -> str:
     return (
         f"`{r['command']}`, {r['wall_s']:,.0f} s; every number below is read from [`results/perf.json`]"
         f"(results/perf.json).\n\n" + perf_markdown(r)
+    )
+
+
+def perf_methods(root: Path) -> str:
+    """benchmarks/README.md's per-method cost at ViT-B/16 dimensions, from `perf_methods.json` (the `methods`
+    section of `perf.py`, run on its own)."""
+    r = _read(root, PERF_METHODS)
+    s = r["settings"]
+    return (
+        f"`{r['command']}`, {r['wall_s']:,.0f} s on {r['device']} ({s['threads']} threads; {s['model']} random "
+        f"weights, {s['attn']} attention, {s['precision']}; {s['repeats']} timed rounds after {s['warmup']} warm-up; "
+        f"load average at start/end {r['load_average_start']} / {r['load_average_end']}); every number below is read "
+        "from [`results/perf_methods.json`](results/perf_methods.json).\n"
+        + "\n".join(methods_markdown(r["methods"]))
+        + "\n"
     )
 
 
@@ -213,7 +232,14 @@ BLOCKS: tuple[Block, ...] = (
     Block("ablation-table", "benchmarks/results/ablation.md", (ABLATION,), _json_block(ABLATION, ablation_markdown)),
     Block("performance-full", "benchmarks/README.md", (PERF,), perf_full),
     Block("leaderboard", "benchmarks/README.md", (LEADERBOARD,), _json_block(LEADERBOARD, leaderboard_markdown)),
-    Block("tuning", "benchmarks/README.md", (MINI_HPARAMS,), _json_block(MINI_HPARAMS, tuning_markdown)),
+    Block(
+        "tuning",
+        "benchmarks/README.md",
+        (MINI_HPARAMS, TUNING_RUNS),
+        lambda root: (
+            tuning_markdown(_read(root, MINI_HPARAMS)) + tuning_cost(json.loads((root / TUNING_RUNS).read_text()))
+        ),
+    ),
     Block("multi-adapter-throughput", "benchmarks/README.md", (THROUGHPUT,), throughput_table),
 )
 

@@ -161,8 +161,14 @@ def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> st
         settings["command"],
         "```",
         "",
-        f"Wall time {settings['wall_seconds']:,.0f} s, base model `{settings['base_model']}`; every number below is "
-        f"read from [`{source}`]({source}).",
+        f"Wall time {settings['wall_seconds']:,.0f} s"
+        + (
+            f" (runs already in the output folder are not re-run; all the runs behind this table took "
+            f"{settings['run_seconds_total']:,.0f} s, {settings['jobs']} at a time)"
+            if "run_seconds_total" in settings and "jobs" in settings
+            else ""
+        )
+        + f", base model `{settings['base_model']}`; every number below is read from [`{source}`]({source}).",
         "",
     ]
     for protocol in ("base2new", "dg"):
@@ -203,3 +209,14 @@ def tuning_markdown(record: dict[str, Any], source: str = "benchmarks/mini_hpara
         grid = ", ".join(f"{lr:g}" for lr in row["grid"])
         lines.append(f"| {name} | {grid} | {cells[0]} | {cells[1]} | {edge} | {_weights_text(row.get('weights'))} |")
     return "\n".join(lines) + "\n"
+
+
+def tuning_cost(runs: list[dict[str, Any]], source: str = "benchmarks/results/tuning_runs.json") -> str:
+    """The tuning's cost from its runs (`tuning_runs.json`): what a run from an empty output folder would take, since
+    a `--tune` invocation reuses the runs an earlier one left."""
+    seconds = sum(r.get("run_seconds", 0.0) for r in runs)
+    steps = sum(r.get("optimizer_steps") or 0 for r in runs)
+    return (
+        f"\nThe selection rests on {len(runs)} validation runs ({steps:,} optimizer steps), {seconds:,.0f} s of runs "
+        f"in all, read from [`{source}`]({source}).\n"
+    )

@@ -6,8 +6,8 @@ its design in docs/miniworld.md) and the small CLIP pretrained on it (`src/metap
 
 - base-to-new on the four mini datasets (`digits`, `glyphs`, `shapes`, `objects`; 16 shots per base class) and on
   `union` (52 classes, 26 base; 8 shots);
-- domain generalisation on `styles`, each of its four domains held out in turn, 5 shots per class per source domain
-  and enough epochs for ~100 optimizer steps;
+- domain generalisation on `styles`, each of its four domains held out in turn, 16 shots per class per source domain
+  and enough epochs for at least `MIN_DG_STEPS` (180) optimizer steps;
 - every method of `METHODS`, the same seeds for all (seed = few-shot sample and initialisation), so that
   differences are paired by seed.
 

@@ -17,7 +17,8 @@ Measured, each comparison inside one run and reported as a ratio (absolute times
 * peak memory of one `metaprompt` training step vs the number of classes (10 → 1000), with and without gradient
   checkpointing, each setting in a fresh subprocess (peak RSS on CPU, `torch.cuda.max_memory_allocated` on GPU);
 * every trainable registered method (`--methods`, default all) against IVLP: base-to-new step time and peak
-  memory at 50 and 500 classes, batch 8, each as a ratio of IVLP's (section `methods`, `perf_methods`);
+  memory at 50 and 500 classes, batch 8, each as a ratio of IVLP's, and CoCoOp's step against IVLP's at batches
+  2, 4 and 8 (it encodes the class texts once per image) (section `methods`, `perf_methods`);
 * the adapter's file size (`save_pretrained`, 2+2 tokens);
 * encoder calls and rows per step (forward hooks on the two CLIP towers), to show that no frozen pass is repeated;
 * optional ablations: eager vs SDPA attention, bf16 autocast, chunk checkpointing of the text encoder.
@@ -78,6 +79,7 @@ DEFAULTS = dict(
     warmup=1,
     infer_repeats=5,  # an inference batch is cheap next to a training step: more repeats (3 were too noisy)
     methods_batch_size=8,
+    methods_scaling_batches=(2, 4, 8),
 )
 QUICK = dict(
     b2n_classes=(6, 12),
@@ -93,6 +95,7 @@ QUICK = dict(
     warmup=1,
     infer_repeats=1,
     methods_batch_size=4,
+    methods_scaling_batches=(1, 2),
 )
 
 

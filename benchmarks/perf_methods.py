@@ -18,6 +18,9 @@ from perf_workload import TrainStep, b2n_batch, synthetic_class_names
 from metaprompt_hf.methods import METHODS
 
 REFERENCE = "ivlp"
+#: CoCoOp conditions the context on each image, so it encodes the class texts once per image: its step grows with
+#: batch × classes where every other method's grows with classes alone. `cocoop_scaling` times both at these batches.
+SCALED = "cocoop"
 
 
 def trainable_methods() -> list[str]:
@@ -71,7 +74,49 @@ def bench_methods(ctx: SimpleNamespace) -> dict[str, Any]:
             growth = {m: max(p["peak_bytes"] - p["before_step_bytes"], 1) for m, p in peaks.items()}
             entry["memory_growth_ratio_vs_ivlp"] = {m: growth[m] / growth[REFERENCE] for m in ctx.methods}
         out["classes"][str(n)] = entry
+    if SCALED in ctx.methods:
+        out["cocoop_scaling"] = bench_cocoop_scaling(ctx)
     return out
+
+
+def bench_cocoop_scaling(ctx: SimpleNamespace) -> dict[str, Any]:
+    """CoCoOp's and IVLP's step time at each batch of `ctx.methods_scaling_batches`, at the smallest class count:
+    seconds per image of each, and CoCoOp's ratio to IVLP's per batch (its text encoder runs B times per step)."""
+    n = ctx.methods_classes[0]
+    names = synthetic_class_names(n, ctx.tokenizer)
+    steps = {}
+    for b in ctx.methods_scaling_batches:
+        pixel_values, labels = b2n_batch(b, n, ctx.image_size, ctx.device)
+        for m in (REFERENCE, SCALED):
+            steps[f"{m}@{b}"] = TrainStep(
+                ctx.clip, ctx.processor, m, "base2new", names, pixel_values, labels, None, **ctx.step_kw
+            )
+    log(f"methods: {SCALED} against {REFERENCE} at batches {list(ctx.methods_scaling_batches)}, {n} classes")
+    times, _ = time_interleaved(steps, ctx.repeats, ctx.warmup, ctx.device, ctx.counter)
+    batches = {}
+    for b in ctx.methods_scaling_batches:
+        ref, scaled = f"{REFERENCE}@{b}", f"{SCALED}@{b}"
+        batches[str(b)] = {
+            "step": {REFERENCE: summary(times[ref]), SCALED: summary(times[scaled])},
+            "ratio_vs_ivlp": ratio(times, scaled, ref)["median_ratio"],
+        }
+    return {"classes": n, "batches": batches}
+
+
+def cocoop_scaling_markdown(section: dict[str, Any]) -> list[str]:
+    """CoCoOp's step time against IVLP's as the batch grows (seconds per step and per image)."""
+    n = section["classes"]
+    lines = [
+        "",
+        f"CoCoOp encodes the class texts once per image: its step against IVLP's as the batch grows ({n} classes):",
+        "",
+        "| batch | ivlp step (s) | cocoop step (s) | cocoop s / image | / ivlp |",
+        "|---|---|---|---|---|",
+    ]
+    for b, e in section["batches"].items():
+        ivlp, cocoop = e["step"][REFERENCE]["median_s"], e["step"][SCALED]["median_s"]
+        lines.append(f"| {b} | {ivlp:.3f} | {cocoop:.3f} | {cocoop / int(b):.3f} | {e['ratio_vs_ivlp']:.2f} |")
+    return lines
 
 
 def methods_markdown(section: dict[str, Any]) -> list[str]:
@@ -109,4 +154,6 @@ def methods_markdown(section: dict[str, Any]) -> list[str]:
                     f"| {e['memory_ratio_vs_ivlp'][m]:.2f} ({e['memory_growth_ratio_vs_ivlp'][m]:.2f}) |"
                 )
         lines.append(row)
+    if "cocoop_scaling" in section:
+        lines += cocoop_scaling_markdown(section["cocoop_scaling"])
     return lines

@@ -232,6 +232,13 @@ def test_methods_section_has_every_trainable_method_against_ivlp(perf, monkeypat
     table = perf.markdown(result)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "classes (s)" not in line]
     assert {row.split(" | ")[0].removeprefix("| ") for row in rows} >= trainable
+    # CoCoOp's text pass runs once per image: timed against IVLP's at each batch of the preset.
+    scaling = section["cocoop_scaling"]
+    assert scaling["classes"] == 6 and list(scaling["batches"]) == ["1", "2"]
+    for e in scaling["batches"].values():
+        assert set(e["step"]) == {"ivlp", "cocoop"} and e["ratio_vs_ivlp"] > 0
+        assert all(len(t["times_s"]) == result["settings"]["repeats"] for t in e["step"].values())
+    assert "| batch | ivlp step (s) | cocoop step (s) | cocoop s / image | / ivlp |" in table
     json.dumps(result)
 
 

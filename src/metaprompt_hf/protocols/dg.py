@@ -36,7 +36,7 @@ class DGProtocol(Protocol):
     )
     default_tokens = 4
     meta_prompts = "vision"  # leave-one-source-domain-out episodes (`base.draw_meta_episodes`)
-    embedded_learning_rate = 0.002  # benchmarks/mini_hparams.json
+    embedded_learning_rate = 0.128  # benchmarks/mini_hparams.json
     needs_target_domain = True
 
     def prepare(

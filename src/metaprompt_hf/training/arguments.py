@@ -201,7 +201,7 @@ class TrainingArguments:
     per_device_eval_batch_size: int = _help("Evaluation batch per process.", default=100)
     learning_rate: float | None = _help(
         "Base learning rate; default 0.0015 (the paper's), or with the embedded base model the mini world's "
-        "validation-selected rate (0.008 base2new, 0.002 dg; benchmarks/mini_hparams.json).",
+        "validation-selected rate (0.008 base2new, 0.128 dg; benchmarks/mini_hparams.json).",
         default=None,
     )
     weight_decay: float = _help("SGD weight decay.", default=5e-4)
