@@ -117,7 +117,7 @@ def perf_methods(root: Path) -> str:
     s = r["settings"]
     return (
         f"`{r['command']}`, {r['wall_s']:,.0f} s on {r['device']} ({s['threads']} threads; {s['model']} random "
-        f"weights, {s['attn']} attention, {s['precision']}; {s['repeats']} timed rounds after {s['warmup']} warm-up; "
+        f"weights, {s['attn']} attention, {s['precision']}; {s['repeats']} timed round{'s' if s['repeats'] != 1 else ''} after {s['warmup']} warm-up; "
         f"load average at start/end {r['load_average_start']} / {r['load_average_end']}); every number below is read "
         "from [`results/perf_methods.json`](results/perf_methods.json).\n"
         + "\n".join(methods_markdown(r["methods"]))
@@ -241,6 +241,7 @@ BLOCKS: tuple[Block, ...] = (
         ),
     ),
     Block("multi-adapter-throughput", "benchmarks/README.md", (THROUGHPUT,), throughput_table),
+    Block("performance-methods", "benchmarks/README.md", (PERF_METHODS,), perf_methods),
 )
 
 
