@@ -80,8 +80,8 @@ def bench_methods(ctx: SimpleNamespace) -> dict[str, Any]:
 
 
 def bench_cocoop_scaling(ctx: SimpleNamespace) -> dict[str, Any]:
-    """CoCoOp's and IVLP's step time at each batch of `ctx.methods_scaling_batches`, at the smallest class count:
-    seconds per image of each, and CoCoOp's ratio to IVLP's per batch (its text encoder runs B times per step)."""
+    """CoCoOp's and IVLP's step time at each batch of `ctx.methods_scaling_batches`, at the smallest class count,
+    and CoCoOp's ratio to IVLP's per batch (its text encoder runs B times per step; the table divides by B)."""
     n = ctx.methods_classes[0]
     names = synthetic_class_names(n, ctx.tokenizer)
     steps = {}
