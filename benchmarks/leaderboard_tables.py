@@ -192,7 +192,7 @@ def tuning_markdown(record: dict[str, Any], source: str = "benchmarks/mini_hpara
     lines = [
         f"Selection ({record.get('selection', '')}), `{record.get('command', '')}` → [`{source}`]({source}):",
         "",
-        "| method | grid | base-to-new: chosen (validation HM per rate) | DG: chosen (validation accuracy per rate) "
+        "| method | grid | base-to-new: chosen (validation HM per rate) | DG: chosen (validation accuracy on the source domains per rate) "
         "| at grid edge (b2n / DG) | weights chosen |",
         "|---|---|---|---|---|---|",
     ]

@@ -11,12 +11,12 @@ Protocols (docs/method.md §6), sized so that the meta step has something to do 
   least `MIN_DG_STEPS` optimizer steps (more epochs when needed): at 5 shots and batch 32 the paper's schedule gives
   24 steps and the prompts barely leave their initialisation (docs/miniworld.md says why this design).
 
-Selection on the VALIDATION split only (`--tune`): (1) the learning rate is `metaprompt_no_meta`'s as the mini
-suite's own validation tuning chose it (`benchmarks/mini_hparams.json`), shared by every variant, so that a variant
-differs from the reference by its meta phase alone (and the reference's runs are the suite's); (2) β of every variant
-with a β knob from `BETA_GRID` at that learning rate; (3) the default variant: best mean of the validation
-base-to-new HM average and DG accuracy average. The final runs (`--ablation` without `--tune`) read those choices
-and touch the test split once.
+Selection on the VALIDATION split only (`--tune`; a DG cell scores its source domains there, never the held-out
+one): (1) the learning rate is `metaprompt_no_meta`'s as the mini suite's own validation tuning chose it
+(`benchmarks/mini_hparams.json`), shared by every variant, so that a variant differs from the reference by its meta
+phase alone (and the reference's runs are the suite's); (2) β of every variant with a β knob from `BETA_GRID` at
+that learning rate; (3) the default variant: best mean of the validation base-to-new HM average and DG accuracy
+average. The final runs (`--ablation` without `--tune`) read those choices and touch the test split once.
 
 Every run is written to `<output_dir>/runs/<tag>.json` as soon as it ends (the tag holds a hash of its full
 configuration), and a restarted command skips the runs already there, so the ablation is resumable.
@@ -43,10 +43,13 @@ if str(HERE) not in sys.path:  # the sibling report module, also when this file 
     sys.path.insert(0, str(HERE))
 
 from ablation_report import REFERENCE, _metric, cell_name, markdown, summarise  # noqa: E402, F401  (summarise: the tests' entry point)
+from mini_leaderboard import DG_SELECTION_DOMAINS  # noqa: E402
 
 from metaprompt_hf.stats import paired_stats  # noqa: E402, F401  (the one implementation, re-exported)
 
 DEFAULT_HPARAMS = HERE / "results" / "ablation_hparams.json"
+#: The split every hyperparameter is chosen on; the test split is read only by the final runs.
+SELECTION_SPLIT = "validation"
 #: Variant name → training arguments it sets (on top of the protocol's). "meta_step" is replaced by the tuned β
 #: for the variants listed in `TUNED_BETA`.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -122,6 +125,11 @@ def run_spec(
         "max_eval_samples": opts.max_eval_samples,
         "args": dict(overrides),
     }
+    if split == SELECTION_SPLIT and run["protocol"] == "dg":
+        # Selection never sees the held-out domain: DG validation scores the source domains' validation images
+        # (training-domain validation, docs/miniworld.md). Only then is the key set, so the tags (and the cached
+        # runs) of every other run stay what they were.
+        spec["eval_domains"] = DG_SELECTION_DOMAINS
     spec["tag"] = "-".join(
         str(x) for x in (variant, run["protocol"], cell_name(run), f"s{seed}", split, _config_tag(spec))
     )
@@ -139,6 +147,7 @@ def _training_args(spec: dict[str, Any], out: Path, cache_dir: str) -> Any:
         shots=spec["shots"],
         seed=spec["seed"],
         eval_split=spec["eval_split"],
+        eval_domains=spec.get("eval_domains", "target"),
         output_dir=str(out),
         overwrite_output_dir=True,
         num_train_epochs=spec["num_train_epochs"],
@@ -285,7 +294,7 @@ def tune(opts: argparse.Namespace) -> dict[str, Any]:
     by the mini suite (`suite_learning_rate`)."""
     runs = protocol_runs(opts.quick, opts.cells)
     seeds = opts.seeds or list(TUNE_SEEDS)
-    split = "validation"
+    split = SELECTION_SPLIT
     beta_grid = BETA_GRID[:2] if opts.quick else BETA_GRID
     chosen_lr = {"base2new": 0.008, "dg": 0.008} if opts.quick else suite_learning_rate()
     lr_scores = {"source": "benchmarks/mini_hparams.json (metaprompt_no_meta)"}
@@ -321,7 +330,8 @@ def tune(opts: argparse.Namespace) -> dict[str, Any]:
         "seeds": seeds,
         "selection": "validation split: the learning rate is metaprompt_no_meta's as the mini suite selected it "
         "(benchmarks/mini_hparams.json); β per variant and the default variant by the mean of the mean HM over "
-        "base-to-new datasets and the mean DG target accuracy",
+        "base-to-new datasets and the mean DG accuracy, each DG target scored on its source domains' validation "
+        f"images ({DG_SELECTION_DOMAINS!r}; the held-out domain is never scored)",
         "command": "python benchmarks/mini_suite.py " + " ".join(opts.argv),
     }
     path = opts.output_dir / "ablation_hparams.json"

@@ -25,13 +25,19 @@ NO_META = "metaprompt_no_meta"
 ZEROSHOT = "zeroshot"
 #: The learning-rate grid of every trained method, by its optimizer: SGD methods share one grid; AdamW methods
 #: (MMRL) the same grid divided by 4, as their official learning rates are lower (MMRL 0.001 against CoOp's 0.002
-#: with SGD). Six points, factors of 4 apart. The lowest was added when the first tuning of the 16-shot DG protocol
-#: put three methods' DG choice at the former lowest point (0.002; validation only, before the test split was read),
-#: so that a choice at an edge says "this method wants to learn less" rather than "the grid stopped".
+#: with SGD). Eight points, factors of 4 apart. The grid grew on validation evidence alone, each time because a
+#: method's choice sat at an end: downwards twice (at 0.0005 CoOp's text prompts already move by more than their own
+#: norm on the mini CLIP, so that point was not "barely training"), upwards once (CoCoOp's source-domain validation
+#: accuracy still rose at 0.512). A choice at an end means the grid stopped before the optimum.
 LR_GRIDS: dict[str, tuple[float, ...]] = {
-    "sgd": (0.0005, 0.002, 0.008, 0.032, 0.128, 0.512),
-    "adamw": (0.000125, 0.0005, 0.002, 0.008, 0.032, 0.128),
+    "sgd": (0.000125, 0.0005, 0.002, 0.008, 0.032, 0.128, 0.512, 2.048),
+    "adamw": (0.00003125, 0.000125, 0.0005, 0.002, 0.008, 0.032, 0.128, 0.512),
 }
+#: What DG validation scores when `--tune` chooses: the source domains' validation images (training-domain
+#: validation), never the held-out target's. Scoring the target's validation images instead made "do not train" the
+#: best choice of every method that cannot transfer from the sources, so their chosen rate was always the grid's
+#: lowest (docs/miniworld.md, "Selection on the source domains").
+DG_SELECTION_DOMAINS = "sources"
 #: Each method's own weights, tuned after its learning rate with the same rule for all: the default and the default
 #: divided and multiplied by 4 (several weights of one method move together).
 WEIGHT_FACTORS = (0.25, 1.0, 4.0)
@@ -102,6 +108,7 @@ def config_digest(method: str, cells: list[dict[str, Any]], training_args: Any) 
         "grid": list(lr_grid(method)) if method != ZEROSHOT else [],
         "weight_grid": weight_grid(method),
         "miniworld_version": MINIWORLD_VERSION,
+        "dg_selection_domains": DG_SELECTION_DOMAINS,
         "cells": [],
     }
     for cell in cells:

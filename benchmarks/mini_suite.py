@@ -18,7 +18,8 @@ its design in docs/miniworld.md) and the small CLIP pretrained on it (`src/metap
 
 `--tune` scores each trained method's learning-rate grid (`mini_leaderboard.LR_GRIDS`, the same for every method of
 an optimizer family) on the validation split, seed 1, over the four small base-to-new datasets (mean HM) and the
-four DG targets (mean accuracy), and records the best with the digest of the configuration it was tuned for in
+four DG targets (mean accuracy on each target's SOURCE domains: selection never scores the held-out domain), and
+records the best with the digest of the configuration it was tuned for in
 `benchmarks/mini_hparams.json`. The leaderboard refuses a method whose recorded digest differs from its current
 configuration and names the command that re-tunes it. The test split is only read by the leaderboard runs.
 
@@ -42,8 +43,16 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from mini_ablation import B2N_SMALL, _training_args, protocol_runs, run_spec, run_specs  # noqa: E402
-from mini_leaderboard import ZEROSHOT, check_tuning, config_digest, leaderboard, lr_grid, weight_grid  # noqa: E402
+from mini_ablation import B2N_SMALL, SELECTION_SPLIT, _training_args, protocol_runs, run_spec, run_specs  # noqa: E402
+from mini_leaderboard import (  # noqa: E402
+    DG_SELECTION_DOMAINS,
+    ZEROSHOT,
+    check_tuning,
+    config_digest,
+    leaderboard,
+    lr_grid,
+    weight_grid,
+)
 
 HPARAMS = HERE / "mini_hparams.json"
 #: The leaderboard's methods, in table order: the frozen model, the baselines, MetaPrompt and the peer methods.
@@ -131,7 +140,7 @@ def tune(opts: argparse.Namespace, methods: list[str], digest: dict[str, str]) -
     stage1 = []
     for method in trained:
         for lr in lr_grid(method):
-            stage1 += _specs([method], {method: {"base2new": lr, "dg": lr}}, runs, [TUNE_SEED], "validation", opts)
+            stage1 += _specs([method], {method: {"base2new": lr, "dg": lr}}, runs, [TUNE_SEED], SELECTION_SPLIT, opts)
     entries = run_specs(stage1, opts)
     lrs, lr_scores = {}, {}
     for method in trained:
@@ -143,7 +152,7 @@ def tune(opts: argparse.Namespace, methods: list[str], digest: dict[str, str]) -
     for method in trained:
         for option in weight_grid(method):
             weights = {method: {"base2new": option, "dg": option}}
-            stage2 += _specs([method], lrs, runs, [TUNE_SEED], "validation", opts, weights)
+            stage2 += _specs([method], lrs, runs, [TUNE_SEED], SELECTION_SPLIT, opts, weights)
     entries2 = run_specs(stage2, opts) if stage2 else []
     record = json.loads(HPARAMS.read_text()) if HPARAMS.is_file() else {}
     record = record if "methods" in record else {}  # a record of the former schema is replaced
@@ -168,9 +177,10 @@ def tune(opts: argparse.Namespace, methods: list[str], digest: dict[str, str]) -
             row["weight_validation_scores"] = scores
         record["methods"][method] = row
     record["selection"] = (
-        f"validation split, seed {TUNE_SEED}: mean HM over {list(B2N_SMALL)} (base-to-new) and mean target accuracy "
-        "over the DG targets (dg); first the learning rate (method's weights at their defaults), then the "
-        "method's own weights at the chosen rate; ties go to the smaller value"
+        f"validation split, seed {TUNE_SEED}: mean HM over {list(B2N_SMALL)} (base-to-new) and, for each DG "
+        f"target, the accuracy on the validation images of its source domains ({DG_SELECTION_DOMAINS!r}: the "
+        "held-out domain is never scored), averaged over the targets (dg); first the learning rate (method's "
+        "weights at their defaults), then the method's own weights at the chosen rate; ties go to the smaller value"
     )
     record["command"] = "python benchmarks/mini_suite.py " + " ".join(opts.argv)
     record.setdefault("wall_seconds", {})["+".join(trained)] = round(time.perf_counter() - start, 1)

@@ -90,6 +90,23 @@ def test_tuning_records_match_the_current_configurations():
     assert mini_leaderboard.check_tuning(record, methods, mini_suite.digests(methods)) == []
 
 
+def test_dg_selection_scores_the_source_domains_and_the_leaderboard_the_target():
+    """Tuning never scores the held-out domain: a DG validation run evaluates its source domains; a test run (and
+    every base-to-new run) its target, with the tag it always had (so cached runs stay valid)."""
+    import mini_ablation
+
+    opts = argparse.Namespace(max_steps=-1, max_eval_samples=None)
+    dg = next(c for c in mini_suite.cells(False) if c["protocol"] == "dg")
+    b2n = next(c for c in mini_suite.cells(False) if c["protocol"] == "base2new")
+    args = {"method": "coop", "learning_rate": 0.002}
+    tune = mini_ablation.run_spec(dg, "coop", args, 1, mini_ablation.SELECTION_SPLIT, opts)
+    test = mini_ablation.run_spec(dg, "coop", args, 1, "test", opts)
+    assert tune["eval_domains"] == "sources" and "eval_domains" not in test
+    assert mini_ablation._training_args(tune, Path("/nonexistent"), "").eval_domains == "sources"
+    assert mini_ablation._training_args(test, Path("/nonexistent"), "").eval_domains == "target"
+    assert "eval_domains" not in mini_ablation.run_spec(b2n, "coop", args, 1, mini_ablation.SELECTION_SPLIT, opts)
+
+
 def test_committed_leaderboard_meets_the_dg_design_aim():
     """docs/miniworld.md's claim, checked against the committed result files rather than restated: in DG a trained
     baseline beats zero-shot by >= 2 points with a 95 % interval excluding 0, at a learning rate inside its grid, and
@@ -110,15 +127,38 @@ def test_committed_leaderboard_meets_the_dg_design_aim():
     assert meeting, "no trained baseline meets the DG design's aim on the committed leaderboard"
 
 
-def test_default_beta_is_what_both_validation_selections_keep():
-    """meta.py and docs/method.md (D17) say β = 5 for `clean` is what the suite's tuning of `metaprompt` and the
-    meta-step ablation both keep on validation: checked against their committed records."""
+def test_every_committed_dg_learning_rate_is_inside_its_grid():
+    """docs/miniworld.md ("a grid that brackets every choice"): on source-domain validation every method's DG
+    choice has a worse grid point on each side, so no choice is where the grid stopped. Recomputed from the
+    recorded scores, not read from the record's own `at_grid_edge` flag."""
+    record = json.loads(mini_suite.HPARAMS.read_text())
+    for name, row in record["methods"].items():
+        grid, chosen = row["grid"], row["learning_rate"]["dg"]
+        assert grid == list(mini_leaderboard.lr_grid(name)), name
+        assert grid[0] < chosen < grid[-1], f"{name}: DG learning rate {chosen} at an end of {grid}"
+        scores = {float(k): v for k, v in row["validation_scores"]["dg"].items()}
+        assert scores[chosen] == max(scores.values()), name
+
+
+def test_default_beta_is_what_the_base_to_new_selection_keeps():
+    """meta.py and docs/method.md (D17) say β = 5 for `clean` is what the suite's base-to-new tuning of `metaprompt`
+    keeps, and that the meta-step ablation selects its own β from its grid: checked against the committed records."""
     from metaprompt_hf.meta import DEFAULT_META_STEP
 
-    ablation = json.loads((ROOT / "benchmarks" / "results" / "ablation_hparams.json").read_text())
-    assert ablation["variants"]["clean"]["meta_step"] == DEFAULT_META_STEP["clean"]
     weights = json.loads(mini_suite.HPARAMS.read_text())["methods"]["metaprompt"]["weights"]
-    assert weights == {"base2new": {}, "dg": {}}  # {} = the default β won over ÷4 and ×4
+    assert weights["base2new"] == {}  # {} = the default β won over ÷4 and ×4
+    ablation = json.loads((ROOT / "benchmarks" / "results" / "ablation_hparams.json").read_text())
+    assert ablation["variants"]["clean"]["meta_step"] in ablation["grids"]["meta_step"]
+    assert DEFAULT_META_STEP["clean"] in ablation["grids"]["meta_step"]
+
+
+def test_embedded_default_learning_rates_are_the_tuned_ones():
+    """The embedded default's learning rate per protocol is what the suite's validation tuning chose for
+    `metaprompt` (arguments.py says so; a re-tune that moves it must move the default too)."""
+    from metaprompt_hf.protocols import get_protocol
+
+    tuned = json.loads(mini_suite.HPARAMS.read_text())["methods"]["metaprompt"]["learning_rate"]
+    assert {p: get_protocol(p).embedded_learning_rate for p in tuned} == tuned
 
 
 def test_a_changed_default_makes_the_suite_refuse_and_name_the_retune_command(monkeypatch, tmp_path):

@@ -180,7 +180,7 @@ def test_tune_on_validation_same_grid_for_every_method(tiny_clip_dir, tmp_path):
     argv[argv.index("--max_steps") + 1] = "1"
     summary = compare(argv)
     tuning = json.loads((out / "tuning.json").read_text())
-    assert summary["tuned"] is True and tuning["split"] == "validation"
+    assert summary["tuned"] is True and tuning["split"] == "validation" and tuning["eval_domains"] == "target"
     assert sorted(tuning["methods"]["coop"]["learning_rate"]) == sorted(
         tuning["methods"]["metaprompt"]["learning_rate"]
     )
@@ -194,6 +194,15 @@ def test_tune_on_validation_same_grid_for_every_method(tiny_clip_dir, tmp_path):
     trial = json.loads(next((out / "tune" / "coop").glob("*/compare_run.json")).read_text())
     assert trial["eval_split"] == "validation"
     assert "tuned on the validation split" in (out / "comparison.md").read_text()
+
+
+def test_dg_tuning_scores_the_source_domains_never_the_held_out_one():
+    from types import SimpleNamespace
+
+    from metaprompt_hf.compare.tune import tune_domains
+
+    assert tune_domains(SimpleNamespace(values={"protocol": "dg"})) == "sources"
+    assert tune_domains(SimpleNamespace(values={"protocol": "base2new"})) == "target"
 
 
 # ---------------------------------------------------------------------------------------------------- refusals

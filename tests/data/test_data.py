@@ -119,9 +119,24 @@ def test_dg_protocol_shots_per_source_domain_and_target_eval(domain_folder):
     assert len(target.labels) == 8 * 6 and target.class_names == NAMES
 
 
+def test_dg_source_domain_validation_never_scores_the_target(domain_folder):
+    data = load_image_classification(domain_folder)
+    target = prepare_protocol(data, protocol="dg", shots=2, seed=1, target_domain="photo")
+    sources = prepare_protocol(data, protocol="dg", shots=2, seed=1, target_domain="photo", eval_domains="sources")
+    assert sources.fewshot["rows"] == target.fewshot["rows"]  # the same training images, another eval set
+    assert list(sources.eval_sets) == ["sources"] and sources.fewshot["eval_domains"] == "sources"
+    scored = set(sources.eval_sets["sources"].rows["domain"])
+    assert scored == set(sources.source_domains) and data.domain_names.index("photo") not in scored
+    # the rows not sampled for training (a folder without a test split), of the two source domains only
+    unused = len(data.splits["train"]) - len(sources.fewshot["rows"]) - len(target.eval_sets["target"].labels)
+    assert len(sources.eval_sets["sources"].labels) == unused
+
+
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
+        ({"protocol": "dg", "target_domain": "photo", "eval_domains": "all"}, "eval_domains: expected one of"),
+        ({"protocol": "base2new", "eval_domains": "sources"}, "eval_domains: --protocol base2new has no held-out"),
         (
             {"protocol": "dg", "target_domain": "painting"},
             r"'painting' is not a domain .*\['cartoon', 'photo', 'sketch'\]",

@@ -111,6 +111,37 @@ def test_dg_with_gradient_accumulation_and_faithful_meta_mode(run_args, tmp_path
     assert prompts["vision_prompts"].shape == (2, 4, 48) and prompts["text_prompts"].shape == (3, 4, 32)  # DG: 4+4
 
 
+def test_dg_selection_run_scores_the_source_domains(run_args, tmp_path, domain_folder):
+    from metaprompt_hf.data.loading import load_image_classification
+    from metaprompt_hf.protocols import format_results, prepare_protocol
+
+    out = train(
+        run_args(
+            tmp_path / "dg-sources",
+            protocol="dg",
+            target_domain="sketch",
+            shots=2,
+            eval_domains="sources",
+            max_eval_samples=None,
+            max_steps=1,
+        )
+    )
+    r = out.results[0]
+    data = load_image_classification(domain_folder)
+    sets = {
+        d: prepare_protocol(data, protocol="dg", shots=2, seed=r["seed"], target_domain="sketch", eval_domains=d)
+        for d in ("target", "sources")
+    }
+    assert r["eval_domains"] == "sources" and r["target_domain"] == "sketch"
+    assert r["n_images"] == len(sets["sources"].eval_sets["sources"].labels)
+    assert r["n_images"] != len(sets["target"].eval_sets["target"].labels)
+    assert format_results(r).endswith(f"Sources (sketch held out) {r['accuracy']:.2f}")
+    card = (tmp_path / "dg-sources" / "README.md").read_text()
+    assert "### Domain generalisation" not in card  # the card claims no held-out result for a selection run
+    train(run_args(tmp_path / "dg-target", protocol="dg", target_domain="sketch", shots=2, max_steps=1))
+    assert "### Domain generalisation" in (tmp_path / "dg-target" / "README.md").read_text()
+
+
 def test_second_order_meta_step_trains(run_args, tmp_path):
     states = []
     train(

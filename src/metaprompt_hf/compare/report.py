@@ -124,7 +124,8 @@ def hyperparameter_note(summary: dict[str, Any]) -> str:
     hp = summary["settings"]["hyperparameters"]
     how = (
         "tuned on the validation split (the same learning-rate factors, one trial each, for every method; a β grid for "
-        "the methods with a meta step; `tuning.json`)"
+        "the methods with a meta step; under dg the source domains' images, never the held-out domain's; "
+        "`tuning.json`)"
         if summary["tuned"]
         else "each method's defaults (not tuned; `--tune` chooses them on the validation split)"
     )

@@ -1,7 +1,8 @@
 """`--tune`: each method's learning rate, then β of the methods with a meta step, chosen on the VALIDATION split
-(never the evaluation split), from the same grids with the same budget for every method: the learning rates are
-the same factors of each method's default, one trial per grid value, on the first seed. The trials are ordinary
-runs under `<output_dir>/tune/<method>/`, resumable like the comparison's; the choices go to `tuning.json`.
+(never the evaluation split; under dg its source domains' images, never the held-out domain's), from the same grids
+with the same budget for every method: the learning rates are the same factors of each method's default, one trial
+per grid value, on the first seed. The trials are ordinary runs under `<output_dir>/tune/<method>/`, resumable like
+the comparison's; the choices go to `tuning.json`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..protocols import get_protocol
 from .arguments import CompareSetup
 from .plan import Preflight, RunSpec, make_spec, run_arguments
 from .runs import run_all
@@ -21,10 +23,17 @@ def _best(scores: dict[float, float]) -> float:
     return max(scores, key=lambda v: (scores[v], -v))
 
 
+def tune_domains(setup: CompareSetup) -> str:
+    """What the validation trials score: under a protocol with a held-out domain (dg) the source domains' validation
+    images, so that choosing a hyperparameter never looks at the target domain (training-domain validation)."""
+    return "sources" if get_protocol(setup.values["protocol"]).needs_target_domain else "target"
+
+
 def _trial(setup: CompareSetup, pre: Preflight, method: str, tag: str, processes: int, **kw: Any) -> RunSpec:
     seed = setup.options.seed_list[0]
     folder = setup.output_dir / "tune" / method / tag
-    return make_spec(setup, pre, method, seed, folder, processes, "tune", eval_split=TUNE_SPLIT, **kw)
+    kw |= {"eval_split": TUNE_SPLIT, "eval_domains": tune_domains(setup)}
+    return make_spec(setup, pre, method, seed, folder, processes, "tune", **kw)
 
 
 def lr_trials(setup: CompareSetup, pre: Preflight, processes: int) -> dict[str, dict[float, RunSpec]]:
@@ -45,7 +54,12 @@ def tune(setup: CompareSetup, pre: Preflight, processes: int) -> dict[str, Any]:
     stage1 = lr_trials(setup, pre, processes)
     specs = [s for grid in stage1.values() for s in grid.values()]
     scores = dict(zip((s.digest for s in specs), run_all(specs, pre.data, desc="tune lr"), strict=True))
-    out: dict[str, Any] = {"split": TUNE_SPLIT, "seed": setup.options.seed_list[0], "methods": {}}
+    out: dict[str, Any] = {
+        "split": TUNE_SPLIT,
+        "eval_domains": tune_domains(setup),
+        "seed": setup.options.seed_list[0],
+        "methods": {},
+    }
     stage2: dict[str, dict[float, RunSpec]] = {}
     for method, grid in stage1.items():
         lr_scores = {lr: scores[s.digest]["score"] for lr, s in grid.items()}

@@ -123,6 +123,11 @@ class Protocol(ABC):
                 f"target_domain: --protocol {self.name} has no held-out domain, so --target_domain "
                 f"{args.target_domain!r} would be ignored; it applies to domain-generalisation protocols (dg)"
             )
+        if not self.needs_target_domain and getattr(args, "eval_domains", "target") != "target":
+            raise ValueError(
+                f"eval_domains: --protocol {self.name} has no held-out domain, so --eval_domains "
+                f"{args.eval_domains!r} would be ignored; it applies to domain-generalisation protocols (dg)"
+            )
         if not self.mixes_domains and args.mix_domains is False:
             raise ValueError(
                 f"mix_domains: --protocol {self.name} does not interleave source domains, so --mix_domains False "

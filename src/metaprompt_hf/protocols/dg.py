@@ -17,6 +17,10 @@ from .base import EvalSet, Protocol, ProtocolData, cap, check_common, eval_rows,
 
 logger = logging.getLogger(__name__)
 
+#: What a DG run scores: the held-out target domain (the reported metric), or the source domains' images of the
+#: evaluation split (training-domain validation: model selection that never sees the target domain).
+EVAL_DOMAINS = ("target", "sources")
+
 
 class DGProtocol(Protocol):
     name = "dg"
@@ -50,9 +54,14 @@ class DGProtocol(Protocol):
         target_domain: str | None = None,
         allow_fewer_shots: bool = False,
         max_eval_samples: int | None = None,
+        eval_domains: str = "target",
     ) -> ProtocolData:
         """`shots` images per class PER SOURCE DOMAIN from `train_split`; every `eval_split` image of
-        `target_domain`, among all classes, is evaluated."""
+        `target_domain`, among all classes, is evaluated. With `eval_domains="sources"` the source domains'
+        `eval_split` images are evaluated instead: training-domain validation, which chooses hyperparameters
+        without any image of the held-out domain (docs/method.md §6.2)."""
+        if eval_domains not in EVAL_DOMAINS:
+            raise DataError(f"eval_domains: expected one of {list(EVAL_DOMAINS)}, got {eval_domains!r}")
         check_common(data, shots, train_split)
         train = data.splits[train_split]
         labels = np.asarray(train["label"])
@@ -92,14 +101,14 @@ class DGProtocol(Protocol):
         )
         rows_all, eval_indices = eval_rows(data, eval_split, train_split, chosen)
         eval_dom = np.asarray(rows_all["domain"])
-        target_idx = cap([int(i) for i in np.nonzero(eval_dom == target)[0]], max_eval_samples, seed)
-        target_rows = rows_all.select(target_idx)
+        scored = eval_dom == target if eval_domains == "target" else np.isin(eval_dom, sources)
+        scored_rows = rows_all.select(cap([int(i) for i in np.nonzero(scored)[0]], max_eval_samples, seed))
         return ProtocolData(
             train_rows=train.select(chosen),
             train_labels=[int(labels[i]) for i in chosen],
             train_domains=[int(domains[i]) for i in chosen],
             train_class_names=list(names),
-            eval_sets={"target": EvalSet(target_rows, list(names), [int(x) for x in target_rows["label"]])},
+            eval_sets={eval_domains: EvalSet(scored_rows, list(names), [int(x) for x in scored_rows["label"]])},
             source_domains=sources,
             fewshot={
                 "split": train_split,
@@ -109,6 +118,7 @@ class DGProtocol(Protocol):
                 "shots": shots,
                 "rows": chosen,
                 "eval_split": eval_indices,
+                "eval_domains": eval_domains,
             },
             skipped_corrupt=corrupt,
         )
@@ -116,14 +126,19 @@ class DGProtocol(Protocol):
     def evaluate(
         self, model: Any, proto: ProtocolData, data: ImageClassificationData, image_processor: Any, **kw: Any
     ) -> dict[str, Any]:
-        target = evaluate_set(model, proto.eval_sets["target"], image_processor, **kw)
+        scored = proto.fewshot.get("eval_domains", "target")
+        result = evaluate_set(model, proto.eval_sets[scored], image_processor, **kw)
         return {
             "target_domain": proto.fewshot.get("target_domain"),
-            "accuracy": target["accuracy"],
-            "n_images": target["n"],
+            # "sources": the accuracy is on the source domains' held-out images, not the target's (for selection)
+            "eval_domains": scored,
+            "accuracy": result["accuracy"],
+            "n_images": result["n"],
             "source_domains": [data.domain_names[d] for d in proto.source_domains],
-            "skipped_images": target["skipped"],
+            "skipped_images": result["skipped"],
         }
 
     def describe(self, entry: Mapping[str, Any]) -> str:
+        if entry.get("eval_domains") == "sources":
+            return f"Sources ({entry['target_domain']} held out) {entry['accuracy']:.2f}"
         return f"Target {entry['target_domain']} {entry['accuracy']:.2f}"

@@ -28,14 +28,22 @@ def prepare_protocol(
     target_domain: str | None = None,
     allow_fewer_shots: bool = False,
     max_eval_samples: int | None = None,
+    eval_domains: str = "target",
 ) -> ProtocolData:
     """Few-shot training rows and evaluation sets of the registered `protocol` (see each protocol's `prepare`).
 
     When `eval_split` is missing (e.g. an image folder without split folders), evaluation uses the rows of
-    `train_split` that were not sampled for training.
+    `train_split` that were not sampled for training. `eval_domains="sources"` (protocols with a held-out domain)
+    scores the source domains' images instead of the target's, for model selection.
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"protocol: expected one of {list(PROTOCOLS)}, got {protocol!r}")
+    held_out = PROTOCOLS[protocol].needs_target_domain
+    if eval_domains != "target" and not held_out:
+        raise DataError(
+            f"eval_domains: --protocol {protocol} has no held-out domain, so eval_domains={eval_domains!r} has no "
+            "meaning; it applies to domain-generalisation protocols (dg)"
+        )
     proto = PROTOCOLS[protocol].prepare(
         data,
         shots=shots,
@@ -45,6 +53,7 @@ def prepare_protocol(
         target_domain=target_domain,
         allow_fewer_shots=allow_fewer_shots,
         max_eval_samples=max_eval_samples,
+        **({"eval_domains": eval_domains} if held_out else {}),
     )
     check_eval_sets(proto, data.name)
     return proto
@@ -109,6 +118,7 @@ def load_protocol_data(
         target_domain=args.target_domain,
         allow_fewer_shots=args.allow_fewer_shots,
         max_eval_samples=args.max_eval_samples,
+        eval_domains=getattr(args, "eval_domains", "target"),
     )
     if getattr(args, "data_dir", None) and proto.train_rows is not None:
         # The standard layouts are shared between codebases: record the chosen files, not only row numbers.

@@ -121,6 +121,11 @@ class DataArguments:
     eval_split: str = _help(
         "Split evaluated after training (if absent: the train-split rows not used for training).", default="test"
     )
+    eval_domains: str = _help(
+        "--protocol dg: score the target domain's --eval_split images ('target', the reported result) or the source "
+        "domains' ('sources': training-domain validation, to choose hyperparameters without the held-out domain).",
+        default="target",
+    )
     image_column: str = _help(aliases=["--image_column_name"], text="Image column.", default="image")
     label_column: str = _help(
         aliases=["--label_column_name"],
@@ -268,6 +273,12 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             not self.download or self.dataset_name in SOURCES,
             "dataset_name",
             f"--download fetches one of {list(SOURCES)}",
+        )
+        need(self.eval_domains in ("target", "sources"), "eval_domains", "expected 'target' or 'sources'")
+        need(
+            not (self.push_to_hub and self.eval_domains == "sources"),
+            "eval_domains",
+            "a run scored on its source domains is a selection run, not a DG result; it is not pushed to the Hub",
         )
         self._resolve_defaults()
         self._check_numbers()

@@ -11,10 +11,12 @@ from .arguments import MetaPromptTrainingArguments
 def model_card_kwargs(
     args: MetaPromptTrainingArguments, run: Any, proto: ProtocolData, data: Any, results: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """What the run's model card shows (`MetaPromptModel.generate_model_card`)."""
+    """What the run's model card shows (`MetaPromptModel.generate_model_card`). A DG run scored on its source
+    domains (`--eval_domains sources`, a selection run) shows no result: its accuracy is not the held-out domain's,
+    which is what the card's DG metric names."""
     return {
         "model_name": (args.hub_model_id or run.output_dir.resolve().name).split("/")[-1],
-        "results": results,
+        "results": [r for r in results if r.get("eval_domains", "target") == "target"],
         "training": card_training_settings(args, proto),
         "datasets": [data.name],
     }
