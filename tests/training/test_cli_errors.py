@@ -106,7 +106,7 @@ FLAG_CASES: list[tuple[str, list[str], Works | Refused]] = [
     ("dg without --target_domain", ["--protocol", "dg"], Refused(r"target_domain: required with --protocol dg")),
     ("--eval_domains sources under base2new", ["--protocol", "base2new", "--eval_domains", "sources"], Refused(r"eval_domains: --protocol base2new has no held-out domain")),
     ("--eval_domains sources with --push_to_hub", ["--protocol", "dg", "--target_domain", "sketch", "--eval_domains", "sources", "--push_to_hub", "True"], Refused(r"eval_domains: a run scored on its source domains is a selection run")),
-    ("--eval_domains not a choice", ["--protocol", "dg", "--target_domain", "sketch", "--eval_domains", "all"], Refused(r"eval_domains: expected 'target' or 'sources'")),
+    ("--eval_domains not a choice", ["--protocol", "dg", "--target_domain", "sketch", "--eval_domains", "all"], Refused(r"eval_domains: expected one of \['target', 'sources'\]")),
     ("--max_steps 0 means: train --num_train_epochs", ["--max_steps", "0"], Works(0)),
 ]  # fmt: skip
 

@@ -25,6 +25,7 @@ from ..methods import METHODS, Method, get_method, parse_method_args
 from ..modeling.configuration_metaprompt import INIT_STD_MAX, MetaPromptConfig
 from ..plugins import load_plugins
 from ..protocols import PROTOCOLS, get_protocol
+from ..protocols.dg import EVAL_DOMAINS
 from ..validation import check_number
 
 PAPER_LEARNING_RATE = 0.0015  # docs/method.md §4
@@ -274,7 +275,7 @@ class MetaPromptTrainingArguments(TrainingArguments, DataArguments, ModelArgumen
             "dataset_name",
             f"--download fetches one of {list(SOURCES)}",
         )
-        need(self.eval_domains in ("target", "sources"), "eval_domains", "expected 'target' or 'sources'")
+        need(self.eval_domains in EVAL_DOMAINS, "eval_domains", f"expected one of {list(EVAL_DOMAINS)}")
         need(
             not (self.push_to_hub and self.eval_domains == "sources"),
             "eval_domains",
