@@ -171,6 +171,9 @@ def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> st
         + f", base model `{settings['base_model']}`; every number below is read from [`{source}`]({source}).",
         "",
     ]
+    scratch = from_scratch_cost(settings)
+    if scratch:
+        lines += [scratch, ""]
     for protocol in ("base2new", "dg"):
         table = protocol_table(board, protocol)
         lines += table + ([""] if table else [])
@@ -178,6 +181,22 @@ def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> st
     if sentence:
         lines.append(sentence[0].upper() + sentence[1:])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def from_scratch_cost(settings: dict[str, Any]) -> str:
+    """What the whole suite costs from an empty output folder, from the runs' own records: the tuning's runs and the
+    leaderboard's, divided by the runs in parallel. A sum of recorded seconds, not one measured wall time: runs on
+    disk are reused, and the records may come from invocations on machines of different speed."""
+    tuning = (settings.get("tuning") or {}).get("run_seconds_total")
+    board, jobs = settings.get("run_seconds_total"), settings.get("jobs")
+    if not (tuning and board and jobs) or settings.get("quick"):
+        return ""
+    total = tuning + board
+    return (
+        f"From an empty output folder the suite is the tuning's runs ({tuning:,.0f} s, `{settings['tuning']['file']}`) "
+        f"and the leaderboard's ({board:,.0f} s): {total:,.0f} s of runs, about {total / jobs / 60:.0f} min "
+        f"{jobs} at a time (sums of the seconds each run recorded, not one measured wall time)."
+    )
 
 
 def _weights_text(weights: dict[str, Any] | None) -> str:

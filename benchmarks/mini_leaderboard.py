@@ -33,6 +33,13 @@ LR_GRIDS: dict[str, tuple[float, ...]] = {
     "sgd": (0.000125, 0.0005, 0.002, 0.008, 0.032, 0.128, 0.512, 2.048),
     "adamw": (0.00003125, 0.000125, 0.0005, 0.002, 0.008, 0.032, 0.128, 0.512),
 }
+#: How `--tune` walks a grid: every other point first (the coarse pass, factors of 16 apart), then the unscored
+#: neighbours of the best point so far, until the best has both neighbours scored (one more round on these grids).
+#: The chosen rate is then the best of the points scored and, unless it is an end of the grid, is bracketed by two
+#: scored neighbours that are worse, which is what "inside the grid" means. It costs 6 of 8 points per (method,
+#: protocol); on the full 8-point scores of every method it chose what the full grid chose (docs/miniworld.md,
+#: "What the suite costs").
+LR_SEARCH = "coarse-to-fine: odd grid indices, then the neighbours of the best until it is bracketed"
 #: What DG validation scores when `--tune` chooses: the source domains' validation images (training-domain
 #: validation), never the held-out target's. Scoring the target's validation images instead made "do not train" the
 #: best choice of every method that cannot transfer from the sources, so their chosen rate was always the grid's
@@ -68,6 +75,22 @@ def lr_grid(method: str) -> tuple[float, ...]:
     from metaprompt_hf.methods import get_method
 
     return LR_GRIDS[get_method(method).optimizer]
+
+
+def best_rate(grid: tuple[float, ...], scores: dict[float, float]) -> float:
+    """The scored rate with the highest validation score; ties go to the smaller rate."""
+    scored = [lr for lr in grid if lr in scores]
+    return max(scored, key=lambda lr: (scores[lr], -scored.index(lr)))
+
+
+def rates_to_score(grid: tuple[float, ...], scores: dict[float, float]) -> list[float]:
+    """The rates `--tune` scores next (`LR_SEARCH`): the coarse pass when nothing is scored yet, then the unscored
+    neighbours of the best rate so far; [] once the best is bracketed (or an end of the grid with its one
+    neighbour scored): the search is over."""
+    if not scores:
+        return list(grid[1::2])
+    i = grid.index(best_rate(grid, scores))
+    return [grid[j] for j in (i - 1, i + 1) if 0 <= j < len(grid) and grid[j] not in scores]
 
 
 def weight_grid(method: str) -> list[dict[str, Any]]:
@@ -109,6 +132,7 @@ def config_digest(method: str, cells: list[dict[str, Any]], training_args: Any) 
         "weight_grid": weight_grid(method),
         "miniworld_version": MINIWORLD_VERSION,
         "dg_selection_domains": DG_SELECTION_DOMAINS,
+        "lr_search": LR_SEARCH,
         "cells": [],
     }
     for cell in cells:

@@ -16,8 +16,8 @@ its design in docs/miniworld.md) and the small CLIP pretrained on it (`src/metap
     python benchmarks/mini_suite.py --quick --output_dir D     # structure only: 1 seed, 2 steps, 2 cells (CI)
     python benchmarks/mini_suite.py --ablation [--tune] --output_dir D   # the meta-step ablation (mini_ablation.py)
 
-`--tune` scores each trained method's learning-rate grid (`mini_leaderboard.LR_GRIDS`, the same for every method of
-an optimizer family) on the validation split, seed 1, over the four small base-to-new datasets (mean HM) and the
+`--tune` walks each trained method's learning-rate grid (`mini_leaderboard.LR_GRIDS`, the same for every method of
+an optimizer family; every other point, then the neighbours of the best: `LR_SEARCH`) on the validation split, seed 1, over the four small base-to-new datasets (mean HM) and the
 four DG targets (mean accuracy on each target's SOURCE domains: selection never scores the held-out domain), and
 records the best with the digest of the configuration it was tuned for in
 `benchmarks/mini_hparams.json`. The leaderboard refuses a method whose recorded digest differs from its current
@@ -46,11 +46,14 @@ if str(HERE) not in sys.path:
 from mini_ablation import B2N_SMALL, SELECTION_SPLIT, _training_args, protocol_runs, run_spec, run_specs  # noqa: E402
 from mini_leaderboard import (  # noqa: E402
     DG_SELECTION_DOMAINS,
+    LR_SEARCH,
     ZEROSHOT,
+    best_rate,
     check_tuning,
     config_digest,
     leaderboard,
     lr_grid,
+    rates_to_score,
     weight_grid,
 )
 
@@ -131,23 +134,42 @@ def _overrides_key(entry: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+def _rate_scores(entries: list[dict[str, Any]], method: str, protocol: str) -> dict[float, float]:
+    """Each scored learning rate's validation score for (method, protocol): mean HM (base-to-new) or mean accuracy
+    (DG) over the protocol's tuning cells."""
+    metric = "hm" if protocol == "base2new" else "accuracy"
+    by_rate: dict[float, list[float]] = {}
+    for e in entries:
+        if e["method"] == method and e["protocol"] == protocol:
+            by_rate.setdefault(float(e["learning_rate"]), []).append(e[metric])
+    return {lr: statistics.fmean(v) for lr, v in by_rate.items()}
+
+
 def tune(opts: argparse.Namespace, methods: list[str], digest: dict[str, str]) -> dict[str, Any]:
-    """Select each trained method's learning rate, then its own weights at that rate (`weight_grid`), on the
-    validation split; update mini_hparams.json."""
+    """Select each trained method's learning rate per protocol by `LR_SEARCH` over its grid, then its own weights at
+    that rate (`weight_grid`), on the validation split; update mini_hparams.json."""
     trained = [m for m in methods if m != ZEROSHOT]
     runs = [c for c in protocol_runs(False) if c["protocol"] == "dg" or c["dataset"] in B2N_SMALL]
+    cells_of = {p: [c for c in runs if c["protocol"] == p] for p in ("base2new", "dg")}
     start = time.perf_counter()
-    stage1 = []
-    for method in trained:
-        for lr in lr_grid(method):
-            stage1 += _specs([method], {method: {"base2new": lr, "dg": lr}}, runs, [TUNE_SEED], SELECTION_SPLIT, opts)
-    entries = run_specs(stage1, opts)
-    lrs, lr_scores = {}, {}
-    for method in trained:
-        keys = [str(lr) for lr in lr_grid(method)]
-        mine = [e for e in entries if e["method"] == method]
-        chosen, lr_scores[method] = _select(mine, keys, lambda e: str(e["learning_rate"]))
-        lrs[method] = {p: float(k) for p, k in chosen.items()}
+    entries: list[dict[str, Any]] = []
+    scores: dict[tuple[str, str], dict[float, float]] = {(m, p): {} for m in trained for p in cells_of}
+    # Rounds of the search, each run in parallel across methods and protocols (two rounds on these grids).
+    while True:
+        specs = []
+        for (method, protocol), scored in scores.items():
+            for lr in rates_to_score(lr_grid(method), scored):
+                specs += _specs(
+                    [method], {method: {protocol: lr}}, cells_of[protocol], [TUNE_SEED], SELECTION_SPLIT, opts
+                )
+        if not specs:
+            break
+        entries += run_specs(specs, opts)
+        scores = {(m, p): _rate_scores(entries, m, p) for (m, p) in scores}
+    lrs = {m: {p: best_rate(lr_grid(m), scores[(m, p)]) for p in cells_of} for m in trained}
+    lr_scores = {
+        m: {p: {str(lr): round(v, 2) for lr, v in sorted(scores[(m, p)].items())} for p in cells_of} for m in trained
+    }
     stage2 = []
     for method in trained:
         for option in weight_grid(method):
@@ -180,10 +202,14 @@ def tune(opts: argparse.Namespace, methods: list[str], digest: dict[str, str]) -
         f"validation split, seed {TUNE_SEED}: mean HM over {list(B2N_SMALL)} (base-to-new) and, for each DG "
         f"target, the accuracy on the validation images of its source domains ({DG_SELECTION_DOMAINS!r}: the "
         "held-out domain is never scored), averaged over the targets (dg); first the learning rate (method's "
-        "weights at their defaults), then the method's own weights at the chosen rate; ties go to the smaller value"
+        "weights at their defaults; the grid walked " + LR_SEARCH + "), then the method's own weights at the "
+        "chosen rate; ties go to the smaller value"
     )
+    record["lr_search"] = LR_SEARCH
     record["command"] = "python benchmarks/mini_suite.py " + " ".join(opts.argv)
     record.setdefault("wall_seconds", {})["+".join(trained)] = round(time.perf_counter() - start, 1)
+    # From an empty output folder this is the tuning's cost; the wall time above counts only what was not on disk.
+    record["run_seconds_total"] = round(sum(e.get("run_seconds", 0.0) for e in entries + entries2), 1)
     record["methods"] = dict(sorted(record["methods"].items()))
     tmp = HPARAMS.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -294,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
                 p: sorted({e["optimizer_steps"] for e in entries if e["protocol"] == p and e.get("optimizer_steps")})
                 for p in ("base2new", "dg")
             },
-            "tuning": {"file": "benchmarks/mini_hparams.json", "command": record.get("command")},
+            "tuning": {
+                "file": "benchmarks/mini_hparams.json",
+                "command": record.get("command"),
+                "run_seconds_total": record.get("run_seconds_total"),
+            },
         },
     }
     (opts.output_dir / "runs.json").write_text(json.dumps(entries, indent=1))

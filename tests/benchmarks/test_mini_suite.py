@@ -138,6 +138,36 @@ def test_every_committed_dg_learning_rate_is_inside_its_grid():
         assert grid[0] < chosen < grid[-1], f"{name}: DG learning rate {chosen} at an end of {grid}"
         scores = {float(k): v for k, v in row["validation_scores"]["dg"].items()}
         assert scores[chosen] == max(scores.values()), name
+        i = grid.index(chosen)
+        # the search scores only part of the grid: both neighbours must be among the scored points, and worse
+        assert scores[grid[i - 1]] < scores[chosen] and scores[grid[i + 1]] < scores[chosen], name
+
+
+def test_the_rate_search_brackets_the_best_rate_and_skips_the_rest():
+    """`LR_SEARCH` on a grid of 8: the coarse pass is every other point; the next round the unscored neighbours of
+    the best; then it stops, the best bracketed by two worse scored points (or at an end with its one neighbour)."""
+    grid = mini_leaderboard.LR_GRIDS["sgd"]
+    assert mini_leaderboard.rates_to_score(grid, {}) == list(grid[1::2])
+
+    def search(curve):  # the rates scored, round by round, on a validation curve over the grid's indices
+        scores, rounds = {}, []
+        while todo := mini_leaderboard.rates_to_score(grid, scores):
+            rounds.append(todo)
+            scores |= {lr: curve(grid.index(lr)) for lr in todo}
+        return scores, rounds
+
+    for peak in range(len(grid)):  # a single-peaked curve: the search finds the full grid's argmax
+        scores, rounds = search(lambda i, peak=peak: -abs(i - peak))
+        assert mini_leaderboard.best_rate(grid, scores) == grid[peak]
+        assert len(rounds) == 2 and len(scores) <= 6
+        inside = [grid[j] for j in (peak - 1, peak + 1) if 0 <= j < len(grid)]
+        assert all(lr in scores and scores[lr] < scores[grid[peak]] for lr in inside)
+    # ties go to the smaller rate, as in the weights stage
+    assert mini_leaderboard.best_rate(grid, {grid[1]: 50.0, grid[3]: 50.0}) == grid[1]
+    # a second peak between two coarse points that are both worse than the first is not searched: the search is
+    # local, which is why docs/miniworld.md checks it against the full grid's choices
+    scores, _ = search(lambda i: {1: 60.0, 3: 40.0, 4: 70.0}.get(i, 30.0))
+    assert mini_leaderboard.best_rate(grid, scores) == grid[1] and grid[4] not in scores
 
 
 def test_default_beta_is_what_the_base_to_new_selection_keeps():
