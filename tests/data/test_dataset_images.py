@@ -10,6 +10,7 @@ import zipfile
 import datasets
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from metaprompt_hf.data.batches import ImageDataset, collate
@@ -82,3 +83,51 @@ def test_image_dataset_skips_and_logs_unreadable_rows_by_name(tmp_path, caplog):
     assert batch["pixel_values"].shape == (2, 3, 8, 8) and batch["index"].tolist() == [0, 3]
     assert batch["corrupt"] == [str(tmp_path / "missing.png"), "garbage.png"]
     assert "garbage.png" in caplog.text and "missing.png" in caplog.text
+
+
+def test_a_training_dataset_decodes_each_row_once_within_its_budget(tmp_path, monkeypatch):
+    """A training set keeps its decoded images for the next epoch (`DECODED_CACHE_BYTES`): the second epoch reads no
+    row back from Arrow and gives the same items; past the budget rows are decoded again; an evaluation set (read
+    once) keeps nothing."""
+    from transformers import CLIPImageProcessor
+
+    from metaprompt_hf.data import batches
+    from metaprompt_hf.data.batches import TrainTransform
+
+    processor = CLIPImageProcessor(size={"shortest_edge": 8}, crop_size={"height": 8, "width": 8})
+    rows = _rows(tmp_path)
+    reads: list[int] = []
+
+    def counting(view):
+        class Counting:
+            def __getitem__(self, i):
+                reads.append(i)
+                return view[i]
+
+        return Counting()
+
+    def epoch(dataset, seed):
+        return [dataset[(i, seed)] for i in range(4)]
+
+    original = batches.with_decoded_images
+    monkeypatch.setattr(batches, "with_decoded_images", lambda r: counting(original(r)))
+    transform = TrainTransform(8, [0.5] * 3, [0.25] * 3)
+    train = ImageDataset(rows, rows["label"], None, processor, transform)
+    first, second = epoch(train, 7), epoch(train, 7)
+    assert sorted(reads) == [0, 1, 2, 3]  # each row read once, the unreadable ones included
+    for a, b in zip(first, second):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if k == "pixel_values")
+    fresh = ImageDataset(rows, rows["label"], None, processor, transform)  # nothing kept: the same items
+    for a, b in zip(first, epoch(fresh, 7)):
+        assert a.get("corrupt") == b.get("corrupt") and all(torch.equal(a[k], b[k]) for k in a if k == "pixel_values")
+
+    reads.clear()
+    monkeypatch.setattr(batches, "DECODED_CACHE_BYTES", 8 * 8 * 3)  # room for one 8×8 RGB image
+    small = ImageDataset(rows, rows["label"], None, processor, transform)
+    epoch(small, 7), epoch(small, 7)
+    assert sorted(reads) == [0, 1, 2, 3, 3]  # red kept, the unreadable rows cost nothing, blue is past the budget
+
+    reads.clear()
+    evaluation = ImageDataset(rows, rows["label"], None, processor)
+    [evaluation[i] for i in range(4)], [evaluation[i] for i in range(4)]
+    assert sorted(reads) == [0, 0, 1, 1, 2, 2, 3, 3]

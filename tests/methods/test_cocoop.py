@@ -90,9 +90,11 @@ def test_cocoop_on_siglip_adds_its_logit_bias(siglip_and_processor, tmp_path):
     torch.testing.assert_close(loaded.predict(pixel_values, NAMES), model.predict(pixel_values, NAMES), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("chunk", [128, 3], ids=["one-class-chunk", "class-chunks"])
+@pytest.mark.parametrize("chunk", [128, 8, 3], ids=["one-call", "two-calls", "class-chunks"])
 def test_logits_and_gradients_equal_the_formula(chunk):
-    """The head checkpoints every image but the last (and the model its class chunks): same values, same grads."""
+    """The head encodes several images' contexts per text-encoder call (at most `class_chunk_size` rows: 3 images
+    × 4 classes in one call, 2 + 1 images in two calls with the first checkpointed) or, with more classes than
+    that, each image alone over class chunks: the values and gradients of the per-image formula in every case."""
     model = cocoop_model(class_chunk_size=chunk).train()
     pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 2, 3])

@@ -102,6 +102,24 @@ def test_padding_and_class_order_do_not_change_features(model):
     torch.testing.assert_close(alone, together, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [128, 8], ids=["one-call", "three-calls"])
+def test_per_context_encoding_equals_one_context_at_a_time(model, chunk):
+    """`encode_text_per_context`: K deep contexts in shared calls (each sequence carrying its own prompts at every
+    prompted layer) give what K separate `encode_text` calls give; a context of the wrong shape is named."""
+    model.class_chunk_size = chunk  # 4 classes: 32 contexts per call, or 2 (three calls for 5 contexts)
+    contexts = model.text_prompts.detach()[None] + 0.1 * torch.randn(5, *model.text_prompts.shape)
+    contexts.requires_grad_(True)
+    together = model.encode_text_per_context(CLASSES, contexts)
+    alone = torch.stack([model.encode_text(CLASSES, c) for c in contexts])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+    weights = torch.arange(together.numel(), dtype=torch.float32).reshape(together.shape)
+    (g_together,) = torch.autograd.grad((together * weights).sum(), contexts)
+    (g_alone,) = torch.autograd.grad((alone * weights).sum(), contexts)
+    torch.testing.assert_close(g_together, g_alone, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="contexts: expected shape"):
+        model.encode_text_per_context(CLASSES, contexts[:, :1, :1])
+
+
 def test_chunked_text_encoding_matches_unchunked_values_and_gradients(clip_and_processor):
     clip, processor = clip_and_processor
     names = [f"class {i}" + " x" * (i % 4) for i in range(11)]

@@ -74,11 +74,19 @@ def processor_size(image_processor: Any) -> int:
     return int(size.get("shortest_edge") or size.get("height"))
 
 
+#: Bytes of decoded RGB images a training `ImageDataset` keeps (per process): a few-shot training set is read once per
+#: epoch, and reading a row back from Arrow and decoding it again cost a quarter of a small model's training step.
+#: Images past the budget are decoded on every access; the items are the same either way. An evaluation set is read
+#: once and keeps nothing.
+DECODED_CACHE_BYTES = 256 * 2**20
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """Rows of a `datasets.Dataset` as model inputs. Images are decoded by the rows' `with_transform`
-    (`dataset_images.with_decoded_images`); items are addressed by `(row, seed)` pairs from the samplers so that
-    augmentation is reproducible; an unreadable image is logged by name and yields an item the collator drops and
-    counts."""
+    (`dataset_images.with_decoded_images`) and, with a `train_transform`, kept up to `DECODED_CACHE_BYTES` for the
+    next epoch; items are
+    addressed by `(row, seed)` pairs from the samplers so that augmentation is reproducible; an unreadable image is
+    logged by name and yields an item the collator drops and counts."""
 
     def __init__(
         self,
@@ -93,13 +101,28 @@ class ImageDataset(torch.utils.data.Dataset):
         self.domains = list(domains) if domains is not None else None
         self.image_processor = image_processor
         self.train_transform = train_transform
+        self._decoded: dict[int, dict[str, Any]] = {}
+        self._decoded_bytes = 0
+        self._decoded_budget = DECODED_CACHE_BYTES if train_transform is not None else 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _row(self, row: int) -> dict[str, Any]:
+        """The decoded row (the transforms never modify the image in place, so a kept one can be reused)."""
+        decoded = self._decoded.get(row)
+        if decoded is None:
+            decoded = self.rows[row]
+            image = decoded["image"]
+            size = 0 if image is None else image.width * image.height * len(image.getbands())
+            if self._decoded_budget and self._decoded_bytes + size <= self._decoded_budget:
+                self._decoded[row] = decoded
+                self._decoded_bytes += size
+        return decoded
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
         row, seed = key if isinstance(key, tuple) else (key, 0)
-        decoded = self.rows[int(row)]
+        decoded = self._row(int(row))
         image = decoded["image"]
         if image is None:
             logger.warning("skipping unreadable image %s", decoded["image_source"])

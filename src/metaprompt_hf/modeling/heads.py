@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .configuration_metaprompt import MetaPromptConfig
 
@@ -197,24 +196,11 @@ class CoCoOpHead(AdapterHead):
     ) -> torch.Tensor:
         ctx = model._adapter(adapter_name).text_prompts  # (1, n_ctx, d_text)
         bias = self.meta_net(image_embeds.float())  # (B, d_text)
-        s = model.logit_scale
-
-        def one_image(ctx_b: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
-            t = model.encode_text(class_names, text_prompts=ctx_b, adapter_name=adapter_name)  # (C, P)
-            return s * x_b @ t.t()
-
-        # B × C text encodings: under grad each image but the last is checkpointed, so only its (C,) row stays alive
-        # and memory is bounded by one image's class encodings (the last runs its backward first, as in
-        # `MetaPromptModel._encode_ids_chunked`).
-        use_ckpt = torch.is_grad_enabled() and (ctx.requires_grad or bias.requires_grad)
-        rows = []
-        for b in range(image_embeds.shape[0]):
-            ctx_b = ctx + bias[b][None, None]
-            if use_ckpt and b < image_embeds.shape[0] - 1:
-                rows.append(checkpoint(one_image, ctx_b, image_embeds[b], use_reentrant=False))
-            else:
-                rows.append(one_image(ctx_b, image_embeds[b]))
-        return torch.stack(rows)
+        contexts = ctx[None] + bias[:, None, None, :]  # (B, 1, n_ctx, d_text): θ_t + π(x_b) on every token
+        # The B × C text encodings share calls of at most `class_chunk_size` rows (memory bounded as in
+        # `MetaPromptModel.encode_text_per_context`); the official code loops over the images one at a time.
+        t = model.encode_text_per_context(class_names, contexts, adapter_name=adapter_name)  # (B, C, P)
+        return model.logit_scale * (t @ image_embeds.float()[:, :, None]).squeeze(-1)
 
 
 class MaPLeHead(AdapterHead):

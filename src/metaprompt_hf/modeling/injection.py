@@ -30,7 +30,7 @@ from ..backbones import DualEncoderBackbone
 
 @dataclass(frozen=True)
 class _TextCall:
-    prompts: torch.Tensor  # (depth, n_ctx, d_text)
+    prompts: torch.Tensor  # (depth, n_ctx, d_text), or (depth, N, n_ctx, d_text): one context per sequence
     start: int
 
 
@@ -48,25 +48,33 @@ _MARK = "_metaprompt_injection_hooks"
 
 
 def _replace_rows(hidden: torch.Tensor, rows: torch.Tensor, start: int) -> torch.Tensor:
-    """Out-of-place `hidden[:, start:start+n] = rows` with `rows` (n, d) broadcast over the batch; `start` may be
-    negative (counted from the end)."""
+    """Out-of-place `hidden[:, start:start+n] = rows` with `rows` (n, d) broadcast over the batch, or (N, n, d) one
+    block per sequence; `start` may be negative (counted from the end)."""
     if start < 0:
         start += hidden.shape[1]
-    rows = rows.to(dtype=hidden.dtype).unsqueeze(0).expand(hidden.shape[0], -1, -1)
+    if rows.dim() == 3:
+        if rows.shape[0] != hidden.shape[0]:
+            raise ValueError(
+                f"per-sequence prompts: {rows.shape[0]} blocks for a batch of {hidden.shape[0]} sequences"
+            )
+        rows = rows.to(dtype=hidden.dtype)
+    else:
+        rows = rows.to(dtype=hidden.dtype).unsqueeze(0).expand(hidden.shape[0], -1, -1)
     return torch.cat([hidden[:, :start], rows, hidden[:, start + rows.shape[1] :]], dim=1)
 
 
 @contextlib.contextmanager
 def text_prompts_in_context(prompts: torch.Tensor | None, start: int) -> Iterator[None]:
     """Deep textual prompts θ_t (depth, n_ctx, d_text) for the text-tower calls made inside the block, in this
-    thread only (docs/method.md §1.2).
+    thread only (docs/method.md §1.2). θ_t of shape (depth, N, n_ctx, d_text) gives each of the call's N sequences
+    its own context (CoCoOp's image-conditioned contexts, encoded for several images in one call).
 
     Layer 0: rows start..start+n_ctx of the token embeddings (the placeholder tokens) are replaced by θ_t[0]; position
     embeddings are added afterwards by the model, prompt rows included, as in the reference. Layers 1..depth-1: the
     same rows of the hidden state are overwritten before the block by θ_t[i]. Replacing (not inserting) keeps the
     sequence length and the pooling index unchanged.
     """
-    call = _TextCall(prompts, start) if prompts is not None and prompts.shape[1] else None
+    call = _TextCall(prompts, start) if prompts is not None and prompts.shape[-2] else None
     token = _TEXT.set(call)
     try:
         yield

@@ -275,6 +275,45 @@ class MetaPromptModel(
             self._cache_put(self._feature_cache, key, feats, 16)
         return feats
 
+    def encode_text_per_context(
+        self, class_names: Sequence[str], contexts: torch.Tensor, *, adapter_name: str | None = None
+    ) -> torch.Tensor:
+        """Class features under K contexts at once, e.g. CoCoOp's θ_t + π(x_b) for each image b: (K, C, P),
+        L2-normalised, fp32 (docs/methods/cocoop.md).
+
+        Several contexts share one text-encoder call, each class row carrying its own context, with at most
+        `class_chunk_size` rows per call; under grad every call but the last is checkpointed, so memory stays at one
+        call's activations. With more classes than `class_chunk_size`, each context is encoded on its own
+        (`encode_text`, chunked over classes).
+
+        Args:
+            class_names: C class names.
+            contexts: (K, depth, n_ctx, d_text), each of the shape of the adapter's θ_t.
+        """
+        check_class_names(class_names)
+        adapter = self._adapter(adapter_name)
+        own = adapter.text_prompts
+        if own is None or contexts.dim() != 4 or contexts.shape[1:] != own.shape:
+            expected = None if own is None else ("K", *own.shape)
+            raise ValueError(f"contexts: expected shape {expected}, got {tuple(contexts.shape)}")
+        n_classes = len(class_names)
+        per_call = self.class_chunk_size // n_classes
+        if per_call < 1:
+            return torch.stack([self.encode_text(class_names, c, adapter_name=adapter_name) for c in contexts])
+        ids = self._pad(self._tokenize(class_names, check_placeholders=True, adapter=adapter))
+        groups = list(torch.split(contexts, per_call))
+        use_ckpt = len(groups) > 1 and torch.is_grad_enabled() and contexts.requires_grad
+        feats = []
+        for n, group in enumerate(groups):
+            # (k, depth, n_ctx, d) → (depth, k·C, n_ctx, d): context-major rows, the C classes of each context together
+            prompts = group.repeat_interleave(n_classes, dim=0).transpose(0, 1)
+            rows = ids.repeat(len(group), 1)
+            if use_ckpt and n < len(groups) - 1:  # as in `_encode_ids_chunked`: the last call runs backward first
+                feats.append(checkpoint(self._text_features, rows, prompts, use_reentrant=False))
+            else:
+                feats.append(self._text_features(rows, prompts))
+        return torch.cat(feats).view(len(contexts), n_classes, -1)
+
     @torch.no_grad()
     def encode_templates(
         self, class_names: Sequence[str], templates: Sequence[str] | None = None, *, adapter_name: str | None = None
