@@ -171,7 +171,7 @@ def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> st
         + f", base model `{settings['base_model']}`; every number below is read from [`{source}`]({source}).",
         "",
     ]
-    scratch = from_scratch_cost(settings)
+    scratch = from_scratch_cost(board)
     if scratch:
         lines += [scratch, ""]
     for protocol in ("base2new", "dg"):
@@ -183,20 +183,33 @@ def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> st
     return "\n".join(lines).rstrip() + "\n"
 
 
-def from_scratch_cost(settings: dict[str, Any]) -> str:
+def from_scratch_cost(board: dict[str, Any]) -> str:
     """What the whole suite costs from an empty output folder, from the runs' own records: the tuning's runs and the
     leaderboard's, divided by the runs in parallel. A sum of recorded seconds, not one measured wall time: runs on
-    disk are reused, and the records may come from invocations on machines of different speed."""
+    disk are reused, and the records may come from invocations on machines of different speed. The measured wall
+    time is added only when the last tuning (of every method on the board) and the leaderboard reused no run."""
+    settings = board["settings"]
     tuning = (settings.get("tuning") or {}).get("run_seconds_total")
-    board, jobs = settings.get("run_seconds_total"), settings.get("jobs")
-    if not (tuning and board and jobs) or settings.get("quick"):
+    runs, jobs = settings.get("run_seconds_total"), settings.get("jobs")
+    if not (tuning and runs and jobs) or settings.get("quick"):
         return ""
-    total = tuning + board
-    return (
+    total = tuning + runs
+    text = (
         f"From an empty output folder the suite is the tuning's runs ({tuning:,.0f} s, `{settings['tuning']['file']}`) "
-        f"and the leaderboard's ({board:,.0f} s): {total:,.0f} s of runs, about {total / jobs / 60:.0f} min "
-        f"{jobs} at a time (sums of the seconds each run recorded, not one measured wall time)."
+        f"and the leaderboard's ({runs:,.0f} s): {total:,.0f} s of runs, about {total / jobs / 60:.0f} min "
+        f"{jobs} at a time (sums of the seconds each run recorded)."
     )
+    last = settings["tuning"].get("last_invocation") or {}
+    trained = {m for m in board["methods"] if m != "zeroshot"}
+    complete = trained <= set(last.get("methods", ()))
+    if complete and last.get("runs_reused") == 0 and settings.get("runs_reused") == 0 and last.get("jobs") == jobs:
+        wall = last["wall_seconds"] + settings["wall_seconds"]
+        text += (
+            f" Measured: the tuning and the leaderboard invocations behind these files found no run on disk and "
+            f"took {last['wall_seconds']:,.0f} s and {settings['wall_seconds']:,.0f} s of wall time, "
+            f"{wall / 60:.1f} min for the whole suite, {jobs} runs at a time."
+        )
+    return text
 
 
 def _weights_text(weights: dict[str, Any] | None) -> str:

@@ -208,6 +208,12 @@ def tune(opts: argparse.Namespace, methods: list[str], digest: dict[str, str]) -
     record["lr_search"] = LR_SEARCH
     record["command"] = "python benchmarks/mini_suite.py " + " ".join(opts.argv)
     record.setdefault("wall_seconds", {})["+".join(trained)] = round(time.perf_counter() - start, 1)
+    record["last_invocation"] = {
+        "methods": trained,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "runs_reused": getattr(opts, "runs_reused", 0),
+        "jobs": opts.jobs,
+    }
     # From an empty output folder this is the tuning's cost; the wall time above counts only what was not on disk.
     record["run_seconds_total"] = round(sum(e.get("run_seconds", 0.0) for e in entries + entries2), 1)
     record["methods"] = dict(sorted(record["methods"].items()))
@@ -310,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": opts.quick,
             "wall_seconds": round(time.perf_counter() - start, 1),
             "run_seconds_total": round(sum(e.get("run_seconds", 0.0) for e in entries), 1),
+            "runs_reused": getattr(opts, "runs_reused", 0),
             "jobs": opts.jobs,
             "base_model": "embedded",
             "max_steps": opts.max_steps,
@@ -324,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 "file": "benchmarks/mini_hparams.json",
                 "command": record.get("command"),
                 "run_seconds_total": record.get("run_seconds_total"),
+                "last_invocation": record.get("last_invocation"),
             },
         },
     }

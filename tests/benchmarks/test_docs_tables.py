@@ -119,6 +119,24 @@ def test_leaderboard_tables_give_the_fixtures_intervals_and_deltas():
     assert "(`metaprompt_no_meta`, Δ vs zero-shot +4.00" in leaderboard_markdown(changed)
 
 
+def test_the_suites_cost_is_a_sum_of_run_seconds_and_a_wall_time_only_when_nothing_was_reused():
+    board = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    assert "From an empty output folder" not in leaderboard_markdown(board)  # no run records: nothing claimed
+    trained = [m for m in board["methods"] if m != "zeroshot"]
+    last = {"methods": trained, "wall_seconds": 1800.0, "runs_reused": 0, "jobs": 2}
+    board["settings"] |= {"run_seconds_total": 5000.0, "jobs": 2, "runs_reused": 0}
+    board["settings"]["tuning"] = {"file": "benchmarks/mini_hparams.json", "run_seconds_total": 7000.0}
+    text = leaderboard_markdown(board)
+    assert "12,000 s of runs, about 100 min 2 at a time" in text and "Measured" not in text
+    board["settings"]["tuning"]["last_invocation"] = last
+    assert "took 1,800 s and 1,234 s of wall time, 50.6 min for the whole suite" in leaderboard_markdown(board)
+    for changed in ({"runs_reused": 3}, {"methods": trained[:1]}, {"jobs": 1}):  # reuse, a partial tuning, other jobs
+        board["settings"]["tuning"]["last_invocation"] = last | changed
+        assert "Measured" not in leaderboard_markdown(board), changed
+    board["settings"]["tuning"]["last_invocation"], board["settings"]["runs_reused"] = last, 1
+    assert "Measured" not in leaderboard_markdown(board)
+
+
 def test_ablation_states_each_cells_schedule_from_the_runs_record():
     ablation = json.loads((ROOT / ABLATION).read_text(encoding="utf-8"))
     dg = [r for r in ablation["settings"]["runs"] if r["protocol"] == "dg"]
