@@ -208,8 +208,14 @@ def _json_block(source: str, render: Any) -> Any:
     return lambda root: render(_read(root, source))
 
 
+def _leaderboard(root: Path) -> str:
+    """The leaderboard with the suite's cost, which also reads the tuning's record and runs."""
+    tuning = (_read(root, MINI_HPARAMS), json.loads((root / TUNING_RUNS).read_text()))
+    return leaderboard_markdown(_read(root, LEADERBOARD), tuning=tuning)
+
+
 BLOCKS: tuple[Block, ...] = (
-    Block("leaderboard", "README.md", (LEADERBOARD,), _json_block(LEADERBOARD, leaderboard_markdown)),
+    Block("leaderboard", "README.md", (LEADERBOARD, MINI_HPARAMS, TUNING_RUNS), _leaderboard),
     Block(
         "meta-step-ablation",
         "README.md",
@@ -231,7 +237,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("ablation-selection", "benchmarks/results/ablation.md", (HPARAMS,), _json_block(HPARAMS, selection_block)),
     Block("ablation-table", "benchmarks/results/ablation.md", (ABLATION,), _json_block(ABLATION, ablation_markdown)),
     Block("performance-full", "benchmarks/README.md", (PERF,), perf_full),
-    Block("leaderboard", "benchmarks/README.md", (LEADERBOARD,), _json_block(LEADERBOARD, leaderboard_markdown)),
+    Block("leaderboard", "benchmarks/README.md", (LEADERBOARD, MINI_HPARAMS, TUNING_RUNS), _leaderboard),
     Block(
         "tuning",
         "benchmarks/README.md",

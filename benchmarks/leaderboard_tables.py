@@ -153,8 +153,13 @@ def summary_sentence(board: dict[str, Any]) -> str:
     return ("; ".join(parts) + ".") if parts else ""
 
 
-def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> str:
-    """The README's leaderboard block."""
+def leaderboard_markdown(
+    board: dict[str, Any],
+    source: str = LEADERBOARD,
+    tuning: tuple[dict[str, Any], list[dict[str, Any]]] | None = None,
+) -> str:
+    """The README's leaderboard block; with `tuning` (mini_hparams.json and tuning_runs.json) it also states what the
+    whole suite costs (`from_scratch_cost`)."""
     settings = board["settings"]
     lines = [
         "```bash",
@@ -171,7 +176,7 @@ def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> st
         + f", base model `{settings['base_model']}`; every number below is read from [`{source}`]({source}).",
         "",
     ]
-    scratch = from_scratch_cost(board)
+    scratch = from_scratch_cost(board, *tuning) if tuning else ""
     if scratch:
         lines += [scratch, ""]
     for protocol in ("base2new", "dg"):
@@ -183,30 +188,42 @@ def leaderboard_markdown(board: dict[str, Any], source: str = LEADERBOARD) -> st
     return "\n".join(lines).rstrip() + "\n"
 
 
-def from_scratch_cost(board: dict[str, Any]) -> str:
-    """What the whole suite costs from an empty output folder, from the runs' own records: the tuning's runs and the
-    leaderboard's, divided by the runs in parallel. A sum of recorded seconds, not one measured wall time: runs on
-    disk are reused, and the records may come from invocations on machines of different speed. The measured wall
-    time is added only when the last tuning (of every method on the board) and the leaderboard reused no run."""
+def _unique_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of a tuning record once each: the weights stage lists its default option, a run of the rate stage,
+    again."""
+    return list({r["tag"]: r for r in runs}.values())
+
+
+def from_scratch_cost(board: dict[str, Any], record: dict[str, Any], tuning_runs: list[dict[str, Any]]) -> str:
+    """What the whole suite costs from an empty output folder, from the records: the seconds of the tuning's runs
+    (`tuning_runs.json`, each once) and of the leaderboard's, divided by the runs in parallel; and the measured wall
+    time of the two invocations behind the files when neither found a run of an earlier invocation on disk.
+
+    `runs_reused` counts every run an invocation found on disk when it asked for it, its own included: the weights
+    stage asks again for the rate stage's default option, so a tuning from an empty folder reuses exactly the runs
+    `tuning_runs.json` lists twice.
+    """
     settings = board["settings"]
-    tuning = (settings.get("tuning") or {}).get("run_seconds_total")
     runs, jobs = settings.get("run_seconds_total"), settings.get("jobs")
+    unique = _unique_runs(tuning_runs)
+    tuning = sum(r.get("run_seconds", 0.0) for r in unique)
     if not (tuning and runs and jobs) or settings.get("quick"):
         return ""
     total = tuning + runs
     text = (
-        f"From an empty output folder the suite is the tuning's runs ({tuning:,.0f} s, `{settings['tuning']['file']}`) "
-        f"and the leaderboard's ({runs:,.0f} s): {total:,.0f} s of runs, about {total / jobs / 60:.0f} min "
-        f"{jobs} at a time (sums of the seconds each run recorded)."
+        f"From an empty output folder the suite is the tuning's {len(unique)} runs ({tuning:,.0f} s) and the "
+        f"leaderboard's ({runs:,.0f} s): {total:,.0f} s of runs, about "
+        f"{total / jobs / 60:.0f} min {jobs} at a time (sums of the seconds each run recorded)."
     )
-    last = settings["tuning"].get("last_invocation") or {}
+    last = record.get("last_invocation") or {}
     trained = {m for m in board["methods"] if m != "zeroshot"}
-    complete = trained <= set(last.get("methods", ()))
-    if complete and last.get("runs_reused") == 0 and settings.get("runs_reused") == 0 and last.get("jobs") == jobs:
+    earlier = last.get("runs_reused", -1) - (len(tuning_runs) - len(unique))
+    fresh = earlier == 0 and settings.get("runs_reused") == 0
+    if fresh and trained <= set(last.get("methods", ())) and last.get("jobs") == jobs:
         wall = last["wall_seconds"] + settings["wall_seconds"]
         text += (
-            f" Measured: the tuning and the leaderboard invocations behind these files found no run on disk and "
-            f"took {last['wall_seconds']:,.0f} s and {settings['wall_seconds']:,.0f} s of wall time, "
+            f" Measured: the tuning and the leaderboard invocations behind these files found no earlier run on disk "
+            f"and took {last['wall_seconds']:,.0f} s and {settings['wall_seconds']:,.0f} s of wall time, "
             f"{wall / 60:.1f} min for the whole suite, {jobs} runs at a time."
         )
     return text
@@ -246,6 +263,7 @@ def tuning_markdown(record: dict[str, Any], source: str = "benchmarks/mini_hpara
 def tuning_cost(runs: list[dict[str, Any]], source: str = "benchmarks/results/tuning_runs.json") -> str:
     """The tuning's cost from its runs (`tuning_runs.json`): what a run from an empty output folder would take, since
     a `--tune` invocation reuses the runs an earlier one left."""
+    runs = _unique_runs(runs)
     seconds = sum(r.get("run_seconds", 0.0) for r in runs)
     steps = sum(r.get("optimizer_steps") or 0 for r in runs)
     return (

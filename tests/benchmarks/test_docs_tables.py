@@ -121,20 +121,22 @@ def test_leaderboard_tables_give_the_fixtures_intervals_and_deltas():
 
 def test_the_suites_cost_is_a_sum_of_run_seconds_and_a_wall_time_only_when_nothing_was_reused():
     board = json.loads(FIXTURE.read_text(encoding="utf-8"))
-    assert "From an empty output folder" not in leaderboard_markdown(board)  # no run records: nothing claimed
+    assert "From an empty output folder" not in leaderboard_markdown(board)  # no tuning records: nothing claimed
     trained = [m for m in board["methods"] if m != "zeroshot"]
-    last = {"methods": trained, "wall_seconds": 1800.0, "runs_reused": 0, "jobs": 2}
     board["settings"] |= {"run_seconds_total": 5000.0, "jobs": 2, "runs_reused": 0}
-    board["settings"]["tuning"] = {"file": "benchmarks/mini_hparams.json", "run_seconds_total": 7000.0}
-    text = leaderboard_markdown(board)
-    assert "12,000 s of runs, about 100 min 2 at a time" in text and "Measured" not in text
-    board["settings"]["tuning"]["last_invocation"] = last
-    assert "took 1,800 s and 1,234 s of wall time, 50.6 min for the whole suite" in leaderboard_markdown(board)
-    for changed in ({"runs_reused": 3}, {"methods": trained[:1]}, {"jobs": 1}):  # reuse, a partial tuning, other jobs
-        board["settings"]["tuning"]["last_invocation"] = last | changed
-        assert "Measured" not in leaderboard_markdown(board), changed
-    board["settings"]["tuning"]["last_invocation"], board["settings"]["runs_reused"] = last, 1
-    assert "Measured" not in leaderboard_markdown(board)
+    # three runs, the last listed twice (the weights stage's default option): counted once
+    runs = [{"tag": t, "run_seconds": 3000.0} for t in ("a", "b", "c")] + [{"tag": "c", "run_seconds": 3000.0}]
+    last = {"methods": trained, "wall_seconds": 1800.0, "runs_reused": 1, "jobs": 2}
+    text = leaderboard_markdown(board, tuning=({}, runs))
+    assert "tuning's 3 runs (9,000 s)" in text and "14,000 s of runs, about 117 min 2 at a time" in text
+    assert "Measured" not in text
+    text = leaderboard_markdown(board, tuning=({"last_invocation": last}, runs))
+    assert "took 1,800 s and 1,234 s of wall time, 50.6 min for the whole suite" in text
+    # a run of an earlier invocation, a partial tuning, other jobs, a leaderboard that reused runs: no measured line
+    for changed in ({"runs_reused": 2}, {"methods": trained[:1]}, {"jobs": 1}):
+        assert "Measured" not in leaderboard_markdown(board, tuning=({"last_invocation": last | changed}, runs))
+    board["settings"]["runs_reused"] = 1
+    assert "Measured" not in leaderboard_markdown(board, tuning=({"last_invocation": last}, runs))
 
 
 def test_ablation_states_each_cells_schedule_from_the_runs_record():
