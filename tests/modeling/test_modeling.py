@@ -120,6 +120,32 @@ def test_per_context_encoding_equals_one_context_at_a_time(model, chunk):
         model.encode_text_per_context(CLASSES, contexts[:, :1, :1])
 
 
+def test_per_context_encoding_keeps_one_contexts_activations(model, monkeypatch):
+    """Memory stays at one call's activations: with more classes than `class_chunk_size` every context but the last
+    is checkpointed as a whole (else the last class chunk of each would stay alive), and with shared calls every
+    call but the last."""
+    from metaprompt_hf.modeling import modeling_metaprompt
+
+    calls: list[str] = []
+    real = modeling_metaprompt.checkpoint
+
+    def counting(fn, *args, **kwargs):
+        calls.append(fn.__name__)
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_metaprompt, "checkpoint", counting)
+    contexts = (model.text_prompts.detach()[None] + torch.zeros(3, *model.text_prompts.shape)).requires_grad_(True)
+    for chunk, expected in ((3, ["encode_text", "encode_text"]), (8, ["_text_features"])):  # 4 classes
+        model.class_chunk_size = chunk
+        calls.clear()
+        model.encode_text_per_context(CLASSES, contexts)
+        assert [c for c in calls if c != "_text_features" or chunk == 8] == expected, chunk
+    calls.clear()
+    with torch.no_grad():
+        model.encode_text_per_context(CLASSES, contexts)
+    assert calls == []
+
+
 def test_chunked_text_encoding_matches_unchunked_values_and_gradients(clip_and_processor):
     clip, processor = clip_and_processor
     names = [f"class {i}" + " x" * (i % 4) for i in range(11)]

@@ -298,11 +298,20 @@ class MetaPromptModel(
             raise ValueError(f"contexts: expected shape {expected}, got {tuple(contexts.shape)}")
         n_classes = len(class_names)
         per_call = self.class_chunk_size // n_classes
+        use_ckpt = len(contexts) > 1 and torch.is_grad_enabled() and contexts.requires_grad
         if per_call < 1:
-            return torch.stack([self.encode_text(class_names, c, adapter_name=adapter_name) for c in contexts])
+            # one context at a time, each chunked over classes; every context but the last checkpointed as a whole,
+            # or the last class chunk of every context would keep its activations
+            feats = [
+                checkpoint(self.encode_text, class_names, c, adapter_name=adapter_name, use_reentrant=False)
+                if use_ckpt and n < len(contexts) - 1
+                else self.encode_text(class_names, c, adapter_name=adapter_name)
+                for n, c in enumerate(contexts)
+            ]
+            return torch.stack(feats)
         ids = self._pad(self._tokenize(class_names, check_placeholders=True, adapter=adapter))
         groups = list(torch.split(contexts, per_call))
-        use_ckpt = len(groups) > 1 and torch.is_grad_enabled() and contexts.requires_grad
+        use_ckpt = use_ckpt and len(groups) > 1
         feats = []
         for n, group in enumerate(groups):
             # (k, depth, n_ctx, d) → (depth, k·C, n_ctx, d): context-major rows, the C classes of each context together
