@@ -246,7 +246,8 @@ def run_specs(specs: list[dict[str, Any]], opts: argparse.Namespace) -> list[dic
         print(f"{len(specs) - len(todo)} of {len(specs)} runs on disk; summarising those", flush=True)
         return [json.loads(done[s["tag"]].read_text()) for s in specs if s["tag"] in done]
     print(f"{len(specs) - len(todo)} of {len(specs)} runs already done; {len(todo)} to go", flush=True)
-    # what the invocation's records say about their wall time: it measures the suite only when nothing was reused
+    # every run found on disk when asked for, this invocation's own included: a record's wall time measures the
+    # suite only when none came from an earlier invocation (leaderboard_tables.from_scratch_cost)
     opts.runs_reused = getattr(opts, "runs_reused", 0) + len(specs) - len(todo)
     start = time.perf_counter()
     if todo:

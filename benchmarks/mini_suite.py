@@ -17,10 +17,10 @@ its design in docs/miniworld.md) and the small CLIP pretrained on it (`src/metap
     python benchmarks/mini_suite.py --ablation [--tune] --output_dir D   # the meta-step ablation (mini_ablation.py)
 
 `--tune` walks each trained method's learning-rate grid (`mini_leaderboard.LR_GRIDS`, the same for every method of
-an optimizer family; every other point, then the neighbours of the best: `LR_SEARCH`) on the validation split, seed 1, over the four small base-to-new datasets (mean HM) and the
-four DG targets (mean accuracy on each target's SOURCE domains: selection never scores the held-out domain), and
-records the best with the digest of the configuration it was tuned for in
-`benchmarks/mini_hparams.json`. The leaderboard refuses a method whose recorded digest differs from its current
+an optimizer family; every other point, then the neighbours of the best: `LR_SEARCH`) on the validation split,
+seed 1, over the four small base-to-new datasets (mean HM) and the four DG targets (mean accuracy on each
+target's SOURCE domains: no selection run scores the domain it holds out), and records the best with the digest of
+the configuration it was tuned for in `benchmarks/mini_hparams.json`. The leaderboard refuses a method whose recorded digest differs from its current
 configuration and names the command that re-tunes it. The test split is only read by the leaderboard runs.
 
 Writes `D/leaderboard.json` (schema in `leaderboard_tables.py`), `D/leaderboard.md`, `D/runs.json` (one entry per

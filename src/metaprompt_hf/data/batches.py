@@ -84,9 +84,8 @@ DECODED_CACHE_BYTES = 256 * 2**20
 class ImageDataset(torch.utils.data.Dataset):
     """Rows of a `datasets.Dataset` as model inputs. Images are decoded by the rows' `with_transform`
     (`dataset_images.with_decoded_images`) and, with a `train_transform`, kept up to `DECODED_CACHE_BYTES` for the
-    next epoch; items are
-    addressed by `(row, seed)` pairs from the samplers so that augmentation is reproducible; an unreadable image is
-    logged by name and yields an item the collator drops and counts."""
+    next epoch; items are addressed by `(row, seed)` pairs from the samplers so that augmentation is reproducible;
+    an unreadable image is logged by name and yields an item the collator drops and counts."""
 
     def __init__(
         self,
